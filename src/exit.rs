@@ -1,0 +1,99 @@
+//! Leaving daemonproxy (protocol.md §8.4): the normal end, and the exec path
+//! that every trappable exit goes through.
+
+use crate::log::Log;
+use crate::service::{Services, State};
+use crate::{log, sys};
+use std::ffi::CString;
+
+/// Log `warning: service 'NAME' running as pid PID` for each `up` service.
+pub fn log_running(log: &mut Log, services: Option<&Services>) {
+    let Some(t) = services else { return };
+    for i in t.iter_slots() {
+        if let Some(s) = t.get(i)
+            && s.state == State::Up
+        {
+            log!(log, Warning, "service '{}' running as pid {}", s.name, s.pid);
+        }
+    }
+}
+
+/// Try to exec the exit program with `DAEMONPROXY_EXITCODE` and
+/// `DAEMONPROXY_ERROR` set. Returns only if there is none or it failed.
+pub fn exec_on_exit(log: &mut Log, args: &[u8], code: i32, message: &str, services: Option<&Services>) {
+    if args.is_empty() {
+        return;
+    }
+    let argv: Vec<CString> = args
+        .split(|&b| b == b'\t')
+        .map(|a| CString::new(a.to_vec()).unwrap_or_default())
+        .collect();
+    let Some(arg0) = argv.first() else { return };
+    // SAFETY: daemonproxy is single-threaded; nothing reads the
+    // environment concurrently.
+    unsafe {
+        std::env::set_var("DAEMONPROXY_EXITCODE", code.to_string());
+        std::env::set_var("DAEMONPROXY_ERROR", message);
+    }
+    let name = String::from_utf8_lossy(arg0.as_bytes()).into_owned();
+    log!(log, Warning, "daemonproxy exec_on_exit to '{name}'");
+    log_running(log, services);
+    log.flush_final();
+    reset_signals();
+    let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    // SAFETY: ptrs is a NULL-terminated array of valid C strings.
+    unsafe { libc::execvp(ptrs[0], ptrs.as_ptr()) };
+    let e = sys::errno();
+    let mut eb = [0u8; 128];
+    let text = String::from_utf8_lossy(sys::strerror(e, &mut eb)).into_owned();
+    log!(log, Error, "Unable to exec \"{name}\": {text}");
+}
+
+/// Default dispositions and an empty mask, so the exit program starts clean.
+pub fn reset_signals() {
+    // SAFETY: plain signal/sigprocmask calls with valid arguments.
+    unsafe {
+        for sig in 1..libc::SIGRTMAX() + 1 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
+}
+
+/// The exec path (§8.4) for help, version, option and setup errors:
+/// returns only when guarded (daemonproxy then keeps running).
+pub fn exec_path(log: &mut Log, args: &[u8], code: i32, message: &str, guarded: bool, services: Option<&Services>) {
+    exec_on_exit(log, args, code, message, services);
+    if !message.is_empty() {
+        if guarded {
+            log!(log, Fatal, "(attempting to continue) {message}");
+        } else {
+            log!(log, Fatal, "{message}");
+        }
+    }
+    if guarded {
+        log.flush_final();
+        return;
+    }
+    log_running(log, services);
+    log.flush_final();
+    std::process::exit(code);
+}
+
+/// The normal end (`terminate N`, end of `-i`).
+pub fn normal_end(log: &mut Log, args: &[u8], code: i32, services: &Services) -> ! {
+    if args.is_empty() {
+        log!(log, Info, "daemonproxy exiting");
+        log_running(log, Some(services));
+    } else {
+        exec_on_exit(log, args, code, "terminated normally", Some(services));
+    }
+    log.flush_final();
+    std::process::exit(code)
+}
+

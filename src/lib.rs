@@ -1,0 +1,28 @@
+//! daemonproxy: a daemontools-style process supervisor that proxies events
+//! to controller scripts and carries out their commands.
+//!
+//! Ground floor: [`command`] (parse), [`line`] and [`reply`] (encode),
+//! [`clock`], [`signame`], [`sys`], [`options`]. Tables and mechanisms:
+//! [`service`], [`handle`] and [`fdops`], [`controller`], [`spawn`],
+//! [`signal`], [`log`]. The loop: [`supervisor`] and [`dispatch`];
+//! [`exit`] leaves it. The binary in `main.rs` only wires these together.
+#![deny(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod clock;
+pub mod command;
+pub mod controller;
+pub mod dispatch;
+pub mod exit;
+pub mod fdops;
+pub mod handle;
+pub mod line;
+pub mod log;
+pub mod options;
+pub mod reply;
+pub mod service;
+pub mod signal;
+pub mod signame;
+pub mod spawn;
+pub mod supervisor;
+pub mod sys;

@@ -1,0 +1,216 @@
+//! The `daemonproxy` binary: flags and wiring only (protocol.md §9.5
+//! start-up order); everything else is in the library.
+
+use daemonproxy::command::Name;
+use daemonproxy::controller::Kind;
+use daemonproxy::handle::{Handle, Handles};
+use daemonproxy::line::Line;
+use daemonproxy::log::{DEFAULT_FILTER, Log};
+use daemonproxy::options::{self, Stop};
+use daemonproxy::service::Services;
+use daemonproxy::supervisor::{DEFAULT_CONTROLLERS, End, Supervisor};
+use daemonproxy::{exit, log, sys};
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+
+/// Descriptors ≥ 3 open at start-up (before daemonproxy opens its own).
+fn inherited_fds() -> Vec<RawFd> {
+    let mut fds: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|&fd| fd >= 3)
+            .collect(),
+        Err(_) => (3..1024).filter(|&fd| sys::fd_is_open(fd)).collect(),
+    };
+    // The directory's own descriptor is closed by now.
+    fds.retain(|&fd| sys::fd_is_open(fd));
+    fds.sort_unstable();
+    fds
+}
+
+fn open_null() -> std::io::Result<OwnedFd> {
+    let f = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    Ok(OwnedFd::from(f))
+}
+
+fn name(s: &str) -> Name {
+    Name::from(s).unwrap_or_default()
+}
+
+/// Re-point a std handle to a `/dev/null` duplicate, keeping its flags
+/// (§6.2: daemonproxy uses the original stream as a controller channel).
+fn repoint_to_null(handles: &mut Handles, which: &str, null: RawFd) {
+    let Some(old) = handles.get(which.as_bytes()) else { return };
+    let (flags, kind, desc) = (old.flags.clone(), old.kind, old.desc.clone());
+    if let Ok(fd) = sys::dup_cloexec(null, 3) {
+        // SAFETY: fd was just returned by dup and is owned by nobody else.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut h = Handle::new(Some(owned), kind, &flags, &desc);
+        h.flags = flags;
+        handles.insert(name(which), h);
+    }
+}
+
+fn banner() -> [String; 6] {
+    let git: String = options::GIT_HEAD.chars().take(8).collect();
+    let plus = if options::GIT_DIRTY { "+" } else { "" };
+    [
+        format!("info\tdaemonproxy version {} (git {git}{plus})", options::VERSION),
+        format!("info\t{}", options::COPYRIGHT),
+        format!("info\t{}", options::LICENCE[0]),
+        format!("info\t{}", options::LICENCE[1]),
+        format!("info\t{}", options::LICENCE[2]),
+        "info\tInteractive mode.  Use ^D or 'exit' to terminate.  See 'man daemonproxy' for command syntax.".into(),
+    ]
+}
+
+fn main() {
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(0o077) };
+    let pid1 = sys::getpid() == 1;
+    let inherited = inherited_fds();
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let (opts, stop) = options::parse(&args, pid1);
+    let mut logger = Log::new();
+    logger.filter = (i32::from(DEFAULT_FILTER) - opts.verbosity).clamp(0, 6) as u8;
+    let guarded = opts.exit_guard != 0;
+    match stop {
+        Some(Stop::Help) | Some(Stop::Version) => {
+            let text = if stop == Some(Stop::Help) { options::help_text() } else { options::version_text() };
+            let mut out = std::io::stdout();
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush(); // [FIX F22]
+            exit::exec_path(&mut logger, &opts.exit_exec, 1, "", guarded, None);
+        }
+        Some(Stop::Error(msg)) => exit::exec_path(&mut logger, &opts.exit_exec, 2, &msg, guarded, None),
+        None => {}
+    }
+    let setup_fail = |logger: &mut Log, msg: &str| {
+        exit::exec_path(logger, &opts.exit_exec, 3, msg, guarded, None);
+    };
+
+    // /dev/null and the constant handles.
+    let null = match open_null() {
+        Ok(n) => n,
+        Err(e) => {
+            log!(logger, Error, "open(/dev/null): {e}");
+            setup_fail(&mut logger, "Unable to open /dev/null");
+            return;
+        }
+    };
+    let null_raw = null.as_raw_fd();
+    let fd_limit = opts.fd_pool.map_or(usize::MAX, |p| p.n.clamp(7, 1024) as usize);
+    let svc_limit = opts.service_pool.map_or(usize::MAX, |p| p.n.clamp(1, 65535) as usize);
+    let mut handles = Handles::new(null, fd_limit);
+
+    // stdin, stdout, stderr: duplicates, so deleting a handle never closes
+    // daemonproxy's own streams; a closed one becomes /dev/null.
+    for (fd, n) in [(0, "stdin"), (1, "stdout"), (2, "stderr")] {
+        if !sys::fd_is_open(fd) {
+            // SAFETY: dup2 onto a closed standard descriptor.
+            unsafe { libc::dup2(null_raw, fd) };
+        }
+        if let Ok(d) = sys::dup_cloexec(fd, 3) {
+            // SAFETY: d is a fresh descriptor owned by nobody else.
+            let h = Handle::inherited(unsafe { OwnedFd::from_raw_fd(d) });
+            handles.insert(name(n), h);
+        }
+    }
+    for fd in inherited {
+        if fd == null_raw {
+            continue;
+        }
+        if !handles.room_for(1) {
+            exit::exec_path(&mut logger, &opts.exit_exec, 2, "Not enough FD objects to register all open FDs", guarded, None);
+            break;
+        }
+        let _ = sys::set_cloexec(fd);
+        // SAFETY: an inherited descriptor nobody else in this process owns.
+        let h = Handle::inherited(unsafe { OwnedFd::from_raw_fd(fd) });
+        handles.insert(name(&format!("fd_{fd}")), h);
+    }
+
+    let mut sup = match Supervisor::new(handles, Services::new(svc_limit), logger, DEFAULT_CONTROLLERS, null_raw) {
+        Ok(s) => s,
+        Err(e) => {
+            let mut l = Log::new();
+            log!(l, Fatal, "signal setup: {e}");
+            l.flush_final();
+            std::process::exit(5);
+        }
+    };
+    sup.exec_args = opts.exit_exec.clone();
+    sup.guard = opts.exit_guard;
+
+    if opts.socket.is_some() {
+        log!(sup.log, Error, "-S: control sockets are not supported by this build");
+        setup_fail(&mut sup.log, "Can't create controller socket");
+    }
+    let mut nonblock_restore = false;
+    if opts.interactive {
+        let _ = sys::set_nonblock(0, true);
+        let _ = sys::set_nonblock(1, true);
+        nonblock_restore = true;
+        repoint_to_null(&mut sup.handles, "stdin", null_raw);
+        repoint_to_null(&mut sup.handles, "stdout", null_raw);
+        if let Some(slot) = sup.add_controller(Kind::Interactive, None, Some(0), Some(1)) {
+            let mut l = Line::new();
+            for b in banner() {
+                l.clear();
+                l.s(&b);
+                sup.reply(slot, &l);
+            }
+        }
+    }
+    if let Some(cfg) = &opts.config {
+        if cfg.as_bytes() == b"-" {
+            if opts.interactive {
+                log!(sup.log, Error, "stdin not available");
+                setup_fail(&mut sup.log, "Unable to process config file");
+            } else {
+                repoint_to_null(&mut sup.handles, "stdin", null_raw);
+                sup.add_controller(Kind::Config, None, Some(0), None);
+            }
+        } else {
+            match std::fs::File::open(cfg) {
+                Ok(f) => {
+                    let fd = OwnedFd::from(f);
+                    let raw = fd.as_raw_fd();
+                    sup.add_controller(Kind::Config, Some(fd), Some(raw), None);
+                }
+                Err(e) => {
+                    let text = e.raw_os_error().map_or_else(
+                        || e.to_string(),
+                        |n| {
+                            let mut eb = [0u8; 128];
+                            String::from_utf8_lossy(sys::strerror(n, &mut eb)).into_owned()
+                        },
+                    );
+                    log!(sup.log, Error, "Failed to open config file \"{}\": {text}", cfg.to_string_lossy());
+                    setup_fail(&mut sup.log, "Unable to process config file");
+                }
+            }
+        }
+    }
+    if opts.mlockall {
+        // SAFETY: mlockall takes flags only.
+        if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
+            let mut eb = [0u8; 128];
+            let t = String::from_utf8_lossy(sys::strerror(sys::errno(), &mut eb)).into_owned();
+            log!(sup.log, Error, "mlockall: {t}");
+        }
+    }
+    if opts.daemonize {
+        log!(sup.log, Warning, "Ignoring --daemonize (not supported by this build)");
+    }
+
+    let End::Normal(code) = sup.run();
+    if nonblock_restore {
+        let _ = sys::set_nonblock(0, false);
+        let _ = sys::set_nonblock(1, false);
+    }
+    let args = sup.exec_args.clone();
+    exit::normal_end(&mut sup.log, &args, code, &sup.services);
+}

@@ -1,0 +1,426 @@
+//! Services (protocol.md §5): the table, each service's state machine, and
+//! how a service is shown in events.
+//!
+//! Data structures: services live in a slot vector (indices stay valid until
+//! delete); a `BTreeMap` maps names to slots (O(log n) lookup and the name
+//! order `statedump` needs); a `HashMap` maps running pids to slots (O(1)
+//! reaping); pending starts sit in a `BTreeSet` ordered by due time, so the
+//! next deadline and every due start cost O(log n).
+
+use crate::clock::{Mono, SEC, Seconds};
+use crate::command::Name;
+use crate::line::Line;
+use crate::signame;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
+
+/// A service's state (§5.1); `deleted` is not kept, the slot is freed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Not running, no start pending.
+    Down,
+    /// A start is pending at `start_at`.
+    Start,
+    /// A process exists.
+    Up,
+}
+
+/// How the last process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// `exit` with this status (0..255).
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+}
+
+impl Exit {
+    /// Decode a `waitpid` status.
+    pub fn from_status(status: i32) -> Exit {
+        if libc::WIFSIGNALED(status) { Exit::Signal(libc::WTERMSIG(status)) } else { Exit::Code(libc::WEXITSTATUS(status)) }
+    }
+}
+
+/// Parsed `auto_up` triggers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Triggers {
+    /// The raw trigger text, shown in events.
+    pub raw: Vec<u8>,
+    /// `always` was listed.
+    pub always: bool,
+    /// Bit `n` set: signal `n` was listed.
+    pub signals: u64,
+}
+
+impl Triggers {
+    /// Parse the raw remainder of `service.auto_up` after the interval.
+    /// Parsing stops at the first empty word (§3.6). `None` for an unknown
+    /// word (numbers are not accepted as trigger signals).
+    pub fn parse(raw: &[u8]) -> Option<Triggers> {
+        let mut t = Triggers { raw: raw.to_vec(), always: false, signals: 0 };
+        for word in raw.split(|&b| b == b'\t') {
+            if word.is_empty() {
+                break;
+            }
+            if word == b"always" {
+                t.always = true;
+            } else {
+                let sig = signame::lookup_name(word)?;
+                if !(1..64).contains(&sig) {
+                    return None;
+                }
+                t.signals |= 1u64 << sig;
+            }
+        }
+        Some(t)
+    }
+
+    /// Does this trigger list name signal `sig`?
+    pub fn has_signal(&self, sig: i32) -> bool {
+        (1..64).contains(&sig) && self.signals & (1u64 << sig) != 0
+    }
+}
+
+/// One service.
+#[derive(Debug)]
+pub struct Service {
+    /// Its name.
+    pub name: Name,
+    /// Current state.
+    pub state: State,
+    /// When the pending start is due (state `Start`).
+    pub start_at: Mono,
+    /// Pid of the running or last process (0: none yet).
+    pub pid: i32,
+    /// When the running or last process was forked.
+    pub up_at: Mono,
+    /// When the last process was reaped.
+    pub reap_at: Mono,
+    /// How the last process ended; `None` if never run or forgotten.
+    pub exit: Option<Exit>,
+    /// Raw `service.tags` value.
+    pub tags: Vec<u8>,
+    /// Raw `service.args` value (TAB-separated argv).
+    pub args: Vec<u8>,
+    /// Raw `service.fds` value; `None` = never set (`null null null`).
+    pub fds: Option<Vec<u8>>,
+    /// MIN_INTERVAL for automatic restarts (default 1 s, [FIX F17]).
+    pub interval: Seconds,
+    /// Auto-up triggers; `None` = auto-up off.
+    pub triggers: Option<Triggers>,
+    /// The controller slot of a running controller service.
+    pub controller: Option<usize>,
+}
+
+impl Service {
+    fn new(name: Name) -> Service {
+        Service {
+            name,
+            state: State::Down,
+            start_at: Mono(0),
+            pid: 0,
+            up_at: Mono(0),
+            reap_at: Mono(0),
+            exit: None,
+            tags: Vec::new(),
+            args: Vec::new(),
+            fds: None,
+            interval: Seconds::whole(1),
+            triggers: None,
+            controller: None,
+        }
+    }
+
+    /// Does any `service.fds` entry name a `control.*` handle?
+    pub fn is_controller(&self) -> bool {
+        self.fds.as_deref().is_some_and(|f| f.split(|&b| b == b'\t').any(crate::handle::is_control))
+    }
+
+    /// Is the first argument non-empty (§3.7 `no args configured`)?
+    pub fn has_args(&self) -> bool {
+        !self.args.is_empty() && self.args[0] != b'\t'
+    }
+
+    /// Should auto-up start this service now, given the pending signal
+    /// counts (indexed by signal number)?
+    pub fn auto_wanted(&self, count_of: impl Fn(i32) -> u64) -> bool {
+        match &self.triggers {
+            None => false,
+            Some(t) => t.always || (1..64).any(|s| t.has_signal(s) && count_of(s) > 0),
+        }
+    }
+
+    /// When an automatic restart after an exit may happen:
+    /// max(now, last up + MIN_INTERVAL) ([FIX F7]).
+    pub fn restart_time(&self, now: Mono) -> Mono {
+        now.max(self.up_at.plus(self.interval.ns))
+    }
+}
+
+/// Write `service.state\tNAME\t...` (always 9 fields, §4.1) as of `now`.
+pub fn write_state(out: &mut Line, s: &Service, now: Mono) {
+    out.s("service.state\t").s(&s.name).tab();
+    match (s.state, s.exit) {
+        (State::Start, _) => {
+            out.s("start\t").int(s.start_at.secs()).s("\t-\t-\t-\t-\t-");
+        }
+        (State::Up, _) => {
+            out.s("up\t").int(s.up_at.secs()).tab().int(i64::from(s.pid));
+            out.s("\t-\t-\t").int(now.secs_since(s.up_at)).s("\t-");
+        }
+        (State::Down, None) => {
+            out.s("down\t-\t-\t-\t-\t-\t-");
+        }
+        (State::Down, Some(e)) => {
+            out.s("down\t").int(s.reap_at.secs()).tab().int(i64::from(s.pid)).tab();
+            match e {
+                Exit::Code(c) => out.s("exit\t").int(i64::from(c)),
+                Exit::Signal(n) => out.s("signal\tSIG").s(signame::name_of(n)),
+            };
+            out.tab().int(s.reap_at.secs_since(s.up_at)).tab().int(now.secs_since(s.reap_at));
+        }
+    }
+}
+
+/// Write `service.state\tNAME\tdeleted\t-\t-\t-\t-\t-\t-`.
+pub fn write_deleted(out: &mut Line, name: &str) {
+    out.s("service.state\t").s(name).s("\tdeleted\t-\t-\t-\t-\t-\t-");
+}
+
+/// Write `service.tags\tNAME\t<TAGS>`.
+pub fn write_tags(out: &mut Line, s: &Service) {
+    out.s("service.tags\t").s(&s.name).tab().push(&s.tags);
+}
+
+/// Write `service.args\tNAME\t<ARGS>`.
+pub fn write_args(out: &mut Line, s: &Service) {
+    out.s("service.args\t").s(&s.name).tab().push(&s.args);
+}
+
+/// Write `service.fds\tNAME\t<LIST>` (`null\tnull\tnull` if never set).
+pub fn write_fds(out: &mut Line, s: &Service) {
+    out.s("service.fds\t").s(&s.name).tab();
+    match &s.fds {
+        Some(f) => out.push(f),
+        None => out.s("null\tnull\tnull"),
+    };
+}
+
+/// Write `service.auto_up\tNAME\tINTERVAL\t<TRIGGERS>` or `...\t-`.
+pub fn write_auto_up(out: &mut Line, s: &Service) {
+    out.s("service.auto_up\t").s(&s.name).tab();
+    match &s.triggers {
+        Some(t) => {
+            s.interval.write_to(out);
+            out.tab().push(&t.raw);
+        }
+        None => {
+            out.s("-");
+        }
+    }
+}
+
+/// The service table.
+pub struct Services {
+    slots: Vec<Option<Service>>,
+    free: Vec<usize>,
+    by_name: BTreeMap<Name, usize>,
+    by_pid: HashMap<i32, usize>,
+    starts: BTreeSet<(Mono, usize)>,
+    /// Most services allowed (`--service-pool N`).
+    pub limit: usize,
+}
+
+impl Services {
+    /// An empty table.
+    pub fn new(limit: usize) -> Services {
+        Services {
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_name: BTreeMap::new(),
+            by_pid: HashMap::new(),
+            starts: BTreeSet::new(),
+            limit,
+        }
+    }
+
+    /// The slot of a service by name.
+    pub fn find(&self, name: &Name) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The slot of a service, created `down` if missing.
+    pub fn find_or_create(&mut self, name: &Name) -> Result<usize, &'static str> {
+        if let Some(i) = self.find(name) {
+            return Ok(i);
+        }
+        if self.by_name.len() >= self.limit {
+            return Err("Unable to allocate new service");
+        }
+        let svc = Service::new(*name);
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(svc);
+                i
+            }
+            None => {
+                self.slots.push(Some(svc));
+                self.slots.len() - 1
+            }
+        };
+        self.by_name.insert(*name, i);
+        Ok(i)
+    }
+
+    /// The service in slot `i`.
+    pub fn get(&self, i: usize) -> Option<&Service> {
+        self.slots.get(i).and_then(Option::as_ref)
+    }
+
+    /// The service in slot `i`, mutably.
+    pub fn get_mut(&mut self, i: usize) -> Option<&mut Service> {
+        self.slots.get_mut(i).and_then(Option::as_mut)
+    }
+
+    /// Forget a (not running) service.
+    pub fn delete(&mut self, i: usize) -> Option<Service> {
+        let s = self.slots.get_mut(i)?.take()?;
+        self.starts.remove(&(s.start_at, i));
+        self.by_name.remove(&s.name);
+        self.free.push(i);
+        Some(s)
+    }
+
+    /// Put a service in `start` at `at` (rescheduling a pending start).
+    pub fn schedule(&mut self, i: usize, at: Mono) {
+        let Some(s) = self.slots.get_mut(i).and_then(Option::as_mut) else { return };
+        if s.state == State::Start {
+            self.starts.remove(&(s.start_at, i));
+        }
+        s.state = State::Start;
+        s.start_at = at;
+        self.starts.insert((at, i));
+    }
+
+    /// Drop a pending start (state becomes `down` with no exit data).
+    pub fn cancel(&mut self, i: usize) {
+        let Some(s) = self.slots.get_mut(i).and_then(Option::as_mut) else { return };
+        if s.state == State::Start {
+            self.starts.remove(&(s.start_at, i));
+            s.state = State::Down;
+            s.exit = None;
+        }
+    }
+
+    /// The earliest pending start.
+    pub fn next_start(&self) -> Option<Mono> {
+        self.starts.first().map(|&(t, _)| t)
+    }
+
+    /// Take one start that is due at `now`, leaving the service in `Start`
+    /// for the caller to fork (or reschedule).
+    pub fn pop_due(&mut self, now: Mono) -> Option<usize> {
+        let &(t, i) = self.starts.first()?;
+        if t > now {
+            return None;
+        }
+        self.starts.remove(&(t, i));
+        Some(i)
+    }
+
+    /// Record that slot `i` is up as `pid`.
+    pub fn set_up(&mut self, i: usize, pid: i32, now: Mono) {
+        if let Some(s) = self.slots.get_mut(i).and_then(Option::as_mut) {
+            s.state = State::Up;
+            s.pid = pid;
+            s.up_at = now;
+            self.by_pid.insert(pid, i);
+        }
+    }
+
+    /// Record an exit; returns the slot if `pid` was a service.
+    pub fn set_down(&mut self, pid: i32, exit: Exit, now: Mono) -> Option<usize> {
+        let i = self.by_pid.remove(&pid)?;
+        let s = self.slots.get_mut(i)?.as_mut()?;
+        s.state = State::Down;
+        s.exit = Some(exit);
+        s.reap_at = now;
+        Some(i)
+    }
+
+    /// The first service whose name sorts after `after` (or the first).
+    pub fn next_after(&self, after: Option<&Name>) -> Option<usize> {
+        match after {
+            None => self.by_name.values().next().copied(),
+            Some(a) => self.by_name.range((Bound::Excluded(*a), Bound::Unbounded)).next().map(|(_, &i)| i),
+        }
+    }
+
+    /// Slots of every service, in name order.
+    pub fn iter_slots(&self) -> impl Iterator<Item = usize> + '_ {
+        self.by_name.values().copied()
+    }
+
+    /// Number of services.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// Whether there are no services.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+/// Default time before retrying a failed fork (§5.1).
+pub const RETRY_NS: i64 = 3 * SEC;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(f: impl Fn(&mut Line)) -> String {
+        let mut l = Line::new();
+        f(&mut l);
+        String::from_utf8(l.as_bytes().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn state_lines() {
+        let mut t = Services::new(10);
+        let i = t.find_or_create(&Name::from("foo").unwrap()).unwrap();
+        let now = Mono(200 * SEC);
+        assert_eq!(text(|l| write_state(l, t.get(i).unwrap(), now)), "service.state\tfoo\tdown\t-\t-\t-\t-\t-\t-");
+        t.schedule(i, Mono(199 * SEC));
+        assert_eq!(text(|l| write_state(l, t.get(i).unwrap(), now)), "service.state\tfoo\tstart\t199\t-\t-\t-\t-\t-");
+        assert_eq!(t.pop_due(now), Some(i));
+        t.set_up(i, 42, Mono(196 * SEC));
+        assert_eq!(text(|l| write_state(l, t.get(i).unwrap(), now)), "service.state\tfoo\tup\t196\t42\t-\t-\t4\t-");
+        t.set_down(42, Exit::Signal(libc::SIGQUIT), Mono(198 * SEC + 5));
+        assert_eq!(
+            text(|l| write_state(l, t.get(i).unwrap(), now)),
+            "service.state\tfoo\tdown\t198\t42\tsignal\tSIGQUIT\t2\t1"
+        );
+        assert_eq!(t.get(i).unwrap().restart_time(now), now);
+        assert_eq!(text(|l| write_auto_up(l, t.get(i).unwrap())), "service.auto_up\tfoo\t-");
+        assert_eq!(text(|l| write_fds(l, t.get(i).unwrap())), "service.fds\tfoo\tnull\tnull\tnull");
+        t.delete(i);
+        assert!(t.find(&Name::from("foo").unwrap()).is_none());
+    }
+
+    #[test]
+    fn triggers() {
+        let t = Triggers::parse(b"always\tSIGHUP\t\tjunk").unwrap();
+        assert!(t.always && t.has_signal(libc::SIGHUP));
+        assert!(Triggers::parse(b"1").is_none());
+        assert!(Triggers::parse(b"BOGUS").is_none());
+        assert!(Triggers::parse(b"USR1").unwrap().has_signal(libc::SIGUSR1));
+    }
+
+    #[test]
+    fn limit() {
+        let mut t = Services::new(1);
+        t.find_or_create(&Name::from("a").unwrap()).unwrap();
+        assert_eq!(t.find_or_create(&Name::from("b").unwrap()), Err("Unable to allocate new service"));
+    }
+}

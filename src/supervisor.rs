@@ -1,0 +1,710 @@
+//! The event loop: one thread, one `mio::Poll`, and every table.
+//!
+//! Each pass (protocol.md §2.5): take signal deliveries (and start the
+//! services they trigger), reap every exited child, fork the services whose
+//! start is due, then give each controller its turn — flush output, tell it
+//! of new signals, continue a paused statedump, read input and run at most
+//! three commands. The poll timeout is the nearest deadline (a pending
+//! start, a log retry, a controller timeout), or zero while work is waiting.
+
+use crate::clock::{Mono, SEC};
+use crate::command::Name;
+use crate::controller::{self, Controller, Dump, IN_BUF, Input};
+use crate::handle::{self, Handles};
+use crate::line::Line;
+use crate::log::{Level, Log};
+use crate::reply::{self, Fail};
+use crate::service::{self, Exit, Services, State};
+use crate::signal::{self, Signals};
+use crate::spawn::{Source, Spawner};
+use crate::{log, sys};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use std::io::ErrorKind;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// Token of the signal wake pipe.
+const WAKE: Token = Token(0);
+/// Token of the control socket listener.
+pub const LISTENER: Token = Token(1);
+/// Default number of controller slots ([EXT E2]).
+pub const DEFAULT_CONTROLLERS: usize = 16;
+
+fn in_token(slot: usize) -> Token {
+    Token(2 + 2 * slot)
+}
+
+fn out_token(slot: usize) -> Token {
+    Token(3 + 2 * slot)
+}
+
+/// Why the loop stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// `terminate N` or the end of an interactive session (code 0).
+    Normal(i32),
+}
+
+/// Everything daemonproxy knows.
+pub struct Supervisor {
+    poll: Poll,
+    events: Events,
+    wake_rx: mio::unix::pipe::Receiver,
+    /// The services.
+    pub services: Services,
+    /// The named handles.
+    pub handles: Handles,
+    /// Controller slots (fixed count).
+    pub ctls: Vec<Option<Box<Controller>>>,
+    /// Counted signals.
+    pub signals: Signals,
+    /// The log.
+    pub log: Log,
+    /// Reusable spawn buffers.
+    pub spawner: Spawner,
+    /// Time of the current pass.
+    pub now: Mono,
+    /// Set by `terminate` (or the end of `-i`): the loop ends after this pass.
+    pub end: Option<End>,
+    /// Exec-on-exit arguments, TAB-separated (§8.4).
+    pub exec_args: Vec<u8>,
+    /// Terminate guard code (0: not armed).
+    pub guard: i64,
+    /// The `/dev/null` descriptor (for re-pointing std handles).
+    pub null_fd: RawFd,
+}
+
+impl Supervisor {
+    /// A supervisor with the given tables, no controllers yet, signal
+    /// handlers installed.
+    pub fn new(handles: Handles, services: Services, log: Log, slots: usize, null_fd: RawFd) -> std::io::Result<Self> {
+        let poll = Poll::new()?;
+        let (tx, mut rx) = mio::unix::pipe::new()?;
+        poll.registry().register(&mut rx, WAKE, Interest::READABLE)?;
+        let tx = OwnedFd::from(tx);
+        signal::install(&tx)?;
+        drop(tx);
+        let mut ctls = Vec::with_capacity(slots);
+        ctls.resize_with(slots, || None);
+        Ok(Supervisor {
+            poll,
+            events: Events::with_capacity(64),
+            wake_rx: rx,
+            services,
+            handles,
+            ctls,
+            signals: Signals::default(),
+            log,
+            spawner: Spawner::new(),
+            now: Mono::now(),
+            end: None,
+            exec_args: Vec::new(),
+            guard: 0,
+            null_fd,
+        })
+    }
+
+    // ----- output -------------------------------------------------------
+
+    /// Send a line to every controller with an output side (§2.5).
+    pub fn broadcast(&mut self, line: &Line) {
+        let now = self.now;
+        for c in self.ctls.iter_mut().flatten() {
+            c.send(line.as_bytes(), now);
+        }
+    }
+
+    /// Send a line to one controller.
+    pub fn reply(&mut self, c: usize, line: &Line) {
+        let now = self.now;
+        if let Some(Some(ctl)) = self.ctls.get_mut(c) {
+            ctl.send(line.as_bytes(), now);
+        }
+    }
+
+    /// Broadcast the `service.state` line of slot `i`.
+    pub fn emit_state(&mut self, i: usize) {
+        let Some(s) = self.services.get(i) else { return };
+        let mut l = Line::new();
+        service::write_state(&mut l, s, self.now);
+        self.broadcast(&l);
+    }
+
+    /// Broadcast `fd.state` for a handle.
+    pub fn emit_fd(&mut self, name: &Name) {
+        let Some(h) = self.handles.get(name.as_bytes()) else { return };
+        let mut l = Line::new();
+        handle::write_state(&mut l, name, h);
+        self.broadcast(&l);
+    }
+
+    /// Report a failed command to its issuer and the log (§2.7).
+    pub fn fail(&mut self, c: usize, cmd: &[u8], f: &Fail<'_>) {
+        let mut l = Line::new();
+        reply::error_line(&mut l, f, cmd);
+        self.reply(c, &l);
+        if self.log.enabled(Level::Error) {
+            let mut m = Line::new();
+            m.s("controller[").int(c as i64).s("] command failed: ");
+            reply::write_quoted_prefix(&mut m, cmd, 90, b'\'', b'\'');
+            self.log.bytes(Level::Error, &[m.as_bytes()]);
+            m.clear();
+            m.s("  with error: '");
+            f.write_to(&mut m);
+            m.byte(b'\'');
+            self.log.bytes(Level::Error, &[m.as_bytes()]);
+        }
+    }
+
+    /// Re-resolve the log destination after the handle table changed.
+    pub fn refresh_log_fd(&mut self) {
+        if let crate::log::Dest::Handle(n) = self.log.dest {
+            let fd = self.handles.fd_of(n.as_bytes());
+            self.log.set_fd(fd);
+        }
+    }
+
+    // ----- services -----------------------------------------------------
+
+    /// Put slot `i` in `start` at `at` and broadcast it.
+    pub fn start_at(&mut self, i: usize, at: Mono) {
+        self.services.schedule(i, at);
+        self.emit_state(i);
+    }
+
+    /// Auto-up cases (1) and (2) of §5.2: start a down or pending service
+    /// now if its triggers ask for it.
+    pub fn auto_start_now(&mut self, i: usize) {
+        let Some(s) = self.services.get(i) else { return };
+        if s.state != State::Up && s.auto_wanted(|sig| self.signals.count_of(sig)) {
+            let now = self.now;
+            self.start_at(i, now);
+        }
+    }
+
+    fn on_signals(&mut self, arrived: u8) {
+        for (k, &sig) in signal::COUNTED.iter().enumerate() {
+            if arrived & (1 << k) == 0 {
+                continue;
+            }
+            // A new receipt starts every down or pending service listing it.
+            let mut after: Option<Name> = None;
+            while let Some(i) = self.services.next_after(after.as_ref()) {
+                let Some(s) = self.services.get(i) else { break };
+                after = Some(s.name);
+                if s.state != State::Up && s.triggers.as_ref().is_some_and(|t| t.has_signal(sig)) {
+                    let now = self.now;
+                    self.start_at(i, now);
+                }
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        loop {
+            let mut status = 0;
+            // SAFETY: status is a valid out parameter.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                break;
+            }
+            let Some(i) = self.services.set_down(pid, Exit::from_status(status), self.now) else {
+                continue; // an orphan: reaped silently
+            };
+            self.emit_state(i);
+            // Auto-up case (3): rate-limited restart after an exit.
+            if let Some(s) = self.services.get(i)
+                && s.auto_wanted(|sig| self.signals.count_of(sig))
+            {
+                let at = s.restart_time(self.now);
+                self.start_at(i, at);
+            }
+        }
+    }
+
+    fn fork_due(&mut self) {
+        while let Some(i) = self.services.pop_due(self.now) {
+            self.fork(i);
+        }
+    }
+
+    fn retry_later(&mut self, i: usize) {
+        log!(self.log, Info, "will retry in 3 seconds");
+        let at = self.now.plus(service::RETRY_NS);
+        self.start_at(i, at);
+    }
+
+    fn free_slot(&self) -> Option<usize> {
+        self.ctls.iter().position(Option::is_none)
+    }
+
+    /// Fork service `i` (§5.3).
+    fn fork(&mut self, i: usize) {
+        let Some(s) = self.services.get(i) else { return };
+        if s.state != State::Start {
+            return;
+        }
+        // A controller service gets a slot and a socketpair first (§7.3).
+        let mut pair: Option<(OwnedFd, OwnedFd, usize, bool, bool)> = None;
+        if s.is_controller() {
+            let fds = s.fds.as_deref().unwrap_or(b"");
+            let has = |n: &[u8]| fds.split(|&b| b == b'\t').any(|e| e == n);
+            let (ev, cmd) = (has(b"control.event"), has(b"control.cmd"));
+            let sock = has(b"control.socket");
+            let Some(slot) = self.free_slot() else {
+                // [FIX F2]: no free controller slot is a failed fork.
+                log!(self.log, Error, "can't allocate controller object");
+                self.retry_later(i);
+                return;
+            };
+            use nix::sys::socket::{AddressFamily, Shutdown, SockFlag, SockType, shutdown, socketpair};
+            match socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC) {
+                Ok((ours, theirs)) => {
+                    // Only control.event: no input side; only control.cmd: no
+                    // output side.
+                    let input = cmd || sock;
+                    let output = ev || sock;
+                    if !input {
+                        let _ = shutdown(ours.as_raw_fd(), Shutdown::Read);
+                        let _ = shutdown(theirs.as_raw_fd(), Shutdown::Write);
+                    }
+                    if !output {
+                        let _ = shutdown(ours.as_raw_fd(), Shutdown::Write);
+                        let _ = shutdown(theirs.as_raw_fd(), Shutdown::Read);
+                    }
+                    pair = Some((ours, theirs, slot, input, output));
+                }
+                Err(e) => {
+                    let mut eb = [0u8; 128];
+                    let t = sys::strerror(e as i32, &mut eb);
+                    self.log.bytes(Level::Error, &[b"fork failed: ", t]);
+                    self.retry_later(i);
+                    return;
+                }
+            }
+        }
+        let Some(s) = self.services.get(i) else { return };
+        let sp = &mut self.spawner;
+        sp.map.clear();
+        sp.abort = false;
+        sp.abort_msg.clear();
+        sp.warn_msg.clear();
+        let fds: &[u8] = s.fds.as_deref().unwrap_or(b"null\tnull\tnull");
+        if !fds.is_empty() {
+            for entry in fds.split(|&b| b == b'\t') {
+                if entry.is_empty() {
+                    if self.log.enabled(Level::Warning) {
+                        sp.warn_msg.s("warning: ignoring zero-length file descriptor name\n");
+                    }
+                    continue;
+                }
+                if entry == b"-" {
+                    sp.map.push(Source::Closed);
+                } else if handle::is_control(entry) {
+                    match &pair {
+                        Some((_, theirs, ..)) => sp.map.push(Source::Fd(theirs.as_raw_fd())),
+                        None => sp.map.push(Source::Closed),
+                    }
+                } else if let Some(fd) = self.handles.fd_of(entry) {
+                    sp.map.push(Source::Fd(fd));
+                } else {
+                    if !sp.abort && self.log.enabled(Level::Error) {
+                        sp.abort_msg.s("error: file descriptor \"").push(entry).s("\" does not exist\n");
+                    }
+                    sp.abort = true;
+                    sp.map.push(Source::Closed);
+                }
+            }
+        }
+        sp.set_args(&s.args, self.log.enabled(Level::Error));
+        // Pending log lines go out first, so the child's own messages
+        // follow them.
+        self.log.flush(self.now);
+        match self.spawner.spawn(self.log.fd()) {
+            Ok(pid) => {
+                if let Some((ours, _theirs, slot, input, output)) = pair {
+                    let fd = ours.as_raw_fd();
+                    let _ = sys::set_nonblock(fd, true);
+                    let mut c = Box::new(Controller::new(
+                        slot,
+                        controller::Kind::Service,
+                        Some(ours),
+                        input.then_some(fd),
+                        output.then_some(fd),
+                    ));
+                    c.service = Some(i);
+                    c.signal_seen = 0;
+                    self.install_controller(c);
+                    if let Some(s) = self.services.get_mut(i) {
+                        s.controller = Some(slot);
+                    }
+                }
+                self.services.set_up(i, pid, self.now);
+                self.emit_state(i);
+            }
+            Err(e) => {
+                let mut eb = [0u8; 128];
+                let t = sys::strerror(e, &mut eb);
+                self.log.bytes(Level::Error, &[b"fork failed: ", t]);
+                self.retry_later(i);
+            }
+        }
+    }
+
+    // ----- controllers --------------------------------------------------
+
+    /// Put a controller in its slot and register its descriptors.
+    pub fn install_controller(&mut self, mut c: Box<Controller>) {
+        let slot = c.id;
+        let reg = self.poll.registry();
+        match (c.in_fd, c.out_fd) {
+            (Some(i), Some(o)) if i == o => {
+                let ok = reg.register(&mut SourceFd(&i), in_token(slot), Interest::READABLE | Interest::WRITABLE).is_ok();
+                c.in_polled = ok;
+                c.out_polled = ok;
+            }
+            (i, o) => {
+                if let Some(i) = i {
+                    c.in_polled = reg.register(&mut SourceFd(&i), in_token(slot), Interest::READABLE).is_ok();
+                }
+                if let Some(o) = o {
+                    c.out_polled = reg.register(&mut SourceFd(&o), out_token(slot), Interest::WRITABLE).is_ok();
+                }
+            }
+        }
+        // A new controller hears of every pending signal first (§7.1).
+        c.signal_seen = 0;
+        self.ctls[slot] = Some(c);
+    }
+
+    /// Close a controller and free its slot.
+    pub fn remove_controller(&mut self, slot: usize) {
+        let Some(Some(c)) = self.ctls.get_mut(slot).map(Option::take) else { return };
+        let reg = self.poll.registry();
+        if c.in_polled
+            && let Some(i) = c.in_fd
+        {
+            let _ = reg.deregister(&mut SourceFd(&i));
+        }
+        if c.out_polled
+            && let Some(o) = c.out_fd
+            && Some(o) != c.in_fd
+        {
+            let _ = reg.deregister(&mut SourceFd(&o));
+        }
+        if let Some(i) = c.service
+            && let Some(s) = self.services.get_mut(i)
+            && s.controller == Some(slot)
+        {
+            s.controller = None;
+        }
+        // Dropping `c` closes the descriptors it owns.
+    }
+
+    /// Allocate a controller slot (for `-i`, `-c`, sockets).
+    pub fn add_controller(
+        &mut self,
+        kind: controller::Kind,
+        owned: Option<OwnedFd>,
+        in_fd: Option<RawFd>,
+        out_fd: Option<RawFd>,
+    ) -> Option<usize> {
+        let slot = self.free_slot()?;
+        let c = Box::new(Controller::new(slot, kind, owned, in_fd, out_fd));
+        self.install_controller(c);
+        Some(slot)
+    }
+
+    fn deliver_signals(&mut self, slot: usize) {
+        let Some(Some(c)) = self.ctls.get_mut(slot) else { return };
+        let latest = self.signals.latest();
+        if c.signal_seen >= latest {
+            return;
+        }
+        let mut idx = [0usize; 6];
+        let n = self.signals.newer_than(c.signal_seen, &mut idx);
+        c.signal_seen = latest;
+        let mut l = Line::new();
+        for &k in &idx[..n] {
+            l.clear();
+            self.signals.write_event(&mut l, k);
+            c.send(l.as_bytes(), self.now);
+        }
+    }
+
+    /// Continue a statedump; returns whether it finished.
+    fn continue_dump(&mut self, slot: usize) -> bool {
+        let Some(Some(c)) = self.ctls.get_mut(slot) else { return true };
+        let Some(mut d) = c.dump else { return true };
+        let mut l = Line::new();
+        loop {
+            l.clear();
+            let next = match d {
+                Dump::Handles(after) => match self.handles.next_after(after.as_ref()) {
+                    Some((name, h)) => {
+                        handle::write_state(&mut l, name, h);
+                        Dump::Handles(Some(*name))
+                    }
+                    None => {
+                        d = Dump::Services(None, 0);
+                        continue;
+                    }
+                },
+                Dump::Services(after, part) => {
+                    let slot_i = if part == 0 {
+                        self.services.next_after(after.as_ref())
+                    } else {
+                        after.and_then(|n| self.services.find(&n))
+                    };
+                    let Some(s) = slot_i.and_then(|i| self.services.get(i)) else {
+                        if part == 0 {
+                            d = Dump::Signals(0);
+                        } else {
+                            // Deleted while paused: go on with the next name.
+                            d = Dump::Services(after, 0);
+                        }
+                        continue;
+                    };
+                    match part {
+                        0 => service::write_state(&mut l, s, self.now),
+                        1 => service::write_tags(&mut l, s),
+                        2 => service::write_args(&mut l, s),
+                        3 => service::write_fds(&mut l, s),
+                        _ => service::write_auto_up(&mut l, s),
+                    }
+                    Dump::Services(Some(s.name), if part >= 4 { 0 } else { part + 1 })
+                }
+                Dump::Signals(k) => {
+                    let mut idx = [0usize; 6];
+                    let n = self.signals.newer_than(0, &mut idx);
+                    if usize::from(k) >= n {
+                        c.dump = None;
+                        c.signal_seen = self.signals.latest();
+                        return true;
+                    }
+                    self.signals.write_event(&mut l, idx[usize::from(k)]);
+                    Dump::Signals(k + 1)
+                }
+            };
+            if !c.try_send(l.as_bytes()) {
+                c.dump = Some(d);
+                return false;
+            }
+            d = next;
+        }
+    }
+
+    /// One controller's turn in a pass.
+    fn controller_step(&mut self, slot: usize) {
+        let now = self.now;
+        let Some(Some(c)) = self.ctls.get_mut(slot) else { return };
+        if c.out_pending() > 0 && (c.writable || !c.out_polled) {
+            c.flush(now);
+        }
+        if let Some(t) = c.blocked_since {
+            let secs = now.secs_since(t);
+            if secs >= c.close_timeout {
+                log!(self.log, Error, "controller {slot} blocked pipe for {secs} seconds, closing connection");
+                return self.end_controller(slot, false);
+            }
+            if secs >= c.reset_timeout && !c.warned {
+                c.warned = true;
+                log!(self.log, Warning, "controller {slot} blocked pipe for {secs} seconds");
+                if c.in_full() {
+                    c.overflow = true;
+                }
+            }
+        }
+        if c.broken && c.kind != controller::Kind::Config {
+            return self.end_controller(slot, false);
+        }
+        let closing = c.closing;
+        if closing {
+            if c.out_pending() == 0 || !c.has_output() {
+                self.end_controller(slot, true);
+            }
+            return;
+        }
+        self.deliver_signals(slot);
+        if !self.continue_dump(slot) {
+            return;
+        }
+        let mut line = [0u8; IN_BUF];
+        let mut ran = 0;
+        while ran < controller::COMMANDS_PER_PASS {
+            let Some(Some(c)) = self.ctls.get_mut(slot) else { return };
+            if c.closing || c.dump.is_some() || !c.can_run() {
+                break;
+            }
+            if !c.eof && (c.readable || !c.in_polled) {
+                c.fill();
+            }
+            match c.next_input(&mut line) {
+                Input::Line(n) => {
+                    ran += 1;
+                    // [EXT E1]: one CR before the LF is dropped.
+                    let n = if n > 0 && line[n - 1] == b'\r' { n - 1 } else { n };
+                    self.execute(slot, &line[..n]);
+                    if !self.continue_dump(slot) {
+                        break;
+                    }
+                }
+                Input::TooLong(hash) => {
+                    ran += 1;
+                    if !hash {
+                        let mut l = Line::new();
+                        l.s("error\tline too long");
+                        self.reply(slot, &l);
+                        log!(self.log, Error, "controller[{slot}] command exceeds buffer size");
+                    }
+                }
+                Input::Partial(n) => {
+                    let kind = c.kind;
+                    if kind == controller::Kind::Config {
+                        log!(self.log, Warning, "Command ends with EOF... processing anyway");
+                        let n = if n > 0 && line[n - 1] == b'\r' { n - 1 } else { n };
+                        self.execute(slot, &line[..n]);
+                    } else {
+                        log!(self.log, Warning, "Command ends with EOF... ignored");
+                    }
+                    ran += 1;
+                }
+                Input::Eof => {
+                    self.end_controller(slot, true);
+                    return;
+                }
+                Input::Wait => break,
+            }
+        }
+    }
+
+    /// A controller's input ended (EOF, `exit`, or a fatal output problem).
+    /// With `graceful`, pending output is flushed first.
+    pub fn end_controller(&mut self, slot: usize, graceful: bool) {
+        let Some(Some(c)) = self.ctls.get_mut(slot) else { return };
+        if graceful && c.has_output() && c.out_pending() > 0 {
+            c.flush(self.now);
+            if c.out_pending() > 0 && c.blocked_since.is_some_and(|t| self.now.secs_since(t) < c.close_timeout) {
+                c.closing = true;
+                c.drop_input();
+                return;
+            }
+        }
+        let kind = c.kind;
+        self.remove_controller(slot);
+        if kind == controller::Kind::Interactive {
+            log!(self.log, Info, "interactive session ended");
+            if self.guard != 0 {
+                log!(self.log, Warning, "interactive session ended, but not exiting due to terminate-guard");
+            } else if self.end.is_none() {
+                self.end = Some(End::Normal(0));
+            }
+        }
+    }
+
+    // ----- the loop -----------------------------------------------------
+
+    /// One pass of the loop.
+    pub fn pass(&mut self) {
+        self.now = Mono::now();
+        let arrived = self.signals.collect(self.now);
+        if arrived != 0 {
+            self.on_signals(arrived);
+        }
+        self.reap();
+        self.fork_due();
+        for slot in 0..self.ctls.len() {
+            if self.ctls[slot].is_some() {
+                self.controller_step(slot);
+            }
+        }
+        self.log.flush(self.now);
+    }
+
+    /// How long the loop may sleep.
+    fn timeout(&self) -> Option<Duration> {
+        let now = Mono::now();
+        let mut due: Option<Mono> = self.services.next_start();
+        let mut earliest = |t: Mono| {
+            due = Some(due.map_or(t, |d| d.min(t)));
+        };
+        if let Some(t) = self.log.deadline(now) {
+            earliest(t);
+        }
+        for c in self.ctls.iter().flatten() {
+            let can_cmd = !c.closing && c.can_run();
+            if c.dump.is_some() && c.out_free() > 0 && c.writable {
+                earliest(now);
+            }
+            if can_cmd && c.dump.is_none() && (c.input_ready() || (!c.in_polled && !c.eof) || (c.readable && !c.eof))
+            {
+                earliest(now);
+            }
+            if c.out_pending() > 0 && !c.out_polled {
+                earliest(now);
+            }
+            if c.closing && (c.out_pending() == 0 || !c.has_output()) {
+                earliest(now);
+            }
+            if let Some(t) = c.blocked_since {
+                let step = if c.warned { c.close_timeout } else { c.reset_timeout };
+                earliest(t.plus(step.saturating_mul(SEC)));
+            }
+        }
+        due.map(|d| Duration::from_nanos((d.0 - now.0).max(0) as u64))
+    }
+
+    /// Run until `terminate` (or the end of `-i`).
+    pub fn run(&mut self) -> End {
+        loop {
+            self.pass();
+            if let Some(end) = self.end {
+                self.final_flush();
+                return end;
+            }
+            let timeout = self.timeout();
+            match self.poll.poll(&mut self.events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log!(self.log, Error, "poll: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            }
+            for ev in self.events.iter() {
+                let t = ev.token();
+                if t == WAKE {
+                    let mut buf = [0u8; 64];
+                    while let Ok(n) = sys::read(self.wake_rx.as_raw_fd(), &mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                if t.0 < 2 {
+                    continue;
+                }
+                let slot = (t.0 - 2) / 2;
+                if let Some(Some(c)) = self.ctls.get_mut(slot) {
+                    if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                        c.readable = true;
+                    }
+                    if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
+                        c.writable = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One last non-blocking flush of every controller's output (§3.25).
+    fn final_flush(&mut self) {
+        let now = self.now;
+        for c in self.ctls.iter_mut().flatten() {
+            c.flush(now);
+        }
+    }
+}

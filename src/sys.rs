@@ -1,0 +1,152 @@
+//! Thin wrappers over the raw syscalls daemonproxy uses.
+//!
+//! Policy lives elsewhere; this module only turns `-1` into an error code and
+//! keeps the `unsafe` blocks in one place, each with its reason.
+
+use std::os::fd::RawFd;
+
+/// An `errno` value, kept as the plain integer so it can cross `fork()`.
+pub type Errno = i32;
+
+/// Turn a libc return value into `Ok(value)` or `Err(errno)`.
+pub fn cerr<T: Into<i64> + Copy>(ret: T) -> Result<T, Errno> {
+    if ret.into() == -1 { Err(errno()) } else { Ok(ret) }
+}
+
+/// The calling thread's current `errno`.
+pub fn errno() -> Errno {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// Write the C library's `strerror(err)` text into `buf` and return it.
+///
+/// Rust's `io::Error` display appends ` (os error N)`, which protocol.md §0
+/// keeps off the wire; this gives the bare libc text without allocating.
+pub fn strerror(err: Errno, buf: &mut [u8; 128]) -> &[u8] {
+    // SAFETY: buf is a valid writable buffer of the given length; the XSI
+    // strerror_r (what the libc crate binds) NUL-terminates on success.
+    let rc = unsafe { libc::strerror_r(err, buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        let s = b"Unknown error";
+        buf[..s.len()].copy_from_slice(s);
+        return &buf[..s.len()];
+    }
+    let n = memchr::memchr(0, buf).unwrap_or(buf.len());
+    &buf[..n]
+}
+
+/// `fcntl(fd, F_GETFL)`.
+pub fn get_fl(fd: RawFd) -> Result<i32, Errno> {
+    // SAFETY: F_GETFL takes no pointer argument; an invalid fd gives EBADF.
+    cerr(unsafe { libc::fcntl(fd, libc::F_GETFL) })
+}
+
+/// Set or clear `O_NONBLOCK` on the open file description behind `fd`.
+pub fn set_nonblock(fd: RawFd, on: bool) -> Result<(), Errno> {
+    let fl = get_fl(fd)?;
+    let new = if on { fl | libc::O_NONBLOCK } else { fl & !libc::O_NONBLOCK };
+    if new != fl {
+        // SAFETY: F_SETFL with an integer flag word.
+        cerr(unsafe { libc::fcntl(fd, libc::F_SETFL, new) })?;
+    }
+    Ok(())
+}
+
+/// Set `FD_CLOEXEC` on `fd`.
+pub fn set_cloexec(fd: RawFd) -> Result<(), Errno> {
+    // SAFETY: F_SETFD with an integer flag word.
+    cerr(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) }).map(|_| ())
+}
+
+/// Duplicate `fd` onto the lowest free descriptor ≥ `min`, close-on-exec.
+pub fn dup_cloexec(fd: RawFd, min: RawFd) -> Result<RawFd, Errno> {
+    // SAFETY: F_DUPFD_CLOEXEC with an integer argument.
+    cerr(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) })
+}
+
+/// Is `fd` an open descriptor?
+pub fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD takes no pointer; EBADF for a closed fd.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+/// Is `fd` a socket?
+pub fn is_socket(fd: RawFd) -> bool {
+    // SAFETY: st is a plain-old-data out parameter, zero-initialised.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into st only.
+    let rc = unsafe { libc::fstat(fd, &mut st) };
+    rc == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
+}
+
+/// `getsockopt(fd, SOL_SOCKET, opt)` for an integer option.
+pub fn sockopt_int(fd: RawFd, opt: i32) -> Result<i32, Errno> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: v and len are valid out parameters of the sizes passed.
+    cerr(unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&raw mut v).cast(), &mut len) })?;
+    Ok(v)
+}
+
+/// The address family a socket is bound with (`getsockname`).
+pub fn socket_family(fd: RawFd) -> Option<i32> {
+    // SAFETY: sockaddr_storage is plain old data.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: ss/len are valid out parameters of the given size.
+    let rc = unsafe { libc::getsockname(fd, (&raw mut ss).cast(), &mut len) };
+    if rc == 0 { Some(i32::from(ss.ss_family)) } else { None }
+}
+
+/// `write(2)` once; returns bytes written.
+pub fn write(fd: RawFd, buf: &[u8]) -> Result<usize, Errno> {
+    // SAFETY: buf is valid for reads of buf.len() bytes.
+    let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+    if n < 0 { Err(errno()) } else { Ok(n as usize) }
+}
+
+/// `read(2)` once; returns bytes read (0 at end of file).
+pub fn read(fd: RawFd, buf: &mut [u8]) -> Result<usize, Errno> {
+    // SAFETY: buf is valid for writes of buf.len() bytes.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 { Err(errno()) } else { Ok(n as usize) }
+}
+
+/// `close(2)`, ignoring the result (there is nothing to do about it).
+pub fn close(fd: RawFd) {
+    // SAFETY: the caller owns fd and does not use it afterwards.
+    unsafe { libc::close(fd) };
+}
+
+/// Poll one descriptor for writability without waiting.
+pub fn writable_now(fd: RawFd) -> bool {
+    let mut p = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+    // SAFETY: one valid pollfd, zero timeout.
+    let rc = unsafe { libc::poll(&mut p, 1, 0) };
+    rc > 0 && p.revents & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0
+}
+
+/// Arm (or with 0, disarm) a one-shot `ITIMER_REAL` of `usec` microseconds.
+///
+/// Used to cut off a blocking log write (protocol.md §10.2): SIGALRM is
+/// installed without `SA_RESTART`, so the `write` returns `EINTR`.
+pub fn alarm_usec(usec: i64) {
+    let t = libc::itimerval {
+        it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 },
+        it_value: libc::timeval { tv_sec: usec / 1_000_000, tv_usec: (usec % 1_000_000) as _ },
+    };
+    // SAFETY: t is a valid itimerval; the old value is not wanted.
+    unsafe { libc::setitimer(libc::ITIMER_REAL, &t, std::ptr::null_mut()) };
+}
+
+/// The effective uid.
+pub fn geteuid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The process id.
+pub fn getpid() -> i32 {
+    // SAFETY: getpid cannot fail.
+    unsafe { libc::getpid() }
+}
