@@ -364,11 +364,11 @@ mod tests {
             if sent < data.len() {
                 sent += sys::write(b.as_raw_fd(), &data[sent..]).unwrap_or(0);
             }
-            c.fill();
+            let progress = c.fill();
             match c.next_input(&mut out) {
                 Input::Line(n) => got.push(String::from_utf8_lossy(&out[..n]).into_owned()),
                 Input::TooLong(h) => got.push(format!("TOOLONG{h}")),
-                Input::Wait if sent == data.len() => break,
+                Input::Wait if sent == data.len() && !progress => break,
                 Input::Wait => {}
                 other => panic!("{other:?}"),
             }

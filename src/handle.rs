@@ -282,8 +282,8 @@ mod tests {
         l.clear();
         write_state(&mut l, "b", t.get(b"b").unwrap());
         assert_eq!(l.as_bytes(), b"fd.state\tb\tpipe\tto\t?");
-        let after = Name::from("control.socket").unwrap();
-        assert_eq!(t.next_after(Some(&after)).map(|(n, _)| n.as_str()), Some("b"));
+        let after = Name::from("b").unwrap();
+        assert_eq!(t.next_after(Some(&after)).map(|(n, _)| n.as_str()), Some("control.cmd"));
         // SAFETY: dup of stdin for the test only; OwnedFd closes it.
         let fd = unsafe { OwnedFd::from_raw_fd(libc::dup(0)) };
         let h = Handle::inherited(fd);
