@@ -109,7 +109,8 @@ mod tests {
 
     #[test]
     fn parses_and_prints_seconds() {
-        let cases: &[(&[u8], Option<(i64, &str)>)] = &[
+        type Case<'a> = (&'a [u8], Option<(i64, &'a str)>);
+        let cases: &[Case] = &[
             (b"1", Some((SEC, "1"))),
             (b"1.5", Some((SEC + SEC / 2, "1.5"))),
             (b"0.05", Some((SEC / 20, "0.05"))),

@@ -8,13 +8,17 @@
 
 use crate::clock::Mono;
 use crate::command::Name;
+use crate::log::Log;
 use crate::sys;
-use std::os::fd::{OwnedFd, RawFd};
+use arrayvec::ArrayVec;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 /// Input buffer size: the longest command line plus its LF.
 pub const IN_BUF: usize = 1024;
 /// Output buffer size.
 pub const OUT_BUF: usize = 2048;
+/// Most received descriptors queued for `fd.take` (§3.15).
+pub const MAX_TAKEN: usize = 2;
 /// Most commands one controller runs per loop pass (§2.5).
 pub const COMMANDS_PER_PASS: usize = 3;
 
@@ -106,6 +110,10 @@ pub struct Controller {
     pub close_timeout: i64,
     /// The service this controller belongs to, for controller services.
     pub service: Option<usize>,
+    /// Input is a socket: read with `recvmsg` to receive descriptors.
+    pub recv_fds: bool,
+    /// Descriptors received with `SCM_RIGHTS`, oldest first.
+    pub taken: ArrayVec<OwnedFd, MAX_TAKEN>,
 }
 
 impl Controller {
@@ -137,6 +145,8 @@ impl Controller {
             reset_timeout: 15,
             close_timeout: 30,
             service: None,
+            recv_fds: in_fd.is_some_and(sys::is_socket),
+            taken: ArrayVec::new(),
         }
     }
 
@@ -248,11 +258,12 @@ impl Controller {
 
     /// Read whatever is available into the input buffer. Returns whether
     /// anything new arrived or the state changed.
-    pub fn fill(&mut self) -> bool {
+    pub fn fill(&mut self, log: &mut Log) -> bool {
         let Some(fd) = self.in_fd else { return false };
         let mut progress = false;
         while !self.eof && self.in_len < IN_BUF {
-            match sys::read(fd, &mut self.inbuf[self.in_len..]) {
+            let r = if self.recv_fds { self.recv(fd, log) } else { sys::read(fd, &mut self.inbuf[self.in_len..]) };
+            match r {
                 Ok(0) => {
                     self.eof = true;
                     progress = true;
@@ -274,6 +285,50 @@ impl Controller {
             }
         }
         progress
+    }
+
+    /// `recvmsg` into the input buffer, queueing any descriptors received.
+    fn recv(&mut self, fd: RawFd, log: &mut Log) -> Result<usize, sys::Errno> {
+        const SPACE: usize = 8;
+        // u64 elements keep the control buffer aligned for cmsghdr.
+        let mut cbuf = [0u64; 16];
+        let mut iov = libc::iovec {
+            iov_base: self.inbuf[self.in_len..].as_mut_ptr().cast(),
+            iov_len: IN_BUF - self.in_len,
+        };
+        // SAFETY: msghdr is plain old data; zero is a valid start.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE is a pure computation.
+        msg.msg_controllen = (unsafe { libc::CMSG_SPACE((SPACE * size_of::<RawFd>()) as u32) } as usize)
+            .min(std::mem::size_of_val(&cbuf));
+        // SAFETY: msg points at valid buffers that outlive the call.
+        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 {
+            return Err(sys::errno());
+        }
+        // SAFETY: walking the control messages the kernel filled in, within
+        // msg_controllen, with the libc CMSG helpers.
+        unsafe {
+            let mut cm = libc::CMSG_FIRSTHDR(&msg);
+            while !cm.is_null() {
+                if (*cm).cmsg_level == libc::SOL_SOCKET && (*cm).cmsg_type == libc::SCM_RIGHTS {
+                    let data = libc::CMSG_DATA(cm).cast::<RawFd>();
+                    let count = ((*cm).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / size_of::<RawFd>();
+                    for k in 0..count {
+                        let raw = std::ptr::read_unaligned(data.add(k));
+                        let owned = OwnedFd::from_raw_fd(raw);
+                        if self.taken.try_push(owned).is_err() {
+                            crate::log!(log, Error, "No room for ancillary file descriptor {raw}");
+                        }
+                    }
+                }
+                cm = libc::CMSG_NXTHDR(&msg, cm);
+            }
+        }
+        Ok(n as usize)
     }
 
     /// Take the next piece of input, copying a complete line into `out`.
@@ -364,7 +419,7 @@ mod tests {
             if sent < data.len() {
                 sent += sys::write(b.as_raw_fd(), &data[sent..]).unwrap_or(0);
             }
-            let progress = c.fill();
+            let progress = c.fill(&mut Log::new());
             match c.next_input(&mut out) {
                 Input::Line(n) => got.push(String::from_utf8_lossy(&out[..n]).into_owned()),
                 Input::TooLong(h) => got.push(format!("TOOLONG{h}")),
@@ -376,7 +431,7 @@ mod tests {
         assert_eq!(got, ["one\r", "two", "TOOLONGfalse", "three"]);
         drop(b);
         c.readable = true;
-        c.fill();
+        c.fill(&mut Log::new());
         assert_eq!(c.next_input(&mut out), Input::Partial(4));
         assert_eq!(c.next_input(&mut out), Input::Eof);
     }

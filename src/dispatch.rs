@@ -115,8 +115,33 @@ impl Supervisor {
                 self.broadcast(&l);
                 Ok(())
             }
-            Cmd::SocketCreate | Cmd::SocketDelete | Cmd::FdTake => {
-                Err(Fail::Msg("control sockets are not supported by this build"))
+            Cmd::SocketCreate => {
+                let (opts, path) = (a.next_field(), a.next_field());
+                let (Some(opts), Some(path)) = (opts, path) else { return Err(Fail::Msg("missing argument")) };
+                if !opts.is_empty() && opts != b"-" {
+                    return Err(Fail::Msg("Invalid options"));
+                }
+                if !self.socket_create(path) {
+                    return Err(Fail::Msg("Failed to create control socket"));
+                }
+                Ok(())
+            }
+            Cmd::SocketDelete => {
+                self.socket_delete();
+                Ok(())
+            }
+            Cmd::FdTake => {
+                let Some(Some(c)) = self.ctls.get_mut(slot) else { return Ok(()) };
+                if c.taken.is_empty() {
+                    return Err(Fail::Msg("No ancillary file descriptor received"));
+                }
+                let fd = c.taken.remove(0);
+                let name = mutable_handle_name(a.next_field())?;
+                if !self.handles.room_for(1) {
+                    return Err(Fail::Msg("Unable to allocate new file descriptor object"));
+                }
+                self.define_handle(name, handle::Handle::inherited(fd));
+                Ok(())
             }
             Cmd::FdPipe => self.cmd_fd_pipe(a),
             Cmd::FdOpen => {

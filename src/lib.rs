@@ -17,6 +17,7 @@ pub mod exit;
 pub mod fdops;
 pub mod handle;
 pub mod line;
+pub mod listener;
 pub mod log;
 pub mod options;
 pub mod reply;

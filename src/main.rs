@@ -144,8 +144,9 @@ fn main() {
     sup.exec_args = opts.exit_exec.clone();
     sup.guard = opts.exit_guard;
 
-    if opts.socket.is_some() {
-        log!(sup.log, Error, "-S: control sockets are not supported by this build");
+    if let Some(path) = &opts.socket
+        && !sup.socket_create(path.as_bytes())
+    {
         setup_fail(&mut sup.log, "Can't create controller socket");
     }
     let mut nonblock_restore = false;
@@ -203,7 +204,11 @@ fn main() {
         }
     }
     if opts.daemonize {
-        log!(sup.log, Warning, "Ignoring --daemonize (not supported by this build)");
+        if opts.interactive || pid1 {
+            log!(sup.log, Warning, "Ignoring --daemonize (see manual)");
+        } else {
+            daemonize(&mut sup, &opts, guarded);
+        }
     }
 
     let End::Normal(code) = sup.run();
@@ -211,6 +216,45 @@ fn main() {
         let _ = sys::set_nonblock(0, false);
         let _ = sys::set_nonblock(1, false);
     }
+    // [EXT E6]: the control socket path goes with a normal exit.
+    if let Some(l) = &sup.listener {
+        l.unlink();
+    }
     let args = sup.exec_args.clone();
     exit::normal_end(&mut sup.log, &args, code, &sup.services);
+}
+
+/// `-D` (§9.2): the parent prints the child's pid without a newline and
+/// exits 0; the child points the std descriptors that still hold the
+/// original streams at /dev/null ([FIX F4]) and starts a new session.
+fn daemonize(sup: &mut Supervisor, opts: &options::Options, guarded: bool) {
+    sup.log.flush_final();
+    // SAFETY: single-threaded; the child continues as daemonproxy.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        log!(sup.log, Error, "fork: {}", std::io::Error::last_os_error());
+        exit::exec_path(&mut sup.log, &opts.exit_exec, 3, "Unable to daemonize", guarded, None);
+        return;
+    }
+    if pid > 0 {
+        let mut out = std::io::stdout();
+        let _ = write!(out, "{pid}");
+        let _ = out.flush();
+        // SAFETY: _exit skips destructors that would touch shared state.
+        unsafe { libc::_exit(0) };
+    }
+    let config_stdin = opts.config.as_deref().is_some_and(|c| c.as_bytes() == b"-");
+    for (fd, n) in [(0, "stdin"), (1, "stdout"), (2, "stderr")] {
+        if fd == 0 && config_stdin {
+            continue; // fd 0 is the config stream
+        }
+        // SAFETY: dup2 of /dev/null onto a standard descriptor.
+        unsafe { libc::dup2(sup.null_fd, fd) };
+        repoint_to_null(&mut sup.handles, n, sup.null_fd);
+    }
+    // SAFETY: setsid takes no arguments.
+    if unsafe { libc::setsid() } < 0 {
+        log!(sup.log, Error, "setsid: {}", std::io::Error::last_os_error());
+        exit::exec_path(&mut sup.log, &opts.exit_exec, 3, "Unable to daemonize", guarded, None);
+    }
 }

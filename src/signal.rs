@@ -65,8 +65,8 @@ impl Signals {
     /// counted signal that arrived since the last call.
     pub fn collect(&mut self, now: Mono) -> u8 {
         let mut arrived = 0u8;
-        for i in 0..COUNTED.len() {
-            let n = DELIVERED[i].swap(0, Ordering::Relaxed);
+        for (i, d) in DELIVERED.iter().enumerate() {
+            let n = d.swap(0, Ordering::Relaxed);
             if n > 0 {
                 self.record(i, u64::from(n), now);
                 arrived |= 1 << i;

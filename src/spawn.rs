@@ -111,8 +111,8 @@ impl Spawner {
 
     /// The child's side. Only raw syscalls on prepared memory.
     unsafe fn child(&self, log_fd: Option<RawFd>) -> ! {
-        // SAFETY (whole body): single-threaded child after fork; pointers
-        // come from buffers prepared before the fork and still alive.
+        // SAFETY: single-threaded child after fork; pointers come from
+        // buffers prepared before the fork and still alive.
         unsafe {
             for sig in 1..libc::SIGRTMAX() + 1 {
                 if sig != libc::SIGKILL && sig != libc::SIGSTOP {

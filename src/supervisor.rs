@@ -12,6 +12,7 @@ use crate::command::Name;
 use crate::controller::{self, Controller, Dump, IN_BUF, Input};
 use crate::handle::{self, Handles};
 use crate::line::Line;
+use crate::listener::{self, Listener};
 use crate::log::{Level, Log};
 use crate::reply::{self, Fail};
 use crate::service::{self, Exit, Services, State};
@@ -73,6 +74,14 @@ pub struct Supervisor {
     pub guard: i64,
     /// The `/dev/null` descriptor (for re-pointing std handles).
     pub null_fd: RawFd,
+    /// The control socket, if one was created.
+    pub listener: Option<Listener>,
+    /// The listener polled readable and has not yet returned `EAGAIN`.
+    listener_ready: bool,
+    /// `No free controllers` was logged for the current wait.
+    accept_warned: bool,
+    /// Accept control connections from any uid (not only root and our own).
+    pub socket_any_uid: bool,
 }
 
 impl Supervisor {
@@ -102,6 +111,10 @@ impl Supervisor {
             exec_args: Vec::new(),
             guard: 0,
             null_fd,
+            listener: None,
+            listener_ready: false,
+            accept_warned: false,
+            socket_any_uid: false,
         })
     }
 
@@ -399,6 +412,9 @@ impl Supervisor {
         {
             s.controller = None;
         }
+        for fd in &c.taken {
+            log!(self.log, Warning, "closing leftover ancillary file descriptor {}", fd.as_raw_fd());
+        }
         // Dropping `c` closes the descriptors it owns.
     }
 
@@ -538,7 +554,7 @@ impl Supervisor {
                 break;
             }
             if !c.eof && (c.readable || !c.in_polled) {
-                c.fill();
+                c.fill(&mut self.log);
             }
             match c.next_input(&mut line) {
                 Input::Line(n) => {
@@ -614,12 +630,88 @@ impl Supervisor {
         }
         self.reap();
         self.fork_due();
+        self.accept();
         for slot in 0..self.ctls.len() {
             if self.ctls[slot].is_some() {
                 self.controller_step(slot);
             }
         }
         self.log.flush(self.now);
+    }
+
+    // ----- the control socket -------------------------------------------
+
+    /// Replace the control socket with a new one at `path` (§3.10).
+    pub fn socket_create(&mut self, path: &[u8]) -> bool {
+        self.socket_delete();
+        let mut removed = false;
+        let r = listener::create(path, &mut removed);
+        let shown = String::from_utf8_lossy(path).into_owned();
+        if removed {
+            log!(self.log, Info, "Unlinked control socket {shown}");
+        }
+        match r {
+            Ok(l) => {
+                let fd = l.fd.as_raw_fd();
+                if let Err(e) = self.poll.registry().register(&mut SourceFd(&fd), LISTENER, Interest::READABLE) {
+                    log!(self.log, Error, "register control socket: {e}");
+                    l.unlink();
+                    return false;
+                }
+                self.listener = Some(l);
+                self.listener_ready = true;
+                true
+            }
+            Err(e) => {
+                log!(self.log, Error, "control socket {shown}: {}", e.0);
+                false
+            }
+        }
+    }
+
+    /// Close the control socket and unlink its path (§3.11).
+    pub fn socket_delete(&mut self) {
+        if let Some(l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&l.fd.as_raw_fd()));
+            if l.unlink() {
+                log!(self.log, Info, "Unlinked control socket {}", String::from_utf8_lossy(&l.path));
+            }
+        }
+        self.listener_ready = false;
+    }
+
+    /// Accept waiting connections while controller slots are free.
+    fn accept(&mut self) {
+        while self.listener_ready {
+            let Some(l) = &self.listener else { return };
+            if self.free_slot().is_none() {
+                if !self.accept_warned {
+                    log!(self.log, Warning, "No free controllers to accept socket connection");
+                    self.accept_warned = true;
+                }
+                return;
+            }
+            match l.accept() {
+                Ok(Some(fd)) => {
+                    let raw = fd.as_raw_fd();
+                    let uid = listener::peer_uid(raw);
+                    let me = sys::geteuid();
+                    if !self.socket_any_uid && uid != Some(0) && uid != Some(me) {
+                        log!(self.log, Warning, "refused control connection from uid {}", uid.map_or(-1, i64::from));
+                        continue;
+                    }
+                    self.accept_warned = false;
+                    self.add_controller(controller::Kind::Socket, Some(fd), Some(raw), Some(raw));
+                }
+                Ok(None) => self.listener_ready = false,
+                Err(e) => {
+                    let mut eb = [0u8; 128];
+                    let t = sys::strerror(e, &mut eb);
+                    self.log.bytes(Level::Error, &[b"accept: ", t]);
+                    self.listener_ready = false;
+                }
+            }
+        }
     }
 
     /// How long the loop may sleep.
@@ -631,6 +723,9 @@ impl Supervisor {
         };
         if let Some(t) = self.log.deadline(now) {
             earliest(t);
+        }
+        if self.listener_ready && self.ctls.iter().any(Option::is_none) {
+            earliest(now);
         }
         for c in self.ctls.iter().flatten() {
             let can_cmd = !c.closing && c.can_run();
@@ -684,7 +779,8 @@ impl Supervisor {
                     }
                     continue;
                 }
-                if t.0 < 2 {
+                if t == LISTENER {
+                    self.listener_ready = true;
                     continue;
                 }
                 let slot = (t.0 - 2) / 2;
