@@ -118,7 +118,13 @@ pub struct Controller {
 
 impl Controller {
     /// A fresh controller.
-    pub fn new(id: usize, kind: Kind, owned: Option<OwnedFd>, in_fd: Option<RawFd>, out_fd: Option<RawFd>) -> Controller {
+    pub fn new(
+        id: usize,
+        kind: Kind,
+        owned: Option<OwnedFd>,
+        in_fd: Option<RawFd>,
+        out_fd: Option<RawFd>,
+    ) -> Controller {
         Controller {
             id,
             kind,
@@ -292,10 +298,8 @@ impl Controller {
         const SPACE: usize = 8;
         // u64 elements keep the control buffer aligned for cmsghdr.
         let mut cbuf = [0u64; 16];
-        let mut iov = libc::iovec {
-            iov_base: self.inbuf[self.in_len..].as_mut_ptr().cast(),
-            iov_len: IN_BUF - self.in_len,
-        };
+        let mut iov =
+            libc::iovec { iov_base: self.inbuf[self.in_len..].as_mut_ptr().cast(), iov_len: IN_BUF - self.in_len };
         // SAFETY: msghdr is plain old data; zero is a valid start.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = &mut iov;
@@ -380,7 +384,10 @@ impl Controller {
 
     /// Whether a complete line (or a decision) is waiting in the buffer.
     pub fn input_ready(&self) -> bool {
-        self.in_len == IN_BUF || (self.eof && !self.closing) || memchr::memchr(b'\n', &self.inbuf[..self.in_len]).is_some()
+        self.in_fd.is_some()
+            && (self.in_len == IN_BUF
+                || (self.eof && !self.closing)
+                || memchr::memchr(b'\n', &self.inbuf[..self.in_len]).is_some())
     }
 
     fn consume(&mut self, n: usize) {

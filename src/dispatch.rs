@@ -85,7 +85,9 @@ impl Supervisor {
                 let name = service_name(a.next_field())?;
                 let value = a.rest().unwrap_or(b"");
                 let i = self.services.find_or_create(&name)?;
-                let Some(s) = self.services.get_mut(i) else { return Ok(()) };
+                let Some(s) = self.services.get_mut(i) else {
+                    return Ok(());
+                };
                 let mut l = Line::new();
                 if cmd == Cmd::ServiceTags {
                     s.tags.clear();
@@ -117,7 +119,9 @@ impl Supervisor {
             }
             Cmd::SocketCreate => {
                 let (opts, path) = (a.next_field(), a.next_field());
-                let (Some(opts), Some(path)) = (opts, path) else { return Err(Fail::Msg("missing argument")) };
+                let (Some(opts), Some(path)) = (opts, path) else {
+                    return Err(Fail::Msg("missing argument"));
+                };
                 if !opts.is_empty() && opts != b"-" {
                     return Err(Fail::Msg("Invalid options"));
                 }
@@ -131,7 +135,9 @@ impl Supervisor {
                 Ok(())
             }
             Cmd::FdTake => {
-                let Some(Some(c)) = self.ctls.get_mut(slot) else { return Ok(()) };
+                let Some(Some(c)) = self.ctls.get_mut(slot) else {
+                    return Ok(());
+                };
                 if c.taken.is_empty() {
                     return Err(Fail::Msg("No ancillary file descriptor received"));
                 }
@@ -275,7 +281,9 @@ impl Supervisor {
                 }
                 match (op, self.guard) {
                     (Some(b"+"), 0) => self.guard = code,
-                    (Some(b"+"), _) => return Err(Fail::Msg("terminate guard code is already set")),
+                    (Some(b"+"), _) => {
+                        return Err(Fail::Msg("terminate guard code is already set"));
+                    }
                     (_, 0) => return Err(Fail::Msg("terminate guard was not set")),
                     (_, g) if g != code => return Err(Fail::Msg("incorrect guard code")),
                     _ => self.guard = 0,
@@ -285,7 +293,10 @@ impl Supervisor {
             Cmd::Terminate => {
                 let code = a.next_field().and_then(command::parse_int).ok_or(Fail::Msg("Expected integer"))?;
                 if self.guard != 0 {
-                    let g = a.next_field().and_then(command::parse_int).ok_or(Fail::Msg("terminate guard code required"))?;
+                    let g = a
+                        .next_field()
+                        .and_then(command::parse_int)
+                        .ok_or(Fail::Msg("terminate guard code required"))?;
                     if g != self.guard {
                         return Err(Fail::Msg("incorrect terminate guard code"));
                     }
@@ -325,7 +336,9 @@ impl Supervisor {
                 self.reply(slot, &l);
             }
         }
-        let Some(s) = self.services.get_mut(i) else { return Ok(()) };
+        let Some(s) = self.services.get_mut(i) else {
+            return Ok(());
+        };
         let mut v = s.fds.take().unwrap_or_default();
         v.clear();
         v.extend_from_slice(list);
@@ -362,13 +375,17 @@ impl Supervisor {
             }
         };
         let i = self.services.find_or_create(&name)?;
-        let Some(s) = self.services.get_mut(i) else { return Ok(()) };
+        let Some(s) = self.services.get_mut(i) else {
+            return Ok(());
+        };
         if let Some(iv) = interval {
             s.interval = iv;
         }
         s.triggers = triggers;
         self.auto_start_now(i);
-        let Some(s) = self.services.get(i) else { return Ok(()) };
+        let Some(s) = self.services.get(i) else {
+            return Ok(());
+        };
         let mut l = Line::new();
         service::write_auto_up(&mut l, s);
         self.broadcast(&l);
@@ -398,7 +415,9 @@ impl Supervisor {
                 t.max(now)
             }
         };
-        let Some(s) = self.services.get(i) else { return Ok(()) };
+        let Some(s) = self.services.get(i) else {
+            return Ok(());
+        };
         if !s.has_args() {
             return Err(Fail::Msg("no args configured for service"));
         }
@@ -422,7 +441,9 @@ impl Supervisor {
                 group = true;
             }
         }
-        let Some(s) = self.services.get(i) else { return Ok(()) };
+        let Some(s) = self.services.get(i) else {
+            return Ok(());
+        };
         if s.state != State::Up {
             return Err(Fail::Msg("service is not running"));
         }
@@ -458,4 +479,3 @@ impl Supervisor {
         Ok(())
     }
 }
-

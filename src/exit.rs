@@ -24,10 +24,8 @@ pub fn exec_on_exit(log: &mut Log, args: &[u8], code: i32, message: &str, servic
     if args.is_empty() {
         return;
     }
-    let argv: Vec<CString> = args
-        .split(|&b| b == b'\t')
-        .map(|a| CString::new(a.to_vec()).unwrap_or_default())
-        .collect();
+    let argv: Vec<CString> =
+        args.split(|&b| b == b'\t').map(|a| CString::new(a.to_vec()).unwrap_or_default()).collect();
     let Some(arg0) = argv.first() else { return };
     // SAFETY: daemonproxy is single-threaded; nothing reads the
     // environment concurrently.
@@ -96,4 +94,3 @@ pub fn normal_end(log: &mut Log, args: &[u8], code: i32, services: &Services) ->
     log.flush_final();
     std::process::exit(code)
 }
-

@@ -283,7 +283,8 @@ pub fn make_socket<'a>(flags: &'a [u8], addr: Option<&[u8]>) -> Result<Handle, F
     } else {
         None
     };
-    let fd = sock::socket(dom.family(), ty, SockFlag::SOCK_CLOEXEC, None).map_err(|e| Fail::Errno("socket: ", e as i32))?;
+    let fd =
+        sock::socket(dom.family(), ty, SockFlag::SOCK_CLOEXEC, None).map_err(|e| Fail::Errno("socket: ", e as i32))?;
     if let Some(a) = &parsed {
         sock::setsockopt(&fd, sock::sockopt::ReuseAddr, &true).map_err(|e| Fail::Errno("setsockopt: ", e as i32))?;
         bind_addr(&fd, a, addr_text).map_err(|e| Fail::Errno("bind: ", e))?;
@@ -336,7 +337,9 @@ fn bind_addr(fd: &OwnedFd, a: &Addr, text: &[u8]) -> Result<(), i32> {
 
 /// Is `path` a socket owned by our euid that refuses connections?
 pub fn stale_socket(path: &[u8], addr: &UnixAddr) -> bool {
-    let Ok(st) = nix::sys::stat::lstat(OsStr::from_bytes(path)) else { return false };
+    let Ok(st) = nix::sys::stat::lstat(OsStr::from_bytes(path)) else {
+        return false;
+    };
     if st.st_mode & libc::S_IFMT != libc::S_IFSOCK || st.st_uid != sys::geteuid() {
         return false;
     }

@@ -98,7 +98,14 @@ impl Handle {
             if fl & libc::O_NONBLOCK != 0 {
                 push(&mut flags, b",nonblock");
             }
-            return Handle { fd: Some(fd), kind: Kind::Socket, flags, desc: b"unknown".to_vec(), peer: None, pipe_id: 0 };
+            return Handle {
+                fd: Some(fd),
+                kind: Kind::Socket,
+                flags,
+                desc: b"unknown".to_vec(),
+                peer: None,
+                pipe_id: 0,
+            };
         }
         push(
             &mut flags,

@@ -52,8 +52,9 @@ pub fn create(path: &[u8], removed: &mut bool) -> Result<Listener, CreateError> 
         nix::unistd::unlink(OsStr::from_bytes(path)).map_err(|e| err("unlink", e))?;
         *removed = true;
     }
-    let fd = sock::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)
-        .map_err(|e| err("socket", e))?;
+    let fd =
+        sock::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)
+            .map_err(|e| err("socket", e))?;
     sock::bind(fd.as_raw_fd(), &addr).map_err(|e| err("bind", e))?;
     // Owner read/write only, whatever the umask (issue 3: mode 0600).
     let _ = nix::sys::stat::fchmodat(

@@ -18,10 +18,7 @@ use std::os::unix::ffi::OsStrExt;
 /// Descriptors ≥ 3 open at start-up (before daemonproxy opens its own).
 fn inherited_fds() -> Vec<RawFd> {
     let mut fds: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
-        Ok(dir) => dir
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .filter(|&fd| fd >= 3)
-            .collect(),
+        Ok(dir) => dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).filter(|&fd| fd >= 3).collect(),
         Err(_) => (3..1024).filter(|&fd| sys::fd_is_open(fd)).collect(),
     };
     // The directory's own descriptor is closed by now.
@@ -42,7 +39,9 @@ fn name(s: &str) -> Name {
 /// Re-point a std handle to a `/dev/null` duplicate, keeping its flags
 /// (§6.2: daemonproxy uses the original stream as a controller channel).
 fn repoint_to_null(handles: &mut Handles, which: &str, null: RawFd) {
-    let Some(old) = handles.get(which.as_bytes()) else { return };
+    let Some(old) = handles.get(which.as_bytes()) else {
+        return;
+    };
     let (flags, kind, desc) = (old.flags.clone(), old.kind, old.desc.clone());
     if let Ok(fd) = sys::dup_cloexec(null, 3) {
         // SAFETY: fd was just returned by dup and is owned by nobody else.
@@ -123,7 +122,14 @@ fn main() {
             continue;
         }
         if !handles.room_for(1) {
-            exit::exec_path(&mut logger, &opts.exit_exec, 2, "Not enough FD objects to register all open FDs", guarded, None);
+            exit::exec_path(
+                &mut logger,
+                &opts.exit_exec,
+                2,
+                "Not enough FD objects to register all open FDs",
+                guarded,
+                None,
+            );
             break;
         }
         let _ = sys::set_cloexec(fd);

@@ -271,7 +271,10 @@ mod tests {
         assert_eq!(p(&["-ic"]).1, Some(Stop::Error("Missing argument for -c".into())));
         assert_eq!(p(&["--config"]).1, Some(Stop::Error("Missing argument for --config".into())));
         assert_eq!(p(&["-ic", "-"]).0.config, Some(OsString::from("-")));
-        assert_eq!(p(&["-c", "/nonexistent/x"]).1, Some(Stop::Error("Cannot stat configfile \"/nonexistent/x\"".into())));
+        assert_eq!(
+            p(&["-c", "/nonexistent/x"]).1,
+            Some(Stop::Error("Cannot stat configfile \"/nonexistent/x\"".into()))
+        );
         let (o, s) = p(&["-E", "a\tb", "--help"]);
         assert_eq!((o.exit_exec, s), (b"a\tb".to_vec(), Some(Stop::Help)));
         assert_eq!(p(&["-", "-i"]).1, None);

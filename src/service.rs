@@ -37,7 +37,11 @@ pub enum Exit {
 impl Exit {
     /// Decode a `waitpid` status.
     pub fn from_status(status: i32) -> Exit {
-        if libc::WIFSIGNALED(status) { Exit::Signal(libc::WTERMSIG(status)) } else { Exit::Code(libc::WEXITSTATUS(status)) }
+        if libc::WIFSIGNALED(status) {
+            Exit::Signal(libc::WTERMSIG(status))
+        } else {
+            Exit::Code(libc::WEXITSTATUS(status))
+        }
     }
 }
 
@@ -293,7 +297,9 @@ impl Services {
 
     /// Put a service in `start` at `at` (rescheduling a pending start).
     pub fn schedule(&mut self, i: usize, at: Mono) {
-        let Some(s) = self.slots.get_mut(i).and_then(Option::as_mut) else { return };
+        let Some(s) = self.slots.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
         if s.state == State::Start {
             self.starts.remove(&(s.start_at, i));
         }
@@ -304,7 +310,9 @@ impl Services {
 
     /// Drop a pending start (state becomes `down` with no exit data).
     pub fn cancel(&mut self, i: usize) {
-        let Some(s) = self.slots.get_mut(i).and_then(Option::as_mut) else { return };
+        let Some(s) = self.slots.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
         if s.state == State::Start {
             self.starts.remove(&(s.start_at, i));
             s.state = State::Down;

@@ -138,7 +138,9 @@ impl Supervisor {
 
     /// Broadcast the `service.state` line of slot `i`.
     pub fn emit_state(&mut self, i: usize) {
-        let Some(s) = self.services.get(i) else { return };
+        let Some(s) = self.services.get(i) else {
+            return;
+        };
         let mut l = Line::new();
         service::write_state(&mut l, s, self.now);
         self.broadcast(&l);
@@ -146,7 +148,9 @@ impl Supervisor {
 
     /// Broadcast `fd.state` for a handle.
     pub fn emit_fd(&mut self, name: &Name) {
-        let Some(h) = self.handles.get(name.as_bytes()) else { return };
+        let Some(h) = self.handles.get(name.as_bytes()) else {
+            return;
+        };
         let mut l = Line::new();
         handle::write_state(&mut l, name, h);
         self.broadcast(&l);
@@ -189,7 +193,9 @@ impl Supervisor {
     /// Auto-up cases (1) and (2) of §5.2: start a down or pending service
     /// now if its triggers ask for it.
     pub fn auto_start_now(&mut self, i: usize) {
-        let Some(s) = self.services.get(i) else { return };
+        let Some(s) = self.services.get(i) else {
+            return;
+        };
         if s.state != State::Up && s.auto_wanted(|sig| self.signals.count_of(sig)) {
             let now = self.now;
             self.start_at(i, now);
@@ -226,6 +232,14 @@ impl Supervisor {
                 continue; // an orphan: reaped silently
             };
             self.emit_state(i);
+            // An output-only controller (control.event alone) has no EOF to
+            // wait for: it goes with its service ([FIX F23]).
+            if let Some(slot) = self.services.get(i).and_then(|s| s.controller)
+                && let Some(Some(c)) = self.ctls.get(slot)
+                && c.in_fd.is_none()
+            {
+                self.end_controller(slot, true);
+            }
             // Auto-up case (3): rate-limited restart after an exit.
             if let Some(s) = self.services.get(i)
                 && s.auto_wanted(|sig| self.signals.count_of(sig))
@@ -254,7 +268,9 @@ impl Supervisor {
 
     /// Fork service `i` (§5.3).
     fn fork(&mut self, i: usize) {
-        let Some(s) = self.services.get(i) else { return };
+        let Some(s) = self.services.get(i) else {
+            return;
+        };
         if s.state != State::Start {
             return;
         }
@@ -297,7 +313,9 @@ impl Supervisor {
                 }
             }
         }
-        let Some(s) = self.services.get(i) else { return };
+        let Some(s) = self.services.get(i) else {
+            return;
+        };
         let sp = &mut self.spawner;
         sp.map.clear();
         sp.abort = false;
@@ -373,7 +391,8 @@ impl Supervisor {
         let reg = self.poll.registry();
         match (c.in_fd, c.out_fd) {
             (Some(i), Some(o)) if i == o => {
-                let ok = reg.register(&mut SourceFd(&i), in_token(slot), Interest::READABLE | Interest::WRITABLE).is_ok();
+                let ok =
+                    reg.register(&mut SourceFd(&i), in_token(slot), Interest::READABLE | Interest::WRITABLE).is_ok();
                 c.in_polled = ok;
                 c.out_polled = ok;
             }
@@ -389,11 +408,14 @@ impl Supervisor {
         // A new controller hears of every pending signal first (§7.1).
         c.signal_seen = 0;
         self.ctls[slot] = Some(c);
+        self.deliver_signals(slot);
     }
 
     /// Close a controller and free its slot.
     pub fn remove_controller(&mut self, slot: usize) {
-        let Some(Some(c)) = self.ctls.get_mut(slot).map(Option::take) else { return };
+        let Some(Some(c)) = self.ctls.get_mut(slot).map(Option::take) else {
+            return;
+        };
         let reg = self.poll.registry();
         if c.in_polled
             && let Some(i) = c.in_fd
@@ -433,7 +455,9 @@ impl Supervisor {
     }
 
     fn deliver_signals(&mut self, slot: usize) {
-        let Some(Some(c)) = self.ctls.get_mut(slot) else { return };
+        let Some(Some(c)) = self.ctls.get_mut(slot) else {
+            return;
+        };
         let latest = self.signals.latest();
         if c.signal_seen >= latest {
             return;
@@ -451,7 +475,9 @@ impl Supervisor {
 
     /// Continue a statedump; returns whether it finished.
     fn continue_dump(&mut self, slot: usize) -> bool {
-        let Some(Some(c)) = self.ctls.get_mut(slot) else { return true };
+        let Some(Some(c)) = self.ctls.get_mut(slot) else {
+            return true;
+        };
         let Some(mut d) = c.dump else { return true };
         let mut l = Line::new();
         loop {
@@ -514,7 +540,9 @@ impl Supervisor {
     /// One controller's turn in a pass.
     fn controller_step(&mut self, slot: usize) {
         let now = self.now;
-        let Some(Some(c)) = self.ctls.get_mut(slot) else { return };
+        let Some(Some(c)) = self.ctls.get_mut(slot) else {
+            return;
+        };
         if c.out_pending() > 0 && (c.writable || !c.out_polled) {
             c.flush(now);
         }
@@ -549,7 +577,9 @@ impl Supervisor {
         let mut line = [0u8; IN_BUF];
         let mut ran = 0;
         while ran < controller::COMMANDS_PER_PASS {
-            let Some(Some(c)) = self.ctls.get_mut(slot) else { return };
+            let Some(Some(c)) = self.ctls.get_mut(slot) else {
+                return;
+            };
             if c.closing || c.dump.is_some() || !c.can_run() {
                 break;
             }
@@ -586,6 +616,7 @@ impl Supervisor {
                     }
                     ran += 1;
                 }
+                Input::Eof if c.in_fd.is_none() => break, // output-only: [FIX F23]
                 Input::Eof => {
                     self.end_controller(slot, true);
                     return;
@@ -598,7 +629,9 @@ impl Supervisor {
     /// A controller's input ended (EOF, `exit`, or a fatal output problem).
     /// With `graceful`, pending output is flushed first.
     pub fn end_controller(&mut self, slot: usize, graceful: bool) {
-        let Some(Some(c)) = self.ctls.get_mut(slot) else { return };
+        let Some(Some(c)) = self.ctls.get_mut(slot) else {
+            return;
+        };
         if graceful && c.has_output() && c.out_pending() > 0 {
             c.flush(self.now);
             if c.out_pending() > 0 && c.blocked_since.is_some_and(|t| self.now.secs_since(t) < c.close_timeout) {
@@ -732,8 +765,7 @@ impl Supervisor {
             if c.dump.is_some() && c.out_free() > 0 && c.writable {
                 earliest(now);
             }
-            if can_cmd && c.dump.is_none() && (c.input_ready() || (!c.in_polled && !c.eof) || (c.readable && !c.eof))
-            {
+            if can_cmd && c.dump.is_none() && (c.input_ready() || (!c.in_polled && !c.eof) || (c.readable && !c.eof)) {
                 earliest(now);
             }
             if c.out_pending() > 0 && !c.out_polled {
