@@ -669,6 +669,13 @@ impl Supervisor {
                 self.controller_step(slot);
             }
         }
+        // Output queued during this pass goes out now, not a pass later.
+        let now = self.now;
+        for c in self.ctls.iter_mut().flatten() {
+            if c.out_pending() > 0 && (c.writable || !c.out_polled) {
+                c.flush(now);
+            }
+        }
         self.log.flush(self.now);
     }
 
@@ -768,7 +775,7 @@ impl Supervisor {
             if can_cmd && c.dump.is_none() && (c.input_ready() || (!c.in_polled && !c.eof) || (c.readable && !c.eof)) {
                 earliest(now);
             }
-            if c.out_pending() > 0 && !c.out_polled {
+            if c.out_pending() > 0 && (c.writable || !c.out_polled) {
                 earliest(now);
             }
             if c.closing && (c.out_pending() == 0 || !c.has_output()) {
