@@ -138,7 +138,11 @@ fn main() {
         handles.insert(name(&format!("fd_{fd}")), h);
     }
 
-    let mut sup = match Supervisor::new(handles, Services::new(svc_limit), logger, DEFAULT_CONTROLLERS, null_raw) {
+    let slots = opts.controllers.unwrap_or(DEFAULT_CONTROLLERS).clamp(2, 4096);
+    if opts.controllers.is_some_and(|n| n < 2) {
+        log!(logger, Warning, "At least 2 controllers required; using minimum");
+    }
+    let mut sup = match Supervisor::new(handles, Services::new(svc_limit), logger, slots, null_raw) {
         Ok(s) => s,
         Err(e) => {
             let mut l = Log::new();
@@ -149,6 +153,7 @@ fn main() {
     };
     sup.exec_args = opts.exit_exec.clone();
     sup.guard = opts.exit_guard;
+    sup.socket_uids = opts.socket_uids.clone();
 
     if let Some(path) = &opts.socket
         && !sup.socket_create(path.as_bytes())

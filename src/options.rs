@@ -23,7 +23,9 @@ pub const LICENCE: [&str; 3] = [
     "There is NO WARRANTY, to the extent permitted by law.",
 ];
 
-/// `--help` text (§9.4), without the version line.
+/// `--help` text (§9.4), without the version line. It is byte-exact with
+/// daemonproxy 1.1, so options added since (`--controller-pool`,
+/// `--socket-allow-uid`) are documented in the man page only.
 pub const HELP: &str = "options:
   -c --config       FILENAME  Read command stream from FILENAME at startup
   -i --interactive            Use STDIN+STDOUT as a controller communication pipe
@@ -72,6 +74,10 @@ pub struct Options {
     pub mlockall: bool,
     /// Net `-v` minus `-q` steps.
     pub verbosity: i32,
+    /// `--controller-pool N` ([EXT E2]).
+    pub controllers: Option<usize>,
+    /// `--socket-allow-uid UID`, repeatable.
+    pub socket_uids: Vec<u32>,
 }
 
 /// Why parsing stopped before the main job.
@@ -171,6 +177,12 @@ fn parse_into(o: &mut Options, args: &[OsString]) -> Result<(), Stop> {
                 b"fd-pool" => o.fd_pool = Some(pool_arg(&take(&mut i, &what)?)?),
                 b"service-pool" => o.service_pool = Some(pool_arg(&take(&mut i, &what)?)?),
                 b"mlockall" => o.mlockall = true,
+                b"controller-pool" => o.controllers = Some(count_arg(&take(&mut i, &what)?, "controller pool")?),
+                b"socket-allow-uid" => {
+                    let v = take(&mut i, &what)?;
+                    let uid = count_arg(&v, "uid")?;
+                    o.socket_uids.push(u32::try_from(uid).map_err(|_| Stop::Error("uid out of range".into()))?);
+                }
                 b"verbose" => o.verbosity += 1,
                 b"quiet" => o.verbosity -= 1,
                 b"help" => return Err(Stop::Help),
@@ -223,6 +235,14 @@ fn exec_arg(v: &OsStr) -> Result<Vec<u8>, Stop> {
         return Err(Stop::Error("exec-on-exit arguments exceed buffer size".into()));
     }
     Ok(v.as_bytes().to_vec())
+}
+
+fn count_arg(v: &OsStr, what: &str) -> Result<usize, Stop> {
+    let b = v.as_bytes();
+    if b.is_empty() || b.len() > 9 || !b.iter().all(u8::is_ascii_digit) {
+        return Err(Stop::Error(format!("Expected a number for {what}")));
+    }
+    Ok(b.iter().fold(0usize, |a, &d| a * 10 + usize::from(d - b'0')))
 }
 
 fn pool_arg(v: &OsStr) -> Result<Pool, Stop> {
@@ -282,6 +302,9 @@ mod tests {
         let v: Vec<OsString> = vec![];
         let (o, s) = parse(&v, true);
         assert_eq!((o.exit_guard, s), (1, None));
+        let (o, s) = p(&["-i", "--controller-pool", "4", "--socket-allow-uid", "1000", "--socket-allow-uid", "7"]);
+        assert_eq!((o.controllers, o.socket_uids, s), (Some(4), vec![1000, 7], None));
+        assert!(matches!(p(&["-i", "--controller-pool", "x"]).1, Some(Stop::Error(_))));
     }
 
     #[test]

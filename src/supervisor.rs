@@ -80,8 +80,9 @@ pub struct Supervisor {
     listener_ready: bool,
     /// `No free controllers` was logged for the current wait.
     accept_warned: bool,
-    /// Accept control connections from any uid (not only root and our own).
-    pub socket_any_uid: bool,
+    /// Uids besides root and our own whose control connections are accepted
+    /// (`--socket-allow-uid`).
+    pub socket_uids: Vec<u32>,
 }
 
 impl Supervisor {
@@ -114,7 +115,7 @@ impl Supervisor {
             listener: None,
             listener_ready: false,
             accept_warned: false,
-            socket_any_uid: false,
+            socket_uids: Vec::new(),
         })
     }
 
@@ -736,7 +737,8 @@ impl Supervisor {
                     let raw = fd.as_raw_fd();
                     let uid = listener::peer_uid(raw);
                     let me = sys::geteuid();
-                    if !self.socket_any_uid && uid != Some(0) && uid != Some(me) {
+                    let allowed = uid.is_some_and(|u| u == 0 || u == me || self.socket_uids.contains(&u));
+                    if !allowed {
                         log!(self.log, Warning, "refused control connection from uid {}", uid.map_or(-1, i64::from));
                         continue;
                     }
