@@ -10,7 +10,7 @@ use crate::handle::{self, Handles};
 use crate::line::Line;
 use crate::log::{Dest, FILTER_NAMES, Level};
 use crate::reply::Fail;
-use crate::service::{self, State, Triggers};
+use crate::service::{self, Field, State, Triggers};
 use crate::signame;
 use crate::supervisor::{End, Supervisor};
 use std::ffi::OsStr;
@@ -85,6 +85,14 @@ impl Supervisor {
                 let name = service_name(a.next_field())?;
                 let value = a.rest().unwrap_or(b"");
                 let i = self.services.find_or_create(&name)?;
+                let (field, msg) = if cmd == Cmd::ServiceTags {
+                    (Field::Tags, "unable to set tags")
+                } else {
+                    (Field::Args, "unable to set argv")
+                };
+                if !self.services.fits(i, field, (!value.is_empty()).then_some(value)) {
+                    return Err(Fail::Msg(msg));
+                }
                 let Some(s) = self.services.get_mut(i) else {
                     return Ok(());
                 };
@@ -327,6 +335,9 @@ impl Supervisor {
             return Err(Fail::Msg("invalid fd name"));
         }
         let i = self.services.find_or_create(&name)?;
+        if !self.services.fits(i, Field::Fds, Some(list)) {
+            return Err(Fail::Msg("unable to set file descriptors"));
+        }
         for (k, e) in entries().enumerate() {
             // [FIX F10] TAB form; [FIX F11] no warning for `-`; one warning
             // per distinct name.
@@ -375,6 +386,9 @@ impl Supervisor {
             }
         };
         let i = self.services.find_or_create(&name)?;
+        if !self.services.fits(i, Field::Triggers, triggers.as_ref().map(|t| &t.raw[..])) {
+            return Err(Fail::Msg("unable to set auto_up triggers"));
+        }
         let Some(s) = self.services.get_mut(i) else {
             return Ok(());
         };

@@ -52,6 +52,41 @@ fn repoint_to_null(handles: &mut Handles, which: &str, null: RawFd) {
     }
 }
 
+/// Clamp `--fd-pool` and `--service-pool` to their ranges with the
+/// warnings of protocol.md §9.3. Returns (handle limit, service limit,
+/// bytes of data per service).
+fn pool_limits(opts: &options::Options, logger: &mut Log) -> (usize, usize, Option<usize>) {
+    let mut fd_limit = usize::MAX;
+    if let Some(p) = opts.fd_pool {
+        if p.n < 7 {
+            log!(logger, Warning, "At least 7 fd objects required; using minimum");
+        } else if p.n > 1024 {
+            log!(logger, Warning, "fd pool size exceeds max number of allowed file descriptors; limiting to 1024");
+        }
+        fd_limit = p.n.clamp(7, 1024) as usize;
+        match p.m {
+            Some(m) if m < 32 => log!(logger, Warning, "fd obj size increased to minimum of 32"),
+            Some(m) if m > 4096 => log!(logger, Warning, "fd obj size limited to maximum of 4096"),
+            _ => {}
+        }
+    }
+    let (mut svc_limit, mut svc_bytes) = (usize::MAX, None);
+    if let Some(p) = opts.service_pool {
+        if p.n < 1 {
+            log!(logger, Warning, "At least 1 service objects required; using minimum");
+        } else if p.n > 65535 {
+            log!(logger, Warning, "service pool size exceeds maximum; limiting to 65535");
+        }
+        svc_limit = p.n.clamp(1, 65535) as usize;
+        let m = p.m.unwrap_or(512);
+        if m < 64 {
+            log!(logger, Warning, "service obj size increased to minimum of 64");
+        }
+        svc_bytes = Some(m.max(64).min(usize::MAX as u64) as usize);
+    }
+    (fd_limit, svc_limit, svc_bytes)
+}
+
 fn banner() -> [String; 6] {
     let git: String = options::GIT_HEAD.chars().take(8).collect();
     let plus = if options::GIT_DIRTY { "+" } else { "" };
@@ -100,8 +135,7 @@ fn main() {
         }
     };
     let null_raw = null.as_raw_fd();
-    let fd_limit = opts.fd_pool.map_or(usize::MAX, |p| p.n.clamp(7, 1024) as usize);
-    let svc_limit = opts.service_pool.map_or(usize::MAX, |p| p.n.clamp(1, 65535) as usize);
+    let (fd_limit, svc_limit, svc_bytes) = pool_limits(&opts, &mut logger);
     let mut handles = Handles::new(null, fd_limit);
 
     // stdin, stdout, stderr: duplicates, so deleting a handle never closes
@@ -142,7 +176,9 @@ fn main() {
     if opts.controllers.is_some_and(|n| n < 2) {
         log!(logger, Warning, "At least 2 controllers required; using minimum");
     }
-    let mut sup = match Supervisor::new(handles, Services::new(svc_limit), logger, slots, null_raw) {
+    let mut services = Services::new(svc_limit);
+    services.data_limit = svc_bytes;
+    let mut sup = match Supervisor::new(handles, services, logger, slots, null_raw) {
         Ok(s) => s,
         Err(e) => {
             let mut l = Log::new();

@@ -85,6 +85,19 @@ impl Triggers {
     }
 }
 
+/// The per-service values counted against `--service-pool NxM`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    /// `service.tags`.
+    Tags,
+    /// `service.args`.
+    Args,
+    /// `service.fds`.
+    Fds,
+    /// `service.auto_up` triggers.
+    Triggers,
+}
+
 /// One service.
 #[derive(Debug)]
 pub struct Service {
@@ -143,6 +156,26 @@ impl Service {
     /// Is the first argument non-empty (§3.7 `no args configured`)?
     pub fn has_args(&self) -> bool {
         !self.args.is_empty() && self.args[0] != b'\t'
+    }
+
+    /// Bytes of per-service data as `--service-pool NxM` counts them:
+    /// Σ len(key)+len(value)+2 over the keys that are set, with `field`
+    /// replaced by `value` (unset fds cost nothing).
+    pub fn data_cost(&self, field: Field, value: Option<&[u8]>) -> usize {
+        let len = |v: &[u8]| (!v.is_empty()).then_some(v.len());
+        let current = [
+            (Field::Tags, 4, len(&self.tags)),
+            (Field::Args, 4, len(&self.args)),
+            (Field::Fds, 3, self.fds.as_deref().map(<[u8]>::len)),
+            (Field::Triggers, 8, self.triggers.as_ref().map(|t| t.raw.len())),
+        ];
+        current
+            .iter()
+            .map(|&(f, key, cur)| {
+                let v = if f == field { value.map(<[u8]>::len) } else { cur };
+                v.map_or(0, |n| key + n + 2)
+            })
+            .sum()
     }
 
     /// Should auto-up start this service now, given the pending signal
@@ -233,6 +266,9 @@ pub struct Services {
     starts: BTreeSet<(Mono, usize)>,
     /// Most services allowed (`--service-pool N`).
     pub limit: usize,
+    /// Bytes of tags, args, fds and triggers allowed per service
+    /// (`--service-pool NxM`, [FIX F1]); `None`: no limit.
+    pub data_limit: Option<usize>,
 }
 
 impl Services {
@@ -245,6 +281,7 @@ impl Services {
             by_pid: HashMap::new(),
             starts: BTreeSet::new(),
             limit,
+            data_limit: None,
         }
     }
 
@@ -274,6 +311,14 @@ impl Services {
         };
         self.by_name.insert(*name, i);
         Ok(i)
+    }
+
+    /// Whether slot `i` may hold `value` in `field` within the data limit.
+    pub fn fits(&self, i: usize, field: Field, value: Option<&[u8]>) -> bool {
+        match (self.data_limit, self.get(i)) {
+            (Some(m), Some(s)) => s.data_cost(field, value) <= m,
+            _ => true,
+        }
     }
 
     /// The service in slot `i`.
