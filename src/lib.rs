@@ -14,6 +14,7 @@ pub mod command;
 pub mod controller;
 pub mod dispatch;
 pub mod exit;
+pub mod fatal;
 pub mod fdops;
 pub mod handle;
 pub mod line;

@@ -190,6 +190,22 @@ fn main() {
     sup.exec_args = opts.exit_exec.clone();
     sup.guard = opts.exit_guard;
     sup.socket_uids = opts.socket_uids.clone();
+    sup.prepare_fatal();
+    daemonproxy::fatal::install();
+    daemonproxy::fatal::install_panic_hook();
+    if pid1 {
+        // Ctrl-Alt-Del becomes SIGINT to PID 1, counted like any other.
+        // SAFETY: reboot(RB_DISABLE_CAD) only changes a kernel flag.
+        if unsafe { libc::reboot(libc::RB_DISABLE_CAD) } != 0 {
+            log!(sup.log, Debug, "reboot(RB_DISABLE_CAD): {}", std::io::Error::last_os_error());
+        }
+    } else if opts.subreaper {
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+            log!(sup.log, Error, "prctl(PR_SET_CHILD_SUBREAPER): {}", std::io::Error::last_os_error());
+        }
+        sup.report_orphans = true;
+    }
 
     if let Some(path) = &opts.socket
         && !sup.socket_create(path.as_bytes())

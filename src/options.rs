@@ -78,6 +78,8 @@ pub struct Options {
     pub controllers: Option<usize>,
     /// `--socket-allow-uid UID`, repeatable.
     pub socket_uids: Vec<u32>,
+    /// `--subreaper`: become a child subreaper outside PID 1.
+    pub subreaper: bool,
 }
 
 /// Why parsing stopped before the main job.
@@ -177,6 +179,7 @@ fn parse_into(o: &mut Options, args: &[OsString]) -> Result<(), Stop> {
                 b"fd-pool" => o.fd_pool = Some(pool_arg(&take(&mut i, &what)?)?),
                 b"service-pool" => o.service_pool = Some(pool_arg(&take(&mut i, &what)?)?),
                 b"mlockall" => o.mlockall = true,
+                b"subreaper" => o.subreaper = true,
                 b"controller-pool" => o.controllers = Some(count_arg(&take(&mut i, &what)?, "controller pool")?),
                 b"socket-allow-uid" => {
                     let v = take(&mut i, &what)?;

@@ -80,6 +80,10 @@ pub struct Supervisor {
     listener_ready: bool,
     /// `No free controllers` was logged for the current wait.
     accept_warned: bool,
+    /// What the fatal-signal handler was last prepared with.
+    fatal_prepared: Option<(Vec<u8>, bool, Option<RawFd>)>,
+    /// Log orphans at info level (`--subreaper`), else at debug.
+    pub report_orphans: bool,
     /// Uids besides root and our own whose control connections are accepted
     /// (`--socket-allow-uid`).
     pub socket_uids: Vec<u32>,
@@ -116,6 +120,8 @@ impl Supervisor {
             listener_ready: false,
             accept_warned: false,
             socket_uids: Vec::new(),
+            fatal_prepared: None,
+            report_orphans: false,
         })
     }
 
@@ -229,8 +235,16 @@ impl Supervisor {
             if pid <= 0 {
                 break;
             }
-            let Some(i) = self.services.set_down(pid, Exit::from_status(status), self.now) else {
-                continue; // an orphan: reaped silently
+            let exit = Exit::from_status(status);
+            let Some(i) = self.services.set_down(pid, exit, self.now) else {
+                // An orphan (we are PID 1 or a subreaper): reaped, no event.
+                let (how, v) = match exit {
+                    Exit::Code(c) => ("exit", c),
+                    Exit::Signal(s) => ("signal", s),
+                };
+                let level = if self.report_orphans { Level::Info } else { Level::Debug };
+                self.log.msg(level, format_args!("reaped orphan pid {pid} ({how} {v})"));
+                continue;
             };
             self.emit_state(i);
             // An output-only controller (control.event alone) has no EOF to
@@ -547,15 +561,24 @@ impl Supervisor {
         if c.out_pending() > 0 && (c.writable || !c.out_polled) {
             c.flush(now);
         }
+        // Input is read whenever there is room, even while commands wait
+        // for output space: reading pauses only when the buffer is full.
+        if !c.closing && !c.eof && (c.readable || !c.in_polled) {
+            c.fill(&mut self.log);
+        }
         if let Some(t) = c.blocked_since {
             let secs = now.secs_since(t);
             if secs >= c.close_timeout {
                 log!(self.log, Error, "controller {slot} blocked pipe for {secs} seconds, closing connection");
                 return self.end_controller(slot, false);
             }
-            if secs >= c.reset_timeout && !c.warned {
-                c.warned = true;
-                log!(self.log, Warning, "controller {slot} blocked pipe for {secs} seconds");
+            if secs >= c.reset_timeout {
+                if !c.warned {
+                    c.warned = true;
+                    log!(self.log, Warning, "controller {slot} blocked pipe for {secs} seconds");
+                }
+                // Blocked output and a full input buffer: drop output so the
+                // controller's commands can proceed (§7.4).
                 if c.in_full() {
                     c.overflow = true;
                 }
@@ -678,6 +701,33 @@ impl Supervisor {
             }
         }
         self.log.flush(self.now);
+        self.prepare_fatal();
+    }
+
+    /// Keep the fatal-signal handler's prepared exec data current.
+    pub fn prepare_fatal(&mut self) {
+        let want = (self.exec_args.as_slice(), self.guard != 0, self.log.fd());
+        if let Some((a, g, f)) = &self.fatal_prepared
+            && (a.as_slice(), *g, *f) == want
+        {
+            return;
+        }
+        crate::fatal::prepare(want.0, want.1, want.2);
+        self.fatal_prepared = Some((self.exec_args.clone(), want.1, want.2));
+    }
+
+    /// After a caught panic: the fatal exec path; returns only if guarded.
+    fn on_panic(&mut self) {
+        let msg = crate::fatal::take_panic_message();
+        let args = self.exec_args.clone();
+        crate::exit::exec_path(
+            &mut self.log,
+            &args,
+            crate::fatal::FATAL_CODE,
+            &msg,
+            self.guard != 0,
+            Some(&self.services),
+        );
     }
 
     // ----- the control socket -------------------------------------------
@@ -794,7 +844,11 @@ impl Supervisor {
     /// Run until `terminate` (or the end of `-i`).
     pub fn run(&mut self) -> End {
         loop {
-            self.pass();
+            // PID 1 must never die: a panic takes the fatal exec path and,
+            // with the guard armed, the loop goes on.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.pass())).is_err() {
+                self.on_panic();
+            }
             if let Some(end) = self.end {
                 self.final_flush();
                 return end;

@@ -1,0 +1,87 @@
+# Makefile - the one entry point for building, testing and installing daemonproxy.
+#
+#   make            build the release binary (target/release/daemonproxy)
+#   make run        build, then run the example configuration (Ctrl-C stops it)
+#   make test       run every test (cargo test --all-targets --no-fail-fast)
+#   make check      formatting, clippy, and "make lint"
+#   make lint       man page and shell script lints only
+#   make bench      a few quick figures (memory, echo throughput); see bench/README.md
+#   make install    PREFIX=/usr/local DESTDIR= ; binary to sbin/, man pages to share/man/
+#   make clean      remove build output
+
+CARGO   ?= cargo
+PREFIX  ?= /usr/local
+DESTDIR ?=
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR  ?= $(PREFIX)/share/man
+INSTALL ?= install
+
+# Binaries installed to $(SBINDIR).
+BINS     = daemonproxy
+RELEASE  = target/release
+MANPAGES = $(wildcard man/*.[1-9])
+SCRIPTS  = $(wildcard controllers/*.sh)
+
+.PHONY: all run test check lint bench install uninstall clean
+
+all:
+	$(CARGO) build --release
+
+# The last line is a plain command, so make runs it without a shell in
+# between: a terminal Ctrl-C then reaches daemonproxy (which only counts it
+# and starts the shutdown controller) and make waits for it to finish.
+run: all
+	./$(RELEASE)/daemonproxy -c controllers/example.conf
+
+test:
+	$(CARGO) test --all-targets --no-fail-fast
+
+check: lint
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+# The non-Rust half of "check": man pages and shell scripts.
+lint:
+	@set -e; \
+	for f in $(MANPAGES); do \
+		if command -v mandoc >/dev/null 2>&1; then \
+			echo "mandoc -Tlint -W warning $$f"; \
+			mandoc -Tlint -W warning "$$f"; \
+		else \
+			echo "groff -man -ww -z $$f"; \
+			out=$$(groff -man -ww -z "$$f" 2>&1); \
+			if [ -n "$$out" ]; then printf '%s\n' "$$out"; exit 1; fi; \
+		fi; \
+	done
+	@set -e; \
+	for f in $(SCRIPTS); do echo "sh -n $$f"; sh -n "$$f"; done; \
+	for f in .ci/run bench/run; do echo "bash -n $$f"; bash -n "$$f"; done; \
+	if command -v shellcheck >/dev/null 2>&1; then \
+		echo "shellcheck $(SCRIPTS) .ci/run bench/run"; \
+		shellcheck $(SCRIPTS) .ci/run bench/run; \
+	else \
+		echo "shellcheck not found; skipped"; \
+	fi
+
+bench: all
+	bench/run --bin $(RELEASE)/daemonproxy
+
+install: all
+	$(INSTALL) -d "$(DESTDIR)$(SBINDIR)"
+	for b in $(BINS); do \
+		$(INSTALL) -m 755 "$(RELEASE)/$$b" "$(DESTDIR)$(SBINDIR)/$$b" || exit 1; \
+	done
+	for f in $(MANPAGES); do \
+		s=$${f##*.}; \
+		$(INSTALL) -d "$(DESTDIR)$(MANDIR)/man$$s" && \
+		$(INSTALL) -m 644 "$$f" "$(DESTDIR)$(MANDIR)/man$$s/" || exit 1; \
+	done
+
+uninstall:
+	for b in $(BINS); do rm -f "$(DESTDIR)$(SBINDIR)/$$b"; done
+	for f in $(MANPAGES); do \
+		s=$${f##*.}; rm -f "$(DESTDIR)$(MANDIR)/man$$s/$${f##*/}"; \
+	done
+
+clean:
+	$(CARGO) clean

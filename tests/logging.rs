@@ -1,0 +1,146 @@
+//! Logging commands (protocol.md §3.19, §3.20, §10): `log.filter` levels,
+//! steps and clamping with their effect on the log, and `log.dest` to a
+//! pipe handle read by a service, including held messages.
+
+mod util;
+use util::*;
+
+#[test]
+fn filter_levels_steps_and_clamping() {
+    let mut dp = Dp::interactive(&[]);
+    dp.cmd("log.filter", &["log.filter\tdebug"]);
+    dp.cmd("log.filter\t-", &["log.filter\ttrace"]);
+    dp.cmd("log.filter\t-", &["log.filter\tnone"]);
+    dp.cmd("log.filter\t-", &["log.filter\tnone"]);
+    dp.cmd("log.filter\t+", &["log.filter\ttrace"]);
+    for lvl in ["none", "trace", "debug", "info", "warning", "error", "fatal"] {
+        dp.cmd(&format!("log.filter\t{lvl}"), &[&format!("log.filter\t{lvl}")]);
+    }
+    dp.cmd("log.filter\t+", &["log.filter\tfatal"]);
+    dp.cmd("log.filter\t-", &["log.filter\terror"]);
+    dp.cmd("log.filter\t+", &["log.filter\tfatal"]);
+    dp.cmd("log.filter\tinfo", &["log.filter\tinfo"]);
+    dp.cmd("log.filter\t+", &["log.filter\twarning"]);
+    dp.cmd_err("log.filter\tbogus", "Invalid loglevel argument");
+    dp.cmd_err("log.filter\t", "Invalid loglevel argument");
+    dp.cmd_err("log.filter\t++", "Invalid loglevel argument");
+    dp.cmd("log.filter", &["log.filter\twarning"]);
+}
+
+#[test]
+fn filter_hides_its_level_and_below() {
+    let mut dp = Dp::interactive(&[]);
+    dp.cmd("log.filter\terror", &["log.filter\terror"]);
+    dp.cmd("hidden1", &["error\tUnknown command: hidden1"]);
+    dp.cmd("log.filter\twarning", &["log.filter\twarning"]);
+    dp.cmd("shown1", &["error\tUnknown command: shown1"]);
+    dp.expect_stderr("error: controller[0] sent unknown command shown1");
+    dp.cmd("log.filter\tnone", &["log.filter\tnone"]);
+    dp.cmd("echo\tdbg", &["dbg"]);
+    dp.expect_stderr("debug: controller[0] command: \"echo\tdbg\"");
+    dp.cmd("log.filter\tfatal", &["log.filter\tfatal"]);
+    dp.cmd("hidden2", &["error\tUnknown command: hidden2"]);
+    let (st, _) = dp.finish();
+    assert_eq!(st.code(), Some(0));
+    let err = dp.stderr_lines();
+    assert!(!err.iter().any(|l| l.contains("hidden1") || l.contains("hidden2")), "{err:#?}");
+    // with "fatal" even the exit messages are hidden
+    assert!(!err.iter().any(|l| l == "info: daemonproxy exiting"), "{err:#?}");
+}
+
+#[test]
+fn dest_errors() {
+    let mut dp = Dp::interactive(&[]);
+    dp.cmd_err("log.dest", "missing argument");
+    dp.cmd_err("log.dest\tfile\t/tmp/x", "Unknown logging type");
+    dp.cmd_err("log.dest\tfd", "Expected file descriptor name");
+    dp.cmd_err("log.dest\tfd\t", "Expected file descriptor name");
+    dp.cmd_err("log.dest\tfd\tbad/name", "Invalid file descriptor name");
+    dp.cmd("log.dest\tfd\tlog2.w", &["warning\tfd \"log2.w\" does not exist"]);
+    dp.cmd("log.dest\tfd\tstderr", &[]);
+    dp.cmd("bogus1", &["error\tUnknown command: bogus1"]);
+    dp.expect_stderr("error: controller[0] sent unknown command bogus1");
+}
+
+fn wait_file_line(dp: &Dp, file: &str, line: &str) {
+    let ok = wait_until(T, || dp.dir.read(file).lines().any(|l| l == line));
+    assert!(ok, "{file} never got {line:?}; it has:\n{}", dp.dir.read(file));
+}
+
+#[test]
+fn dest_pipe_read_by_a_service() {
+    let mut dp = Dp::interactive(&[]);
+    dp.cmd("fd.pipe\tlr\tlw", &["fd.state\tlr\tpipe\tfrom\tlw", "fd.state\tlw\tpipe\tto\tlr"]);
+    dp.cmd("fd.open\tlf\twrite,create\tlog.txt", &["fd.state\tlf\tfile\twrite,create\tlog.txt"]);
+    dp.args("logger", "cat");
+    dp.fds("logger", "lr\tlf\tnull");
+    dp.start("logger");
+    dp.cmd("log.dest\tfd\tlw", &[]);
+    dp.cmd("zzz", &["error\tUnknown command: zzz"]);
+    wait_file_line(&dp, "log.txt", "error: controller[0] sent unknown command zzz");
+    dp.cmd("chdir\t/nonexistent", &[&err_for("chdir failed: No such file or directory", "chdir\t/nonexistent")]);
+    wait_file_line(&dp, "log.txt", "error:   with error: 'chdir failed: No such file or directory'");
+    // back to stderr
+    dp.cmd("log.dest\tfd\tstderr", &[]);
+    dp.cmd("yyy", &["error\tUnknown command: yyy"]);
+    dp.expect_stderr("error: controller[0] sent unknown command yyy");
+    assert!(!dp.stderr_lines().iter().any(|l| l.contains("command zzz")), "zzz went to the pipe only");
+    assert!(!dp.dir.read("log.txt").contains("yyy"));
+}
+
+#[test]
+fn dest_missing_handle_holds_messages() {
+    let mut dp = Dp::interactive(&[]);
+    dp.cmd("log.dest\tfd\tlater.w", &["warning\tfd \"later.w\" does not exist"]);
+    dp.cmd("held1", &["error\tUnknown command: held1"]);
+    std::thread::sleep(ms(200));
+    assert!(!dp.stderr_lines().iter().any(|l| l.contains("held1")), "held, not on stderr");
+    dp.cmd("fd.open\tout\twrite,create\tlater.txt", &["fd.state\tout\tfile\twrite,create\tlater.txt"]);
+    dp.cmd(
+        "fd.pipe\tlater.r\tlater.w",
+        &["fd.state\tlater.r\tpipe\tfrom\tlater.w", "fd.state\tlater.w\tpipe\tto\tlater.r"],
+    );
+    dp.args("cat", "cat");
+    dp.fds("cat", "later.r\tout\tnull");
+    dp.start("cat");
+    dp.cmd("held2", &["error\tUnknown command: held2"]);
+    wait_file_line(&dp, "later.txt", "error: controller[0] sent unknown command held1");
+    wait_file_line(&dp, "later.txt", "error: controller[0] sent unknown command held2");
+    let text = dp.dir.read("later.txt");
+    assert!(text.find("held1").unwrap() < text.find("held2").unwrap(), "order kept: {text}");
+}
+
+#[test]
+fn dest_null_discards() {
+    let mut dp = Dp::interactive(&[]);
+    dp.cmd("log.dest\tfd\tnull", &[]);
+    dp.cmd("gone", &["error\tUnknown command: gone"]);
+    dp.cmd("log.dest\tfd\tstderr", &[]);
+    dp.cmd("back", &["error\tUnknown command: back"]);
+    dp.expect_stderr("error: controller[0] sent unknown command back");
+    assert!(!dp.stderr_lines().iter().any(|l| l.contains("command gone")));
+}
+
+#[test]
+fn dest_follows_replaced_and_deleted_handle() {
+    let mut dp = Dp::interactive(&[]);
+    dp.cmd("fd.open\tf1\twrite,create\tone.txt", &["fd.state\tf1\tfile\twrite,create\tone.txt"]);
+    dp.cmd("fd.open\tf2\twrite,create\ttwo.txt", &["fd.state\tf2\tfile\twrite,create\ttwo.txt"]);
+    dp.cmd("fd.open\tlw\twrite,append\tone.txt", &["fd.state\tlw\tfile\twrite,append\tone.txt"]);
+    dp.cmd("log.dest\tfd\tlw", &[]);
+    dp.cmd("first", &["error\tUnknown command: first"]);
+    wait_file_line(&dp, "one.txt", "error: controller[0] sent unknown command first");
+    // replaced: the name is looked up again
+    dp.cmd("fd.open\tlw\twrite,append\ttwo.txt", &["fd.state\tlw\tfile\twrite,append\ttwo.txt"]);
+    dp.cmd("second", &["error\tUnknown command: second"]);
+    wait_file_line(&dp, "two.txt", "error: controller[0] sent unknown command second");
+    // deleted: held until the name returns
+    dp.cmd("fd.delete\tlw", &["fd.state\tlw\tdeleted"]);
+    dp.cmd("third", &["error\tUnknown command: third"]);
+    std::thread::sleep(ms(200));
+    assert!(!dp.dir.read("two.txt").contains("third"), "held while lw is missing");
+    assert!(!dp.stderr_lines().iter().any(|l| l.contains("third")));
+    dp.cmd("fd.open\tlw\twrite,append\tone.txt", &["fd.state\tlw\tfile\twrite,append\tone.txt"]);
+    wait_file_line(&dp, "one.txt", "error: controller[0] sent unknown command third");
+    assert!(!dp.dir.read("one.txt").contains("second"));
+}
