@@ -139,6 +139,9 @@ pub struct Handles {
     next_pipe_id: u64,
     /// Most handles allowed (`--fd-pool N`), counting constants.
     pub limit: usize,
+    /// Bytes per handle object (`--fd-pool NxM`): descriptions longer than
+    /// about M+31−len(NAME) are cut and end in `...` (§9.3).
+    pub obj_size: Option<usize>,
 }
 
 impl Handles {
@@ -153,7 +156,7 @@ impl Handles {
             mk("control.socket"),
             Handle::new(None, Kind::Special, b"read,write", b"daemonproxy control socket"),
         );
-        Handles { map, next_pipe_id: 1, limit }
+        Handles { map, next_pipe_id: 1, limit, obj_size: None }
     }
 
     /// Look up a handle.
@@ -196,7 +199,14 @@ impl Handles {
 
     /// Add or replace a handle. The old one (if any) is unlinked from its pipe
     /// peer and returned for the caller to drop (closing its descriptor).
-    pub fn insert(&mut self, name: Name, h: Handle) -> Option<Handle> {
+    pub fn insert(&mut self, name: Name, mut h: Handle) -> Option<Handle> {
+        if let Some(m) = self.obj_size {
+            let max = (m + 31).saturating_sub(name.len()).max(3);
+            if h.desc.len() > max {
+                h.desc.truncate(max - 3);
+                h.desc.extend_from_slice(b"...");
+            }
+        }
         let old = self.map.insert(name, h);
         if let Some(o) = &old {
             self.orphan_peer(&name, o);

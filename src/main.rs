@@ -136,7 +136,9 @@ fn main() {
     };
     let null_raw = null.as_raw_fd();
     let (fd_limit, svc_limit, svc_bytes) = pool_limits(&opts, &mut logger);
+    let fd_obj = opts.fd_pool.map(|p| p.m.unwrap_or(96).clamp(32, 4096) as usize);
     let mut handles = Handles::new(null, fd_limit);
+    handles.obj_size = fd_obj;
 
     // stdin, stdout, stderr: duplicates, so deleting a handle never closes
     // daemonproxy's own streams; a closed one becomes /dev/null.
