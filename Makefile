@@ -2,7 +2,7 @@
 #
 #   make            build the release binary (target/release/daemonproxy)
 #   make run        build, then run the example configuration (Ctrl-C stops it)
-#   make test       run every test (cargo test --all-targets --no-fail-fast)
+#   make test       run every test (the cargo suites, then tests/python)
 #   make check      formatting, clippy, and "make lint"
 #   make lint       man page and shell script lints only
 #   make bench      a few quick figures (memory, echo throughput); see bench/README.md
@@ -33,8 +33,11 @@ all:
 run: all
 	./$(RELEASE)/daemonproxy -c controllers/example.conf
 
+# The Rust suites first (they build target/debug/daemonproxy), then the
+# controllers' Python suite against that binary.
 test:
 	$(CARGO) test --all-targets --no-fail-fast
+	DAEMONPROXY=target/debug/daemonproxy python3 -m unittest discover -s tests/python
 
 check: lint
 	$(CARGO) fmt --check

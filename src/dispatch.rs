@@ -410,6 +410,7 @@ impl Supervisor {
         let name = service_name(a.next_field())?;
         let i = self.services.find(&name).ok_or(Fail::Msg("No such service"))?;
         let now = self.now;
+        let mut frac = false;
         let when = match a.next_field() {
             Some(b"-") => {
                 if self.services.get(i).is_none_or(|s| s.state != State::Start) {
@@ -426,6 +427,7 @@ impl Supervisor {
                 if t.0 < now.0 - START_GRACE {
                     return Err(Fail::Msg("invalid timestamp"));
                 }
+                frac = s.frac && t > now;
                 t.max(now)
             }
         };
@@ -438,7 +440,11 @@ impl Supervisor {
         if s.state == State::Up {
             return Err(Fail::Msg("service is not startable"));
         }
-        self.start_at(i, when);
+        self.services.schedule(i, when);
+        if let Some(s) = self.services.get_mut(i) {
+            s.start_frac = frac;
+        }
+        self.emit_state(i);
         Ok(())
     }
 

@@ -107,6 +107,9 @@ pub struct Service {
     pub state: State,
     /// When the pending start is due (state `Start`).
     pub start_at: Mono,
+    /// The start was asked for at a fractional second ([EXT E3]): events
+    /// show the fraction.
+    pub start_frac: bool,
     /// Pid of the running or last process (0: none yet).
     pub pid: i32,
     /// When the running or last process was forked.
@@ -135,6 +138,7 @@ impl Service {
             name,
             state: State::Down,
             start_at: Mono(0),
+            start_frac: false,
             pid: 0,
             up_at: Mono(0),
             reap_at: Mono(0),
@@ -199,7 +203,13 @@ pub fn write_state(out: &mut Line, s: &Service, now: Mono) {
     out.s("service.state\t").s(&s.name).tab();
     match (s.state, s.exit) {
         (State::Start, _) => {
-            out.s("start\t").int(s.start_at.secs()).s("\t-\t-\t-\t-\t-");
+            out.s("start\t");
+            if s.start_frac {
+                Seconds { ns: s.start_at.0, frac: true }.write_to(out);
+            } else {
+                out.int(s.start_at.secs());
+            }
+            out.s("\t-\t-\t-\t-\t-");
         }
         (State::Up, _) => {
             out.s("up\t").int(s.up_at.secs()).tab().int(i64::from(s.pid));
@@ -350,6 +360,7 @@ impl Services {
         }
         s.state = State::Start;
         s.start_at = at;
+        s.start_frac = false;
         self.starts.insert((at, i));
     }
 

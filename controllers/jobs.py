@@ -1,0 +1,512 @@
+#!/usr/bin/env python3
+"""jobs.py - a job launcher for a web backend: an HTTP API over daemonproxy.
+
+Each job is a daemonproxy service running one command, with its stdout and
+stderr going to a file.  daemonproxy does the forking, reaping and fd
+plumbing; this program only translates HTTP requests into protocol commands
+and events into JSON.  Standard library only (http.server), Python 3.9+,
+and controllers/daemonproxy.py next to it.
+
+    # talk to a running daemonproxy over its control socket
+    python3 jobs.py --socket /run/daemonproxy.sock
+    # or start a private one ("daemonproxy -i"; stopping jobs.py ends it)
+    python3 jobs.py --daemonproxy /usr/sbin/daemonproxy --listen 127.0.0.1:0
+
+It prints "listening on HOST:PORT" once it accepts requests (with port 0
+the kernel picks the port).  The API, all JSON:
+
+    POST   /jobs        {"argv": ["cmd", "arg", ...], "name": "optional",
+                         "output": "optional/path"}         -> 201 job
+    GET    /jobs        -> 200 {"jobs": [job, ...]}
+    GET    /jobs/NAME   -> 200 job
+    DELETE /jobs/NAME   SIGTERM if running, wait for it (SIGKILL after
+                        --kill-timeout seconds), then forget it   -> 200 job
+
+    job = {"name", "state" (start|up|down|deleted), "pid", "exit_reason"
+           (exit|signal|null), "exit_code" (int, for exit), "signal" (e.g.
+           "SIGTERM", for signal), "started", "exited" (seconds of the
+           monotonic clock, like daemonproxy's events), "output", "argv"}
+
+Errors: 400 bad JSON, bad name or argv (or daemonproxy refused it; the
+text is in "error"), 404 no such job, 409 name taken (by a job or any other
+service), 503 daemonproxy is gone.
+
+What a job is in daemonproxy terms, for "POST /jobs" with name NAME:
+
+    fd.open        NAME.out  write,create,trunc  PATH
+    service.tags   NAME  job=1
+    service.args   NAME  ARGV...
+    service.fds    NAME  null  NAME.out  NAME.out
+    service.start  NAME
+
+so names are the protocol's (1-31 bytes of A-Za-z0-9._-), shortened to 27
+so that NAME.out is one too; without a name, job-1, job-2, ... is used.
+Without "output", PATH is OUTPUT_DIR/NAME.out.  Relative paths are made
+absolute here, because daemonproxy resolves them in its own directory.
+The "job=1" tag tells jobs from other services: jobs.py lists and touches
+only those, and on start-up it adopts the jobs it finds (their output path
+is the description of the NAME.out handle).
+
+Security: there is no authentication.  Anyone who can reach the port can
+run any command, and write any file, as the user daemonproxy runs as.
+That is why it listens on 127.0.0.1 by default; keep it behind your web
+backend.
+
+How it follows daemonproxy: one daemonproxy.Client, used under one lock
+by the HTTP threads and by a pump thread that reads events as they come;
+every event updates a table of services, and requests answer from it
+after a sync() (so a GET sees everything that happened before it).  An
+"overflow" (we read too slowly) makes it rebuild the table with statedump.
+"""
+
+import argparse
+import http.server
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import daemonproxy  # noqa: E402  (controllers/daemonproxy.py)
+
+JOB_TAG = "job=1"
+OUT_SUFFIX = ".out"
+MAX_NAME = 31 - len(OUT_SUFFIX)
+MAX_BODY = 1 << 20
+
+
+class HTTPError(Exception):
+    """An error reply: status code and message."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Jobs:
+    """The table of services and handles, kept current from events, and the
+    job operations.  Every use of self.client holds self.cond."""
+
+    def __init__(self, client, output_dir, kill_timeout=5.0):
+        self.client = client
+        self.output_dir = output_dir
+        self.kill_timeout = kill_timeout
+        self.cond = threading.Condition()
+        self.services = {}  # name -> record (every service, not only jobs)
+        self.handles = {}  # name -> description
+        self.need_resync = False
+        self.closed = False
+        self.counter = 0
+        client.on_event = self._apply
+        with self.cond:
+            self._resync()
+
+    # -- following daemonproxy ----------------------------------------------
+    def _record(self, name):
+        return self.services.setdefault(
+            name,
+            {
+                "state": "down",
+                "pid": None,
+                "exit_reason": None,
+                "exit_value": None,
+                "started": None,
+                "exited": None,
+                "tags": [],
+                "argv": [],
+            },
+        )
+
+    def _apply(self, ev):
+        """on_event callback: fold one event into the table."""
+        if ev.name == "service.state" and len(ev.fields) >= 8:
+            name = ev.service
+            if ev.state == "deleted":
+                self.services.pop(name, None)
+            else:
+                rec = self._record(name)
+                if ev.state == "up":
+                    if rec["pid"] != ev.pid or rec["started"] is None:
+                        rec["started"] = ev.ts  # the fork second
+                    rec["exited"] = None
+                elif ev.state == "down" and ev.pid is not None:
+                    if rec["pid"] != ev.pid or rec["started"] is None:
+                        # Missed the "up" (statedump): start = reap - uptime.
+                        rec["started"] = ev.ts - (ev.uptime or 0)
+                    rec["exited"] = ev.ts
+                else:  # start pending, or a cancelled start
+                    rec["started"] = rec["exited"] = None
+                rec.update(
+                    state=ev.state,
+                    pid=ev.pid,
+                    exit_reason=ev.exit_reason,
+                    exit_value=ev.exit_value,
+                )
+        elif ev.name == "service.tags" and ev.fields:
+            self._record(ev.service)["tags"] = ev.value.split("\t") if ev.value else []
+        elif ev.name == "service.args" and ev.fields:
+            self._record(ev.service)["argv"] = ev.args
+        elif ev.name == "fd.state" and len(ev.fields) >= 2:
+            if ev.fields[1] == "deleted":
+                self.handles.pop(ev.handle, None)
+            else:
+                self.handles[ev.handle] = "\t".join(ev.fields[3:])
+        elif ev.name == "overflow":
+            self.need_resync = True  # not from inside a callback
+        self.cond.notify_all()
+
+    def _resync(self):
+        """Rebuild the table from a statedump (its lines go through _apply)."""
+        self.need_resync = False
+        dump = self.client.statedump()
+        for name in list(self.services):
+            if name not in dump["services"]:
+                del self.services[name]
+        for name in list(self.handles):
+            if name not in dump["handles"]:
+                del self.handles[name]
+        self.cond.notify_all()
+
+    def refresh(self, sync=True):
+        """Take in what daemonproxy has sent; with SYNC, everything up to now."""
+        if self.closed:
+            raise HTTPError(503, "daemonproxy is gone")
+        try:
+            if sync:
+                self.client.sync()
+            else:
+                self.client.pump(0)
+            if self.need_resync:
+                self._resync()
+        except daemonproxy.ConnectionClosed:
+            self.closed = True
+            self.cond.notify_all()
+            raise HTTPError(503, "daemonproxy is gone")
+
+    def pump_forever(self, on_close):
+        """The pump thread: apply events as they arrive."""
+        while True:
+            try:
+                select.select([self.client.fileno()], [], [], 0.2)
+            except (OSError, ValueError):
+                pass
+            with self.cond:
+                if self.closed:
+                    break
+                try:
+                    self.refresh(sync=False)
+                except HTTPError:
+                    break
+        on_close()
+
+    # -- jobs -----------------------------------------------------------------
+    def is_job(self, name):
+        rec = self.services.get(name)
+        return rec is not None and JOB_TAG in rec["tags"]
+
+    def job_json(self, name):
+        rec = self.services[name]
+        reason = rec["exit_reason"]
+        return {
+            "name": name,
+            "state": rec["state"],
+            "pid": rec["pid"],
+            "exit_reason": reason,
+            "exit_code": rec["exit_value"] if reason == "exit" else None,
+            "signal": rec["exit_value"] if reason == "signal" else None,
+            "started": rec["started"],
+            "exited": rec["exited"],
+            "output": self.handles.get(name + OUT_SUFFIX),
+            "argv": rec["argv"],
+        }
+
+    def get(self, name):
+        with self.cond:
+            self.refresh()
+            if not self.is_job(name):
+                raise HTTPError(404, "no such job: %s" % name)
+            return self.job_json(name)
+
+    def list(self):
+        with self.cond:
+            self.refresh()
+            return [self.job_json(n) for n in sorted(self.services) if self.is_job(n)]
+
+    def create(self, spec):
+        if not isinstance(spec, dict):
+            raise HTTPError(400, "expected a JSON object")
+        argv = spec.get("argv")
+        if (
+            not isinstance(argv, list)
+            or not argv
+            or not all(isinstance(a, str) for a in argv)
+            or not argv[0]
+        ):
+            raise HTTPError(400, '"argv" must be a non-empty list of strings')
+        name = spec.get("name")
+        if name is not None:
+            check_name(name)
+        output = spec.get("output")
+        if output is not None and (not isinstance(output, str) or not output):
+            raise HTTPError(400, '"output" must be a non-empty string')
+
+        with self.cond:
+            self.refresh()
+            if name is None:
+                name = self._new_name()
+            elif name in self.services:
+                raise HTTPError(409, "name taken: %s" % name)
+            handle = name + OUT_SUFFIX
+            if handle in self.handles:  # not ours to replace
+                raise HTTPError(409, "handle %s exists" % handle)
+            path = os.path.abspath(output or os.path.join(self.output_dir, handle))
+            cmds = [
+                ("fd.open", handle, "write,create,trunc", path),
+                ("service.tags", name, JOB_TAG),
+                ("service.args", name) + tuple(argv),
+                ("service.fds", name, "null", handle, handle),
+            ]
+            try:
+                # ValueError (TAB, LF, too long) comes before anything is sent.
+                self.client.batch(cmds, check=True)
+                self.client.command("service.start", name, check=True)
+            except ValueError as e:
+                raise HTTPError(400, str(e))
+            except daemonproxy.ConnectionClosed:
+                self.closed = True
+                raise HTTPError(503, "daemonproxy is gone")
+            except daemonproxy.DaemonproxyError as e:
+                self._forget(name)
+                raise HTTPError(400, "daemonproxy: %s" % e.text)
+            return self.job_json(name)
+
+    def _new_name(self):
+        while True:
+            self.counter += 1
+            name = "job-%d" % self.counter
+            if name not in self.services and name + OUT_SUFFIX not in self.handles:
+                return name
+
+    def _forget(self, name):
+        """Delete service NAME and its output handle, ignoring errors."""
+        self.client.send("service.delete", name)
+        self.client.send("fd.delete", name + OUT_SUFFIX)
+        self.client.sync()
+
+    def _wait_not_up(self, name, timeout):
+        def done():
+            rec = self.services.get(name)
+            return self.closed or rec is None or rec["state"] != "up"
+
+        return self.cond.wait_for(done, timeout)
+
+    def delete(self, name):
+        with self.cond:
+            self.refresh()
+            if not self.is_job(name):
+                raise HTTPError(404, "no such job: %s" % name)
+            for sig, wait in (("SIGTERM", self.kill_timeout), ("SIGKILL", 2.0)):
+                if self.services[name]["state"] != "up":
+                    break
+                # "service is not running": it exited just now; fine.
+                self.client.command("service.signal", name, sig)
+                self._wait_not_up(name, wait)  # the pump thread applies events
+                self.refresh()
+            if self.closed:
+                raise HTTPError(503, "daemonproxy is gone")
+            if name not in self.services:  # someone else deleted it
+                raise HTTPError(404, "no such job: %s" % name)
+            if self.services[name]["state"] == "up":
+                raise HTTPError(500, "job %s did not stop" % name)
+            job = self.job_json(name)
+            try:
+                self.client.command("service.delete", name, check=True)
+                self.client.command("fd.delete", name + OUT_SUFFIX)
+            except daemonproxy.DaemonproxyError as e:
+                raise HTTPError(500, "daemonproxy: %s" % e.text)
+            job["state"] = "deleted"
+            return job
+
+    def stop_all(self, timeout):
+        """SIGTERM every running job and wait up to TIMEOUT for them (used
+        when jobs.py ran its own daemonproxy and is going away)."""
+        with self.cond:
+            try:
+                self.refresh()
+                running = [n for n in self.services if self.is_job(n) and self.services[n]["state"] == "up"]
+                for name in running:
+                    self.client.send("service.signal", name, "SIGTERM")
+                self.client.sync()
+                deadline = time.monotonic() + timeout
+                for name in running:
+                    self._wait_not_up(name, max(0.0, deadline - time.monotonic()))
+            except (HTTPError, daemonproxy.DaemonproxyError):
+                pass
+
+
+def check_name(name):
+    if not daemonproxy.valid_name(name) or len(name) > MAX_NAME:
+        raise HTTPError(
+            400, "invalid job name %r: 1-%d characters of A-Z a-z 0-9 . _ -" % (name, MAX_NAME)
+        )
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """Routes /jobs and /jobs/NAME to the Jobs object in server.jobs."""
+
+    server_version = "daemonproxy-jobs/1"
+
+    def log_message(self, fmt, *args):
+        if self.server.verbose:
+            super().log_message(fmt, *args)
+
+    def _reply(self, status, body):
+        data = (json.dumps(body) + "\n").encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _route(self, method):
+        path = self.path.split("?", 1)[0].rstrip("/")
+        try:
+            if path == "/jobs":
+                if method == "GET":
+                    return self._reply(200, {"jobs": self.server.jobs.list()})
+                if method == "POST":
+                    return self._reply(201, self.server.jobs.create(self._json()))
+                raise HTTPError(405, "method not allowed")
+            if path.startswith("/jobs/"):
+                name = path[len("/jobs/"):]
+                check_name(name)
+                if method == "GET":
+                    return self._reply(200, self.server.jobs.get(name))
+                if method == "DELETE":
+                    return self._reply(200, self.server.jobs.delete(name))
+                raise HTTPError(405, "method not allowed")
+            raise HTTPError(404, "not found")
+        except HTTPError as e:
+            self._reply(e.status, {"error": e.message})
+        except daemonproxy.DaemonproxyError as e:
+            self._reply(503, {"error": "daemonproxy: %s" % e.text})
+
+    def _json(self):
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            raise HTTPError(411, "Content-Length required")
+        if length < 0 or length > MAX_BODY:
+            raise HTTPError(413, "request body too large")
+        try:
+            return json.loads(self.rfile.read(length))
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+            raise HTTPError(400, "bad JSON: %s" % e)
+
+    def do_GET(self):
+        self._route("GET")
+
+    def do_POST(self):
+        self._route("POST")
+
+    def do_DELETE(self):
+        self._route("DELETE")
+
+    def do_PUT(self):
+        self._route("PUT")
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+
+def parse_listen(text):
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError("expected HOST:PORT, got %r" % text)
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="HTTP job launcher on top of daemonproxy.")
+    how = ap.add_mutually_exclusive_group(required=True)
+    how.add_argument("--socket", metavar="PATH", help="daemonproxy's control socket")
+    how.add_argument(
+        "--daemonproxy", metavar="BINARY", help="start BINARY -i and use it (it ends with jobs.py)"
+    )
+    ap.add_argument(
+        "--daemonproxy-arg", metavar="ARG", action="append", default=[],
+        help="extra argument for the daemonproxy started by --daemonproxy (repeatable)",
+    )
+    ap.add_argument(
+        "--listen", metavar="HOST:PORT", type=parse_listen, default=("127.0.0.1", 8080),
+        help="address to serve HTTP on (default 127.0.0.1:8080; port 0: any free port)",
+    )
+    ap.add_argument(
+        "--output-dir", metavar="DIR", default="jobs-output",
+        help="where job output goes when a request names no file (default ./jobs-output)",
+    )
+    ap.add_argument(
+        "--kill-timeout", metavar="SECONDS", type=float, default=5.0,
+        help="DELETE: seconds between SIGTERM and SIGKILL (default 5)",
+    )
+    ap.add_argument("-v", "--verbose", action="store_true", help="log every request to stderr")
+    args = ap.parse_args(argv)
+
+    output_dir = os.path.abspath(args.output_dir)
+    os.makedirs(output_dir, mode=0o700, exist_ok=True)
+    try:
+        if args.socket:
+            client = daemonproxy.Client.connect(args.socket)
+        else:
+            client = daemonproxy.Client.spawn(args.daemonproxy, args.daemonproxy_arg)
+        jobs = Jobs(client, output_dir, args.kill_timeout)
+    except daemonproxy.DaemonproxyError as e:
+        print("jobs.py: %s" % e, file=sys.stderr)
+        return 1
+
+    host, port = args.listen
+    Server.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    server = Server((host, port), Handler)
+    server.jobs = jobs
+    server.verbose = args.verbose
+
+    lost = threading.Event()
+
+    def on_close():  # daemonproxy went away: stop serving
+        lost.set()
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    threading.Thread(target=jobs.pump_forever, args=(on_close,), daemon=True).start()
+
+    def on_signal(signum, frame):
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    bound = server.server_address
+    shown = "[%s]" % bound[0] if ":" in bound[0] else bound[0]
+    print("listening on %s:%d" % (shown, bound[1]), flush=True)
+    server.serve_forever()
+    server.server_close()
+
+    if lost.is_set():
+        print("jobs.py: daemonproxy closed the connection", file=sys.stderr)
+        return 1
+    if args.daemonproxy:
+        # Our private daemonproxy ends with us; do not leave jobs running.
+        jobs.stop_all(args.kill_timeout)
+    with jobs.cond:
+        jobs.closed = True
+        client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
