@@ -17,7 +17,7 @@ MANDIR  ?= $(PREFIX)/share/man
 INSTALL ?= install
 
 # Binaries installed to $(SBINDIR).
-BINS     = daemonproxy
+BINS     = daemonproxy daemonproxy-poweroff
 RELEASE  = target/release
 MANPAGES = $(wildcard man/*.[1-9])
 SCRIPTS  = $(wildcard controllers/*.sh)
