@@ -396,6 +396,8 @@ impl Supervisor {
             s.interval = iv;
         }
         s.triggers = triggers;
+        s.backoff_ns = s.interval.ns;
+        self.services.index_triggers(i);
         self.auto_start_now(i);
         let Some(s) = self.services.get(i) else {
             return Ok(());

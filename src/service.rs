@@ -4,14 +4,20 @@
 //! Data structures: services live in a slot vector (indices stay valid until
 //! delete); a `BTreeMap` maps names to slots (O(log n) lookup and the name
 //! order `statedump` needs); a `HashMap` maps running pids to slots (O(1)
-//! reaping); pending starts sit in a `BTreeSet` ordered by due time, so the
-//! next deadline and every due start cost O(log n).
+//! reaping); pending starts sit in an indexed binary heap ([`Timers`]), so
+//! the next deadline is O(1) and scheduling or taking a start O(log n); and
+//! for each counted signal a list names the services whose `auto_up`
+//! triggers list it, so a signal's arrival visits only those.
+//!
+//! Every structure is sized when a service is created (configuration
+//! time); starting, reaping and restarting services never allocates.
 
 use crate::clock::{Mono, SEC, Seconds};
 use crate::command::Name;
 use crate::line::Line;
 use crate::signame;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use crate::timer::Timers;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 /// A service's state (§5.1); `deleted` is not kept, the slot is freed.
@@ -45,6 +51,20 @@ impl Exit {
     }
 }
 
+/// Exponential restart backoff ([EXT E7]), set by trailing `KEY=VALUE`
+/// words of `service.auto_up`: `max=SECONDS` (the cap; enables it),
+/// `factor=F` (default 2) and `stable=SECONDS` (a run at least this long
+/// resets the interval to MIN_INTERVAL; default: the cap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// Cap of the interval, ns.
+    pub max_ns: i64,
+    /// Growth factor in thousandths (2000 = ×2).
+    pub factor_milli: i64,
+    /// Run length that counts as stable, ns.
+    pub stable_ns: i64,
+}
+
 /// Parsed `auto_up` triggers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Triggers {
@@ -54,6 +74,8 @@ pub struct Triggers {
     pub always: bool,
     /// Bit `n` set: signal `n` was listed.
     pub signals: u64,
+    /// Restart backoff, if configured.
+    pub backoff: Option<Backoff>,
 }
 
 impl Triggers {
@@ -61,12 +83,22 @@ impl Triggers {
     /// Parsing stops at the first empty word (§3.6). `None` for an unknown
     /// word (numbers are not accepted as trigger signals).
     pub fn parse(raw: &[u8]) -> Option<Triggers> {
-        let mut t = Triggers { raw: raw.to_vec(), always: false, signals: 0 };
+        let mut t = Triggers { raw: raw.to_vec(), always: false, signals: 0, backoff: None };
+        let (mut max, mut factor, mut stable) = (None, 2000, None);
         for word in raw.split(|&b| b == b'\t') {
             if word.is_empty() {
                 break;
             }
-            if word == b"always" {
+            if let Some(p) = memchr::memchr(b'=', word) {
+                let (key, val) = (&word[..p], Seconds::parse(&word[p + 1..])?);
+                match key {
+                    b"max" if val.ns > 0 => max = Some(val.ns),
+                    b"stable" if val.ns > 0 => stable = Some(val.ns),
+                    // A factor in (1, 1000], kept in thousandths.
+                    b"factor" if val.ns > SEC && val.ns <= 1000 * SEC => factor = val.ns / 1_000_000,
+                    _ => return None,
+                }
+            } else if word == b"always" {
                 t.always = true;
             } else {
                 let sig = signame::lookup_name(word)?;
@@ -75,6 +107,12 @@ impl Triggers {
                 }
                 t.signals |= 1u64 << sig;
             }
+        }
+        match (max, stable) {
+            (Some(max_ns), _) => t.backoff = Some(Backoff { max_ns, factor_milli: factor, stable_ns: stable.unwrap_or(max_ns) }),
+            (None, Some(_)) => return None,
+            (None, None) if factor != 2000 => return None,
+            _ => {}
         }
         Some(t)
     }
@@ -128,6 +166,9 @@ pub struct Service {
     pub interval: Seconds,
     /// Auto-up triggers; `None` = auto-up off.
     pub triggers: Option<Triggers>,
+    /// The current restart interval under backoff (ns; starts at
+    /// MIN_INTERVAL).
+    pub backoff_ns: i64,
     /// The controller slot of a running controller service.
     pub controller: Option<usize>,
 }
@@ -148,6 +189,7 @@ impl Service {
             fds: None,
             interval: Seconds::whole(1),
             triggers: None,
+            backoff_ns: SEC,
             controller: None,
         }
     }
@@ -192,9 +234,24 @@ impl Service {
     }
 
     /// When an automatic restart after an exit may happen:
-    /// max(now, last up + MIN_INTERVAL) ([FIX F7]).
-    pub fn restart_time(&self, now: Mono) -> Mono {
-        now.max(self.up_at.plus(self.interval.ns))
+    /// max(now, last up + MIN_INTERVAL) ([FIX F7]). Under backoff ([EXT
+    /// E7]) the interval is the current one, which this call then grows
+    /// (a short run) or resets (a stable run).
+    pub fn restart_time(&mut self, now: Mono) -> Mono {
+        let Some(b) = self.triggers.as_ref().and_then(|t| t.backoff) else {
+            return now.max(self.up_at.plus(self.interval.ns));
+        };
+        let ran = self.reap_at.0 - self.up_at.0;
+        let cap = b.max_ns.max(self.interval.ns);
+        if ran >= b.stable_ns || self.backoff_ns < self.interval.ns || self.backoff_ns > cap {
+            self.backoff_ns = self.interval.ns;
+        }
+        let at = now.max(self.up_at.plus(self.backoff_ns));
+        if ran < b.stable_ns {
+            let grown = (i128::from(self.backoff_ns) * i128::from(b.factor_milli) / 1000) as i64;
+            self.backoff_ns = grown.clamp(self.interval.ns, cap);
+        }
+        at
     }
 }
 
@@ -273,7 +330,10 @@ pub struct Services {
     free: Vec<usize>,
     by_name: BTreeMap<Name, usize>,
     by_pid: HashMap<i32, usize>,
-    starts: BTreeSet<(Mono, usize)>,
+    starts: Timers,
+    /// Per counted signal (index into `signal::COUNTED`): the slots whose
+    /// triggers list it.
+    triggered_by: [Vec<usize>; 6],
     /// Most services allowed (`--service-pool N`).
     pub limit: usize,
     /// Bytes of tags, args, fds and triggers allowed per service
@@ -289,7 +349,8 @@ impl Services {
             free: Vec::new(),
             by_name: BTreeMap::new(),
             by_pid: HashMap::new(),
-            starts: BTreeSet::new(),
+            starts: Timers::default(),
+            triggered_by: Default::default(),
             limit,
             data_limit: None,
         }
@@ -320,6 +381,9 @@ impl Services {
             }
         };
         self.by_name.insert(*name, i);
+        // Size the run-time structures now, so the loop never grows them.
+        self.starts.reserve_slots(self.slots.len());
+        self.by_pid.reserve(self.by_name.len().saturating_sub(self.by_pid.len()));
         Ok(i)
     }
 
@@ -344,7 +408,10 @@ impl Services {
     /// Forget a (not running) service.
     pub fn delete(&mut self, i: usize) -> Option<Service> {
         let s = self.slots.get_mut(i)?.take()?;
-        self.starts.remove(&(s.start_at, i));
+        self.starts.remove(i);
+        for list in &mut self.triggered_by {
+            list.retain(|&x| x != i);
+        }
         self.by_name.remove(&s.name);
         self.free.push(i);
         Some(s)
@@ -355,13 +422,10 @@ impl Services {
         let Some(s) = self.slots.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
-        if s.state == State::Start {
-            self.starts.remove(&(s.start_at, i));
-        }
         s.state = State::Start;
         s.start_at = at;
         s.start_frac = false;
-        self.starts.insert((at, i));
+        self.starts.set(i, at);
     }
 
     /// Drop a pending start (state becomes `down` with no exit data).
@@ -370,7 +434,7 @@ impl Services {
             return;
         };
         if s.state == State::Start {
-            self.starts.remove(&(s.start_at, i));
+            self.starts.remove(i);
             s.state = State::Down;
             s.exit = None;
         }
@@ -378,18 +442,13 @@ impl Services {
 
     /// The earliest pending start.
     pub fn next_start(&self) -> Option<Mono> {
-        self.starts.first().map(|&(t, _)| t)
+        self.starts.first().map(|(t, _)| t)
     }
 
     /// Take one start that is due at `now`, leaving the service in `Start`
     /// for the caller to fork (or reschedule).
     pub fn pop_due(&mut self, now: Mono) -> Option<usize> {
-        let &(t, i) = self.starts.first()?;
-        if t > now {
-            return None;
-        }
-        self.starts.remove(&(t, i));
-        Some(i)
+        self.starts.pop_due(now)
     }
 
     /// Record that slot `i` is up as `pid`.
@@ -410,6 +469,28 @@ impl Services {
         s.exit = Some(exit);
         s.reap_at = now;
         Some(i)
+    }
+
+    /// Record which counted signals slot `i`'s triggers list (after
+    /// `service.auto_up` changed them).
+    pub fn index_triggers(&mut self, i: usize) {
+        let t = self.get(i).and_then(|s| s.triggers.clone());
+        for (k, list) in self.triggered_by.iter_mut().enumerate() {
+            let listed = t.as_ref().is_some_and(|t| t.has_signal(crate::signal::COUNTED[k]));
+            let at = list.iter().position(|&x| x == i);
+            match (listed, at) {
+                (true, None) => list.push(i),
+                (false, Some(p)) => {
+                    list.swap_remove(p);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The slots whose triggers list counted signal `k`.
+    pub fn triggered_by(&self, k: usize) -> &[usize] {
+        self.triggered_by.get(k).map_or(&[], Vec::as_slice)
     }
 
     /// The first service whose name sorts after `after` (or the first).
@@ -465,7 +546,7 @@ mod tests {
             text(|l| write_state(l, t.get(i).unwrap(), now)),
             "service.state\tfoo\tdown\t198\t42\tsignal\tSIGQUIT\t2\t1"
         );
-        assert_eq!(t.get(i).unwrap().restart_time(now), now);
+        assert_eq!(t.get_mut(i).unwrap().restart_time(now), now);
         assert_eq!(text(|l| write_auto_up(l, t.get(i).unwrap())), "service.auto_up\tfoo\t-");
         assert_eq!(text(|l| write_fds(l, t.get(i).unwrap())), "service.fds\tfoo\tnull\tnull\tnull");
         t.delete(i);
@@ -479,6 +560,35 @@ mod tests {
         assert!(Triggers::parse(b"1").is_none());
         assert!(Triggers::parse(b"BOGUS").is_none());
         assert!(Triggers::parse(b"USR1").unwrap().has_signal(libc::SIGUSR1));
+    }
+
+    #[test]
+    fn backoff_grows_and_resets() {
+        let tr = Triggers::parse(b"always\tmax=0.08\tstable=1").unwrap();
+        assert_eq!(tr.backoff, Some(Backoff { max_ns: SEC * 8 / 100, factor_milli: 2000, stable_ns: SEC }));
+        assert!(Triggers::parse(b"always\tstable=1").is_none());
+        assert!(Triggers::parse(b"always\tfactor=1").is_none());
+        assert!(Triggers::parse(b"always\tbogus=1").is_none());
+        let mut s = Service::new(Name::from("x").unwrap());
+        s.interval = Seconds::parse(b"0.01").unwrap();
+        s.triggers = Some(tr);
+        let mut gaps = Vec::new();
+        let mut now = Mono(100 * SEC);
+        for _ in 0..6 {
+            s.up_at = now;
+            s.reap_at = now.plus(SEC / 1000);
+            let at = s.restart_time(s.reap_at);
+            gaps.push((at.0 - s.up_at.0) / 1_000_000);
+            now = at;
+        }
+        assert_eq!(gaps, [10, 20, 40, 80, 80, 80]);
+        // A stable run resets to MIN_INTERVAL.
+        s.up_at = now;
+        s.reap_at = now.plus(2 * SEC);
+        assert_eq!(s.restart_time(s.reap_at), s.reap_at);
+        s.up_at = s.reap_at;
+        s.reap_at = s.up_at.plus(SEC / 1000);
+        assert_eq!(s.restart_time(s.reap_at).0 - s.up_at.0, SEC / 100);
     }
 
     #[test]

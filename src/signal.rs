@@ -8,12 +8,20 @@
 //! blocked log write (§10.2).
 
 use crate::clock::Mono;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// The counted signals, in the order receipts are taken within one pass.
 pub const COUNTED: [i32; 6] = [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGUSR1, libc::SIGUSR2];
 
 static DELIVERED: [AtomicU32; 6] = [const { AtomicU32::new(0) }; 6];
+
+/// Set by SIGCHLD; the loop clears it and then reaps until nothing is left.
+static CHILD_EXITED: AtomicBool = AtomicBool::new(true);
+
+/// Whether a child may have exited since the last call (clears the flag).
+pub fn take_child_exited() -> bool {
+    CHILD_EXITED.swap(false, Ordering::SeqCst)
+}
 
 /// Index of a counted signal in [`COUNTED`].
 pub fn counted_index(sig: i32) -> Option<usize> {
@@ -32,6 +40,10 @@ pub fn install(wake: &std::os::fd::OwnedFd) -> std::io::Result<()> {
             })?;
         }
         signal_hook::low_level::pipe::register_raw(sig, wake.try_clone()?)?;
+    }
+    // SAFETY: the action only stores to an atomic (async-signal-safe).
+    unsafe {
+        signal_hook::low_level::register(libc::SIGCHLD, || CHILD_EXITED.store(true, Ordering::SeqCst))?;
     }
     signal_hook::low_level::pipe::register_raw(libc::SIGCHLD, wake.try_clone()?)?;
     // SAFETY: a plain sigaction with an empty, async-signal-safe handler and

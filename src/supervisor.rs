@@ -58,6 +58,8 @@ pub struct Supervisor {
     pub handles: Handles,
     /// Controller slots (fixed count).
     pub ctls: Vec<Option<Box<Controller>>>,
+    /// Preallocated controllers not in use (one per free slot).
+    spare: Vec<Box<Controller>>,
     /// Counted signals.
     pub signals: Signals,
     /// The log.
@@ -101,6 +103,7 @@ impl Supervisor {
         drop(tx);
         let mut ctls = Vec::with_capacity(slots);
         ctls.resize_with(slots, || None);
+        let spare = (0..slots).map(|k| Box::new(Controller::new(k, controller::Kind::Config, None, None, None))).collect();
         Ok(Supervisor {
             poll,
             events: Events::with_capacity(64),
@@ -108,6 +111,7 @@ impl Supervisor {
             services,
             handles,
             ctls,
+            spare,
             signals: Signals::default(),
             log,
             spawner: Spawner::new(),
@@ -210,16 +214,14 @@ impl Supervisor {
     }
 
     fn on_signals(&mut self, arrived: u8) {
-        for (k, &sig) in signal::COUNTED.iter().enumerate() {
+        for k in 0..signal::COUNTED.len() {
             if arrived & (1 << k) == 0 {
                 continue;
             }
             // A new receipt starts every down or pending service listing it.
-            let mut after: Option<Name> = None;
-            while let Some(i) = self.services.next_after(after.as_ref()) {
-                let Some(s) = self.services.get(i) else { break };
-                after = Some(s.name);
-                if s.state != State::Up && s.triggers.as_ref().is_some_and(|t| t.has_signal(sig)) {
+            for j in 0..self.services.triggered_by(k).len() {
+                let Some(&i) = self.services.triggered_by(k).get(j) else { break };
+                if self.services.get(i).is_some_and(|s| s.state != State::Up) {
                     let now = self.now;
                     self.start_at(i, now);
                 }
@@ -256,10 +258,12 @@ impl Supervisor {
                 self.end_controller(slot, true);
             }
             // Auto-up case (3): rate-limited restart after an exit.
-            if let Some(s) = self.services.get(i)
-                && s.auto_wanted(|sig| self.signals.count_of(sig))
+            let now = self.now;
+            let signals = &self.signals;
+            if let Some(s) = self.services.get_mut(i)
+                && s.auto_wanted(|sig| signals.count_of(sig))
             {
-                let at = s.restart_time(self.now);
+                let at = s.restart_time(now);
                 self.start_at(i, at);
             }
         }
@@ -372,15 +376,14 @@ impl Supervisor {
                 if let Some((ours, _theirs, slot, input, output)) = pair {
                     let fd = ours.as_raw_fd();
                     let _ = sys::set_nonblock(fd, true);
-                    let mut c = Box::new(Controller::new(
+                    let mut c = self.fresh_controller(
                         slot,
                         controller::Kind::Service,
                         Some(ours),
                         input.then_some(fd),
                         output.then_some(fd),
-                    ));
+                    );
                     c.service = Some(i);
-                    c.signal_seen = 0;
                     self.install_controller(c);
                     if let Some(s) = self.services.get_mut(i) {
                         s.controller = Some(slot);
@@ -452,7 +455,31 @@ impl Supervisor {
         for fd in &c.taken {
             log!(self.log, Warning, "closing leftover ancillary file descriptor {}", fd.as_raw_fd());
         }
-        // Dropping `c` closes the descriptors it owns.
+        // Resetting closes the descriptors it owns; the box goes back to the
+        // preallocated spares.
+        let mut c = c;
+        *c = Controller::new(slot, controller::Kind::Config, None, None, None);
+        self.spare.push(c);
+    }
+
+    /// A controller from the preallocated spares (never allocates once
+    /// start-up is over: there is one spare per slot).
+    fn fresh_controller(
+        &mut self,
+        slot: usize,
+        kind: controller::Kind,
+        owned: Option<OwnedFd>,
+        in_fd: Option<RawFd>,
+        out_fd: Option<RawFd>,
+    ) -> Box<Controller> {
+        let fresh = Controller::new(slot, kind, owned, in_fd, out_fd);
+        match self.spare.pop() {
+            Some(mut b) => {
+                *b = fresh;
+                b
+            }
+            None => Box::new(fresh),
+        }
     }
 
     /// Allocate a controller slot (for `-i`, `-c`, sockets).
@@ -464,7 +491,7 @@ impl Supervisor {
         out_fd: Option<RawFd>,
     ) -> Option<usize> {
         let slot = self.free_slot()?;
-        let c = Box::new(Controller::new(slot, kind, owned, in_fd, out_fd));
+        let c = self.fresh_controller(slot, kind, owned, in_fd, out_fd);
         self.install_controller(c);
         Some(slot)
     }
@@ -685,7 +712,11 @@ impl Supervisor {
         if arrived != 0 {
             self.on_signals(arrived);
         }
-        self.reap();
+        // SIGCHLD sets a flag; reaping loops waitpid until nothing is left,
+        // so passes without it skip the syscall.
+        if signal::take_child_exited() {
+            self.reap();
+        }
         self.fork_due();
         self.accept();
         for slot in 0..self.ctls.len() {
