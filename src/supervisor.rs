@@ -58,7 +58,10 @@ pub struct Supervisor {
     pub handles: Handles,
     /// Controller slots (fixed count).
     pub ctls: Vec<Option<Box<Controller>>>,
-    /// Preallocated controllers not in use (one per free slot).
+    /// Preallocated controllers not in use (one per free slot). Boxed on
+    /// purpose: a controller moves between here and `ctls` as a pointer,
+    /// never reallocated or copied.
+    #[allow(clippy::vec_box)]
     spare: Vec<Box<Controller>>,
     /// Counted signals.
     pub signals: Signals,

@@ -227,7 +227,21 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// inherited descriptor beyond 0..2 (they are marked close-on-exec), so
 /// that the daemon's handle table holds only what the spec lists.
 pub fn command(dir: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
+    command_under(&[], dir, args)
+}
+
+/// Like `command`, but runs `WRAPPER... BIN ARGS` (for instance under
+/// `unshare --pid --fork`); the process group is the wrapper's, and the
+/// wrapper must pass descriptors 0..2 on. An empty wrapper is `command`.
+pub fn command_under(wrapper: &[&str], dir: &Path, args: &[&str]) -> Command {
+    let mut c = match wrapper.split_first() {
+        Some((prog, rest)) => {
+            let mut c = Command::new(prog);
+            c.args(rest).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
     c.args(args).current_dir(dir).process_group(0);
     // SAFETY: the closure only makes raw syscalls (async-signal-safe).
     unsafe {
@@ -378,7 +392,13 @@ impl Proc {
 
     /// Starts `daemonproxy ARGS` in `dir`.
     pub fn start_in(dir: TempDir, args: &[&str]) -> Proc {
-        let mut c = command(dir.path(), args);
+        Proc::start_under(&[], dir, args)
+    }
+
+    /// Starts `WRAPPER... daemonproxy ARGS` in `dir` (see `command_under`);
+    /// `pid()` is then the wrapper's pid.
+    pub fn start_under(wrapper: &[&str], dir: TempDir, args: &[&str]) -> Proc {
+        let mut c = command_under(wrapper, dir.path(), args);
         c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = c.spawn().expect("spawn daemonproxy");
         let pid = child.id() as i32;
@@ -581,10 +601,20 @@ impl Dp {
         Dp::start_in(TempDir::new("is"), args, true, &[])
     }
 
+    /// `WRAPPER... daemonproxy -i ARGS` in `dir` (see `command_under`), for
+    /// instance as PID 1 of a namespace; `pid()` is then the wrapper's pid.
+    pub fn interactive_under(wrapper: &[&str], dir: TempDir, args: &[&str]) -> Dp {
+        Dp::start_under(wrapper, dir, args, false, &[])
+    }
+
     fn start_in(dir: TempDir, args: &[&str], socket: bool, fds: &[(i32, i32)]) -> Dp {
+        Dp::start_under(&[], dir, args, socket, fds)
+    }
+
+    fn start_under(wrapper: &[&str], dir: TempDir, args: &[&str], socket: bool, fds: &[(i32, i32)]) -> Dp {
         let mut all = vec!["-i"];
         all.extend_from_slice(args);
-        let mut c = command(dir.path(), &all);
+        let mut c = command_under(wrapper, dir.path(), &all);
         if !fds.is_empty() {
             inherit(&mut c, fds);
         }
