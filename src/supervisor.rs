@@ -878,51 +878,67 @@ impl Supervisor {
     /// Run until `terminate` (or the end of `-i`).
     pub fn run(&mut self) -> End {
         loop {
-            // PID 1 must never die: a panic takes the fatal exec path and,
-            // with the guard armed, the loop goes on.
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.pass())).is_err() {
-                self.on_panic();
-            }
-            if let Some(end) = self.end {
-                self.final_flush();
+            if let Some(end) = self.turn(None) {
                 return end;
             }
-            let timeout = self.timeout();
-            match self.poll.poll(&mut self.events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log!(self.log, Error, "poll: {e}");
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
+        }
+    }
+
+    /// One turn of the loop: a pass, then one wait for readiness of at most
+    /// the computed timeout (and at most `max_wait`, if given). Returns the
+    /// end once `terminate` (or the end of `-i`) asked for it.
+    pub fn turn(&mut self, max_wait: Option<Duration>) -> Option<End> {
+        // PID 1 must never die: a panic takes the fatal exec path and, with
+        // the guard armed, the loop goes on.
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.pass())).is_err() {
+            self.on_panic();
+        }
+        if let Some(end) = self.end {
+            self.final_flush();
+            return Some(end);
+        }
+        let timeout = match (self.timeout(), max_wait) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            // EINTR is retried here, and only here: the next turn polls again.
+            Err(e) if e.kind() == ErrorKind::Interrupted => return None,
+            Err(e) => {
+                let mut eb = [0u8; 128];
+                let t = sys::strerror(e.raw_os_error().unwrap_or(0), &mut eb);
+                self.log.bytes(Level::Error, &[b"poll: ", t]);
+                std::thread::sleep(Duration::from_millis(10));
+                return None;
             }
-            for ev in self.events.iter() {
-                let t = ev.token();
-                if t == WAKE {
-                    let mut buf = [0u8; 64];
-                    while let Ok(n) = sys::read(self.wake_rx.as_raw_fd(), &mut buf) {
-                        if n == 0 {
-                            break;
-                        }
+        }
+        for ev in self.events.iter() {
+            let t = ev.token();
+            if t == WAKE {
+                let mut buf = [0u8; 64];
+                while let Ok(n) = sys::read(self.wake_rx.as_raw_fd(), &mut buf) {
+                    if n == 0 {
+                        break;
                     }
-                    continue;
                 }
-                if t == LISTENER {
-                    self.listener_ready = true;
-                    continue;
+                continue;
+            }
+            if t == LISTENER {
+                self.listener_ready = true;
+                continue;
+            }
+            let slot = (t.0 - 2) / 2;
+            if let Some(Some(c)) = self.ctls.get_mut(slot) {
+                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                    c.readable = true;
                 }
-                let slot = (t.0 - 2) / 2;
-                if let Some(Some(c)) = self.ctls.get_mut(slot) {
-                    if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                        c.readable = true;
-                    }
-                    if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
-                        c.writable = true;
-                    }
+                if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
+                    c.writable = true;
                 }
             }
         }
+        None
     }
 
     /// One last non-blocking flush of every controller's output (§3.25).
