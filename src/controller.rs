@@ -382,6 +382,11 @@ impl Controller {
         self.eof = true;
     }
 
+    /// Whether a complete line is buffered.
+    pub fn has_line(&self) -> bool {
+        memchr::memchr(b'\n', &self.inbuf[..self.in_len]).is_some()
+    }
+
     /// Whether a complete line (or a decision) is waiting in the buffer.
     pub fn input_ready(&self) -> bool {
         self.in_fd.is_some()

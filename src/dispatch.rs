@@ -276,6 +276,8 @@ impl Supervisor {
                 }
                 self.exec_args.clear();
                 self.exec_args.extend_from_slice(v);
+                // The fatal-signal handler must know before the next reply.
+                self.prepare_fatal();
                 Ok(())
             }
             Cmd::TerminateGuard => {
@@ -296,6 +298,7 @@ impl Supervisor {
                     (_, g) if g != code => return Err(Fail::Msg("incorrect guard code")),
                     _ => self.guard = 0,
                 }
+                self.prepare_fatal();
                 Ok(())
             }
             Cmd::Terminate => {

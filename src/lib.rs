@@ -27,5 +27,5 @@ pub mod signal;
 pub mod signame;
 pub mod spawn;
 pub mod supervisor;
-pub mod timer;
 pub mod sys;
+pub mod timer;

@@ -55,14 +55,16 @@ pub fn create(path: &[u8], removed: &mut bool) -> Result<Listener, CreateError> 
     let fd =
         sock::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)
             .map_err(|e| err("socket", e))?;
-    sock::bind(fd.as_raw_fd(), &addr).map_err(|e| err("bind", e))?;
-    // Owner read/write only, whatever the umask (issue 3: mode 0600).
-    let _ = nix::sys::stat::fchmodat(
-        nix::fcntl::AT_FDCWD,
-        OsStr::from_bytes(path),
-        nix::sys::stat::Mode::from_bits_truncate(0o600),
-        nix::sys::stat::FchmodatFlags::FollowSymlink,
-    );
+    // Created mode 0600 (owner read/write; issue 3) by binding under a
+    // umask of 0177: no window with another mode and no chmod by path that
+    // a symlink could redirect. daemonproxy is single-threaded, so the
+    // process-wide umask change is not seen by anything else.
+    // SAFETY: umask cannot fail.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = sock::bind(fd.as_raw_fd(), &addr);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    bound.map_err(|e| err("bind", e))?;
     let bl = sock::Backlog::new(BACKLOG).unwrap_or(sock::Backlog::MAXCONN);
     sock::listen(&fd, bl).map_err(|e| err("listen", e))?;
     Ok(Listener { fd, path: path.to_vec() })

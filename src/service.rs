@@ -109,7 +109,9 @@ impl Triggers {
             }
         }
         match (max, stable) {
-            (Some(max_ns), _) => t.backoff = Some(Backoff { max_ns, factor_milli: factor, stable_ns: stable.unwrap_or(max_ns) }),
+            (Some(max_ns), _) => {
+                t.backoff = Some(Backoff { max_ns, factor_milli: factor, stable_ns: stable.unwrap_or(max_ns) })
+            }
             (None, Some(_)) => return None,
             (None, None) if factor != 2000 => return None,
             _ => {}

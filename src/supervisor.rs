@@ -106,7 +106,8 @@ impl Supervisor {
         drop(tx);
         let mut ctls = Vec::with_capacity(slots);
         ctls.resize_with(slots, || None);
-        let spare = (0..slots).map(|k| Box::new(Controller::new(k, controller::Kind::Config, None, None, None))).collect();
+        let spare =
+            (0..slots).map(|k| Box::new(Controller::new(k, controller::Kind::Config, None, None, None))).collect();
         Ok(Supervisor {
             poll,
             events: Events::with_capacity(64),
@@ -575,8 +576,13 @@ impl Supervisor {
                 }
             };
             if !c.try_send(l.as_bytes()) {
-                c.dump = Some(d);
-                return false;
+                // Make room (output is otherwise written only when the loop
+                // is about to sleep), then pause if it still does not fit.
+                c.flush(self.now);
+                if !c.try_send(l.as_bytes()) {
+                    c.dump = Some(d);
+                    return false;
+                }
             }
             d = next;
         }
@@ -588,12 +594,16 @@ impl Supervisor {
         let Some(Some(c)) = self.ctls.get_mut(slot) else {
             return;
         };
-        if c.out_pending() > 0 && (c.writable || !c.out_polled) {
+        // Output is written when space runs short here, and otherwise once
+        // before the loop sleeps (see `turn`), so a busy controller costs one
+        // write per buffer, not per command.
+        if c.out_pending() >= controller::OUT_BUF / 2 && (c.writable || !c.out_polled) {
             c.flush(now);
         }
-        // Input is read whenever there is room, even while commands wait
-        // for output space: reading pauses only when the buffer is full.
-        if !c.closing && !c.eof && (c.readable || !c.in_polled) {
+        // Input is read when no complete line is waiting, and also while
+        // output is blocked, so that a full input buffer can force overflow
+        // (§7.4). Reading pauses only when the buffer is full.
+        if !c.closing && !c.eof && (c.readable || !c.in_polled) && (!c.has_line() || c.blocked_since.is_some()) {
             c.fill(&mut self.log);
         }
         if let Some(t) = c.blocked_since {
@@ -637,7 +647,7 @@ impl Supervisor {
             if c.closing || c.dump.is_some() || !c.can_run() {
                 break;
             }
-            if !c.eof && (c.readable || !c.in_polled) {
+            if !c.eof && (c.readable || !c.in_polled) && !c.has_line() {
                 c.fill(&mut self.log);
             }
             match c.next_input(&mut line) {
@@ -725,13 +735,6 @@ impl Supervisor {
         for slot in 0..self.ctls.len() {
             if self.ctls[slot].is_some() {
                 self.controller_step(slot);
-            }
-        }
-        // Output queued during this pass goes out now, not a pass later.
-        let now = self.now;
-        for c in self.ctls.iter_mut().flatten() {
-            if c.out_pending() > 0 && (c.writable || !c.out_polled) {
-                c.flush(now);
             }
         }
         self.log.flush(self.now);
@@ -861,9 +864,6 @@ impl Supervisor {
             if can_cmd && c.dump.is_none() && (c.input_ready() || (!c.in_polled && !c.eof) || (c.readable && !c.eof)) {
                 earliest(now);
             }
-            if c.out_pending() > 0 && (c.writable || !c.out_polled) {
-                earliest(now);
-            }
             if c.closing && (c.out_pending() == 0 || !c.has_output()) {
                 earliest(now);
             }
@@ -897,10 +897,29 @@ impl Supervisor {
             self.final_flush();
             return Some(end);
         }
-        let timeout = match (self.timeout(), max_wait) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        // Before sleeping, every controller's output goes out; while busy
+        // (timeout zero) it accumulates up to half a buffer first. Writing
+        // can make a controller runnable again, so the timeout is computed
+        // anew after any flush.
+        let mut timeout = self.timeout();
+        let busy = timeout == Some(Duration::ZERO);
+        let now = self.now;
+        let mut flushed = false;
+        for c in self.ctls.iter_mut().flatten() {
+            if c.out_pending() > 0
+                && (c.writable || !c.out_polled)
+                && (!busy || c.out_pending() >= controller::OUT_BUF / 2)
+            {
+                c.flush(now);
+                flushed = true;
+            }
+        }
+        if flushed && !busy {
+            timeout = self.timeout();
+        }
+        if let Some(m) = max_wait {
+            timeout = Some(timeout.map_or(m, |t| t.min(m)));
+        }
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             // EINTR is retried here, and only here: the next turn polls again.

@@ -225,7 +225,9 @@ fn main() {
 
     COUNTING.store(false, Ordering::SeqCst);
     let allocs = ALLOCS.load(Ordering::SeqCst);
-    println!("starts and exits: {exits}, echo replies: {pings}, dumps: {dumped}, overflow: {overflow}, resync states: {resync}");
+    println!(
+        "starts and exits: {exits}, echo replies: {pings}, dumps: {dumped}, overflow: {overflow}, resync states: {resync}"
+    );
     println!("allocations after configuration: {allocs}");
     assert_eq!(exits, 1000);
     assert_eq!(pings, 100_000);
