@@ -13,6 +13,26 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 /// The counted signals, in the order receipts are taken within one pass.
 pub const COUNTED: [i32; 6] = [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGUSR1, libc::SIGUSR2];
 
+/// Every signal whose disposition daemonproxy changes (counted, wake-only,
+/// ignored, fatal): a forked child puts exactly these back to default.
+pub const OWN_DISPOSITIONS: [i32; 15] = [
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTERM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGCHLD,
+    libc::SIGALRM,
+    libc::SIGPIPE,
+    libc::SIGABRT,
+    libc::SIGBUS,
+    libc::SIGFPE,
+    libc::SIGILL,
+    libc::SIGSEGV,
+    libc::SIGTRAP,
+];
+
 static DELIVERED: [AtomicU32; 6] = [const { AtomicU32::new(0) }; 6];
 
 /// Set by SIGCHLD; the loop clears it and then reaps until nothing is left.
@@ -136,6 +156,13 @@ impl Signals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_dispositions_cover_every_handled_signal() {
+        for s in COUNTED.iter().chain(crate::fatal::FATAL.iter()) {
+            assert!(OWN_DISPOSITIONS.contains(s), "{s}");
+        }
+    }
 
     #[test]
     fn receipts_order_and_clear() {

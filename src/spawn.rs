@@ -1,4 +1,4 @@
-//! The only `fork()` in daemonproxy (protocol.md §5.3).
+//! The only place daemonproxy starts a process (protocol.md §5.3).
 //!
 //! Everything the child needs — argv, the descriptor map, the messages it may
 //! have to log — is built in reusable buffers *before* the fork. The child
@@ -35,6 +35,8 @@ pub struct Spawner {
     /// Messages the child logs before exec (zero-length names).
     pub warn_msg: Line,
     exec_msg: Line,
+    /// The child's stack until it execs.
+    stack: Vec<u8>,
 }
 
 impl Default for Spawner {
@@ -54,6 +56,7 @@ impl Spawner {
             abort_msg: Line::new(),
             warn_msg: Line::new(),
             exec_msg: Line::new(),
+            stack: vec![0; CHILD_STACK],
         }
     }
 
@@ -85,8 +88,8 @@ impl Spawner {
         }
     }
 
-    /// Fork and exec. `log_fd` receives the child's own messages. Returns
-    /// the child's pid, or the fork's errno.
+    /// Start the child and exec. `log_fd` receives the child's own
+    /// messages. Returns the child's pid, or the errno of `clone`.
     pub fn spawn(&mut self, log_fd: Option<RawFd>) -> Result<i32, i32> {
         let mut all: libc::sigset_t = unsafe_zeroed_sigset();
         let mut old: libc::sigset_t = unsafe_zeroed_sigset();
@@ -96,13 +99,25 @@ impl Spawner {
             libc::sigfillset(&mut all);
             libc::sigprocmask(libc::SIG_SETMASK, &all, &mut old);
         }
-        // SAFETY: daemonproxy is single-threaded; the child only calls
-        // async-signal-safe functions on memory prepared above.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            // SAFETY: in the child; never returns.
-            unsafe { self.child(log_fd) }
-        }
+        // clone(CLONE_VM | CLONE_VFORK), as posix_spawn(3) does: the child
+        // runs on its own stack in our address space while we wait, until
+        // it execs or exits. Unlike fork() nothing is copied, so the cost
+        // does not grow with daemonproxy's memory. The child only makes raw
+        // syscalls on memory prepared above and never returns.
+        let arg = ChildArg { spawner: self as *const Spawner, log_fd: log_fd.unwrap_or(-1) };
+        let len = self.stack.len();
+        // SAFETY: the top of our own stack buffer, aligned down to 16 bytes.
+        let top = unsafe { self.stack.as_mut_ptr().add(len) } as usize & !15;
+        // SAFETY: `child_entry` runs on the dedicated stack with `arg`, which
+        // outlives the call (CLONE_VFORK suspends us until exec or exit).
+        let pid = unsafe {
+            libc::clone(
+                child_entry,
+                top as *mut libc::c_void,
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                (&raw const arg).cast_mut().cast(),
+            )
+        };
         let err = if pid < 0 { crate::sys::errno() } else { 0 };
         // SAFETY: restores the mask saved above.
         unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
@@ -111,13 +126,14 @@ impl Spawner {
 
     /// The child's side. Only raw syscalls on prepared memory.
     unsafe fn child(&self, log_fd: Option<RawFd>) -> ! {
-        // SAFETY: single-threaded child after fork; pointers come from
-        // buffers prepared before the fork and still alive.
+        let log_fd = log_fd.filter(|&fd| fd >= 0);
+        // SAFETY: the clone child, on its own stack, while the parent is
+        // suspended; pointers come from buffers prepared before the clone.
         unsafe {
-            for sig in 1..libc::SIGRTMAX() + 1 {
-                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                    libc::signal(sig, libc::SIG_DFL);
-                }
+            // Only the dispositions daemonproxy set itself (§5.3); others
+            // are inherited as daemonproxy inherited them.
+            for &sig in crate::signal::OWN_DISPOSITIONS.iter() {
+                libc::signal(sig, libc::SIG_DFL);
             }
             let mut empty: libc::sigset_t = unsafe_zeroed_sigset();
             libc::sigemptyset(&mut empty);
@@ -136,7 +152,10 @@ impl Spawner {
                 if log >= 0 && !self.abort_msg.is_empty() {
                     write_all(log, self.abort_msg.as_bytes());
                 }
-                libc::abort();
+                // Not abort() or raise(): with CLONE_VM the C library's
+                // idea of "this thread" is still the parent's.
+                libc::syscall(libc::SYS_kill, libc::syscall(libc::SYS_getpid), libc::SIGABRT);
+                libc::_exit(128 + libc::SIGABRT);
             }
             // Move every source above the target range first, so placing one
             // descriptor never clobbers another's source.
@@ -192,6 +211,22 @@ impl Spawner {
             libc::_exit(EXEC_FAILED)
         }
     }
+}
+
+/// What `clone` hands the child.
+struct ChildArg {
+    spawner: *const Spawner,
+    log_fd: RawFd,
+}
+
+/// Stack size of the spawned child until it execs.
+const CHILD_STACK: usize = 64 * 1024;
+
+extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: arg is the ChildArg set up by spawn(), alive while we run.
+    let a = unsafe { &*arg.cast::<ChildArg>() };
+    // SAFETY: the Spawner is alive and unchanged while the parent waits.
+    unsafe { (*a.spawner).child(Some(a.log_fd)) }
 }
 
 fn unsafe_zeroed_sigset() -> libc::sigset_t {
