@@ -5,7 +5,7 @@
 #   make test       run every test (the cargo suites, then tests/python)
 #   make check      formatting, clippy, and "make lint"
 #   make lint       man page and shell script lints only
-#   make bench      a few quick figures (memory, echo throughput); see bench/README.md
+#   make bench      figures side by side with peers (about 15 minutes); see bench/README.md
 #   make install    PREFIX=/usr/local DESTDIR= ; binary to sbin/, man pages to share/man/
 #   make clean      remove build output
 
@@ -66,8 +66,21 @@ lint:
 		echo "shellcheck not found; skipped"; \
 	fi
 
+# Each script ends by itself and stops what it started. The PID-1 and gap
+# benches need root (PID namespaces); peer-bench is the shared harness that
+# measures daemonproxy and its peers alike, if it is beside this checkout.
+PEER_BENCH ?= ../shared/peer-bench/run
 bench: all
 	bench/run --bin $(RELEASE)/daemonproxy
+	bench/scale --bin $(RELEASE)/daemonproxy
+	bench/gap --bin $(RELEASE)/daemonproxy
+	bench/pid1 --bin $(RELEASE)/daemonproxy
+	@if [ -x "$(PEER_BENCH)" ]; then \
+		echo "$(PEER_BENCH) --dp $(RELEASE)/daemonproxy"; \
+		"$(PEER_BENCH)" --dp $(RELEASE)/daemonproxy; \
+	else \
+		echo "peer-bench not found at $(PEER_BENCH); skipped"; \
+	fi
 
 install: all
 	$(INSTALL) -d "$(DESTDIR)$(SBINDIR)"

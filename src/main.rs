@@ -180,6 +180,9 @@ fn main() {
     }
     let mut services = Services::new(svc_limit);
     services.data_limit = svc_bytes;
+    if opts.service_pool.is_some() {
+        services.reserve(svc_limit);
+    }
     let mut sup = match Supervisor::new(handles, services, logger, slots, null_raw) {
         Ok(s) => s,
         Err(e) => {

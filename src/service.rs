@@ -358,6 +358,18 @@ impl Services {
         }
     }
 
+    /// Reserve room for `n` services in every run-time structure at once
+    /// (`--service-pool N`), so creating them later does not grow them.
+    pub fn reserve(&mut self, n: usize) {
+        self.slots.reserve(n);
+        self.free.reserve(n);
+        self.by_pid.reserve(n);
+        self.starts.reserve_slots(n);
+        for list in &mut self.triggered_by {
+            list.reserve(n);
+        }
+    }
+
     /// The slot of a service by name.
     pub fn find(&self, name: &Name) -> Option<usize> {
         self.by_name.get(name).copied()

@@ -29,6 +29,8 @@ use std::time::Duration;
 const WAKE: Token = Token(0);
 /// Token of the control socket listener.
 pub const LISTENER: Token = Token(1);
+/// Token of the deadline timerfd.
+const DEADLINE: Token = Token(usize::MAX);
 /// Default number of controller slots ([EXT E2]).
 pub const DEFAULT_CONTROLLERS: usize = 16;
 
@@ -92,6 +94,13 @@ pub struct Supervisor {
     /// Uids besides root and our own whose control connections are accepted
     /// (`--socket-allow-uid`).
     pub socket_uids: Vec<u32>,
+    /// A timerfd armed at the next deadline: `epoll_wait` counts its
+    /// timeout in whole milliseconds (rounded up), which would make every
+    /// sub-second interval ([EXT E3]) up to 1 ms late. `None` if it could
+    /// not be created; the millisecond timeout alone then applies.
+    deadline_fd: Option<OwnedFd>,
+    /// The deadline it is armed at.
+    deadline_armed: Option<Mono>,
 }
 
 impl Supervisor {
@@ -101,6 +110,9 @@ impl Supervisor {
         let poll = Poll::new()?;
         let (tx, mut rx) = mio::unix::pipe::new()?;
         poll.registry().register(&mut rx, WAKE, Interest::READABLE)?;
+        let deadline_fd = sys::timerfd().ok().filter(|fd| {
+            poll.registry().register(&mut SourceFd(&fd.as_raw_fd()), DEADLINE, Interest::READABLE).is_ok()
+        });
         let tx = OwnedFd::from(tx);
         signal::install(&tx)?;
         drop(tx);
@@ -130,6 +142,8 @@ impl Supervisor {
             socket_uids: Vec::new(),
             fatal_prepared: None,
             report_orphans: false,
+            deadline_fd,
+            deadline_armed: None,
         })
     }
 
@@ -843,8 +857,8 @@ impl Supervisor {
         }
     }
 
-    /// How long the loop may sleep.
-    fn timeout(&self) -> Option<Duration> {
+    /// How long the loop may sleep, and until when exactly.
+    fn timeout(&self) -> Option<(Duration, Mono)> {
         let now = Mono::now();
         let mut due: Option<Mono> = self.services.next_start();
         let mut earliest = |t: Mono| {
@@ -872,7 +886,19 @@ impl Supervisor {
                 earliest(t.plus(step.saturating_mul(SEC)));
             }
         }
-        due.map(|d| Duration::from_nanos((d.0 - now.0).max(0) as u64))
+        due.map(|d| (Duration::from_nanos((d.0 - now.0).max(0) as u64), d))
+    }
+
+    /// Arm the deadline timerfd at `at` unless it already is.
+    fn arm_deadline(&mut self, at: Mono) {
+        if self.deadline_armed == Some(at) {
+            return;
+        }
+        if let Some(fd) = &self.deadline_fd
+            && sys::timerfd_at(fd.as_raw_fd(), at.0).is_ok()
+        {
+            self.deadline_armed = Some(at);
+        }
     }
 
     /// Run until `terminate` (or the end of `-i`).
@@ -902,7 +928,7 @@ impl Supervisor {
         // can make a controller runnable again, so the timeout is computed
         // anew after any flush.
         let mut timeout = self.timeout();
-        let busy = timeout == Some(Duration::ZERO);
+        let busy = timeout.is_some_and(|t| t.0 == Duration::ZERO);
         let now = self.now;
         let mut flushed = false;
         for c in self.ctls.iter_mut().flatten() {
@@ -917,6 +943,15 @@ impl Supervisor {
         if flushed && !busy {
             timeout = self.timeout();
         }
+        // A sleep that ends at a deadline is cut short by the timerfd at
+        // the exact nanosecond; the rounded-up poll timeout stays as a
+        // fallback.
+        if let Some((d, at)) = timeout
+            && d > Duration::ZERO
+        {
+            self.arm_deadline(at);
+        }
+        let mut timeout = timeout.map(|t| t.0);
         if let Some(m) = max_wait {
             timeout = Some(timeout.map_or(m, |t| t.min(m)));
         }
@@ -945,6 +980,14 @@ impl Supervisor {
             }
             if t == LISTENER {
                 self.listener_ready = true;
+                continue;
+            }
+            if t == DEADLINE {
+                if let Some(fd) = &self.deadline_fd {
+                    let mut buf = [0u8; 8];
+                    let _ = sys::read(fd.as_raw_fd(), &mut buf);
+                }
+                self.deadline_armed = None;
                 continue;
             }
             let slot = (t.0 - 2) / 2;

@@ -150,3 +150,24 @@ pub fn getpid() -> i32 {
     // SAFETY: getpid cannot fail.
     unsafe { libc::getpid() }
 }
+
+/// A non-blocking, close-on-exec `CLOCK_MONOTONIC` timerfd (timerfd_create(2)).
+pub fn timerfd() -> Result<std::os::fd::OwnedFd, Errno> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain integer arguments.
+    let fd = cerr(unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) })?;
+    // SAFETY: a new descriptor that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Arm a timerfd to expire once at monotonic nanosecond `at` (absolute;
+/// a time already past expires at once).
+pub fn timerfd_at(fd: RawFd, at: i64) -> Result<(), Errno> {
+    let at = at.max(1);
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+        it_value: libc::timespec { tv_sec: at / 1_000_000_000, tv_nsec: at % 1_000_000_000 },
+    };
+    // SAFETY: spec is a valid itimerspec; the old value is not wanted.
+    cerr(unsafe { libc::timerfd_settime(fd, libc::TFD_TIMER_ABSTIME, &spec, std::ptr::null_mut()) }).map(|_| ())
+}
