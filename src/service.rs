@@ -326,6 +326,9 @@ pub fn write_auto_up(out: &mut Line, s: &Service) {
     }
 }
 
+/// Services the table has room for before it first grows.
+pub const RESERVED: usize = 256;
+
 /// The service table.
 pub struct Services {
     slots: Vec<Option<Service>>,
@@ -344,9 +347,12 @@ pub struct Services {
 }
 
 impl Services {
-    /// An empty table.
+    /// An empty table, with room reserved for the first
+    /// [`RESERVED`] services (address space only: a page becomes resident
+    /// when a service is stored in it), so a typical configuration never
+    /// regrows a table and leaves no freed copies behind.
     pub fn new(limit: usize) -> Services {
-        Services {
+        let mut t = Services {
             slots: Vec::new(),
             free: Vec::new(),
             by_name: BTreeMap::new(),
@@ -355,7 +361,9 @@ impl Services {
             triggered_by: Default::default(),
             limit,
             data_limit: None,
-        }
+        };
+        t.reserve(RESERVED.min(limit));
+        t
     }
 
     /// Reserve room for `n` services in every run-time structure at once
