@@ -6,9 +6,14 @@
 //! [`service`], [`handle`] and [`fdops`], [`controller`], [`spawn`],
 //! [`signal`], [`log`]. The loop: [`supervisor`] and [`dispatch`];
 //! [`exit`] leaves it. The binary in `main.rs` only wires these together.
+//! [`client`] is the other side: parsing events, for programs that drive
+//! daemonproxy.
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+#[cfg(feature = "fleet")]
+pub mod bridge;
+pub mod client;
 pub mod clock;
 pub mod command;
 pub mod controller;

@@ -1,0 +1,1268 @@
+//! The deputy's decisions (sheriff-bridge.md §4), without I/O.
+//!
+//! [`Deputy`] holds what the bridge knows: the services daemonproxy reports
+//! (rebuilt from `statedump` at every sync) and, for each procman command,
+//! its definition and run bookkeeping. Its methods take one input — a
+//! daemonproxy event, an orders message, a tick of the clock — and queue
+//! [`Action`]s that the driver (`bridge::run`) carries out: protocol lines
+//! to send, a pty to hand over with `fd.take`, signals for descendants,
+//! notices and info to publish. Everything a restarted bridge needs is in
+//! the services' tags (see [`tags`]), so no process is touched by a restart.
+
+use super::exec;
+use super::tags::{self, Def};
+use crate::client::{Ended, Event, ServiceState, StateWord, split_error};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+/// How services the bridge did not create are treated (`--local`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocalMode {
+    /// Not reported.
+    Hide,
+    /// Reported (group `local`), orders about them ignored.
+    Observe,
+    /// Reported, and started or stopped as orders say.
+    Control,
+}
+
+/// Settings of the deputy.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `deputy_id`.
+    pub id: String,
+    /// Report, never act.
+    pub read_only: bool,
+    /// Services not created by the bridge.
+    pub local: LocalMode,
+    /// Globs of `sheriff_id`s whose orders are obeyed (empty: all).
+    pub allow_sheriff: Vec<String>,
+    /// Globs of argv[0] that may be run (empty: all).
+    pub allow_exec: Vec<String>,
+    /// Orders older (or further ahead) than this are refused; `None`: no
+    /// limit.
+    pub max_order_age: Option<Duration>,
+    /// The connection can pass descriptors (`fd.take`): output is captured
+    /// through a pty.
+    pub fd_passing: bool,
+    /// Most output bytes per second and command before the excess is
+    /// dropped.
+    pub max_output_rate: usize,
+}
+
+/// One entry of an orders message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Order {
+    /// The command as the sheriff defines it.
+    pub def: Def,
+    /// The run the sheriff wants (0: no opinion).
+    pub desired_runid: i32,
+    /// Stop it.
+    pub force_quit: bool,
+}
+
+/// What the driver must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Send this command line (no LF) to daemonproxy.
+    Send(String),
+    /// Open a pty, keep its master as command `id`'s output and send
+    /// `fd.take\tHANDLE` with the slave attached.
+    TakeFd {
+        /// Command id.
+        id: String,
+        /// The handle name.
+        handle: String,
+    },
+    /// Forget command `id`'s output pty.
+    CloseOutput(String),
+    /// Read what is left on command `id`'s pty before its exit is handled.
+    DrainOutput(String),
+    /// Send `sig` to every descendant of `root` (and record them in
+    /// command `id` with [`Deputy::record_descendants`]).
+    SignalTree {
+        /// Command id.
+        id: String,
+        /// The service's pid.
+        root: i32,
+        /// Signal number.
+        sig: i32,
+    },
+    /// SIGKILL those of these recorded descendants that still run with the
+    /// same start time and have been orphaned.
+    KillOrphans(Vec<(i32, u64)>),
+    /// Publish `deputy_info_t` now.
+    PublishInfo,
+    /// A notice on `PM_OUTPUT` under this command id ("" = the deputy).
+    Notice(String, String),
+}
+
+/// A command's state in daemonproxy, as last reported.
+#[derive(Clone, Debug, Default)]
+pub struct View {
+    /// Last `service.state` (owned fields).
+    pub state: Option<StateWord>,
+    /// Its pid (running or last).
+    pub pid: i32,
+    /// How the last run ended.
+    pub ended: Option<i32>,
+    /// Raw tags.
+    pub tags: Vec<u8>,
+    /// Raw args.
+    pub args: Vec<u8>,
+    /// auto_up has `always`.
+    pub auto_up: bool,
+}
+
+/// A stop under way (§4.7).
+#[derive(Clone, Copy, Debug)]
+pub struct Stop {
+    /// The pid being stopped.
+    pub pid: i32,
+    /// When SIGKILL is (next) due.
+    pub kill_at: Instant,
+}
+
+/// One procman command (owned, or a local service under `--local`).
+#[derive(Clone, Debug)]
+pub struct Command {
+    /// Definition.
+    pub def: Def,
+    /// daemonproxy service name.
+    pub svc: String,
+    /// Output handle name.
+    pub handle: String,
+    /// Created by the bridge (else a local service).
+    pub owned: bool,
+    /// Running pid (0: none).
+    pub pid: i32,
+    /// The runid of the last start that happened.
+    pub actual_runid: i32,
+    /// A start was sent for this runid; `up` not yet seen.
+    pub pending_runid: Option<i32>,
+    /// When a pending start counts as failed.
+    pub start_deadline: Option<Instant>,
+    /// The sheriff's desired runid.
+    pub desired: i32,
+    /// Not force-quit.
+    pub should_run: bool,
+    /// Raw wait status of the last run.
+    pub exit_code: i32,
+    /// Remove once stopped.
+    pub remove_requested: bool,
+    /// Respawn delay, ms.
+    pub backoff_ms: u64,
+    /// The previous start.
+    pub last_start: Option<Instant>,
+    /// A respawn is due then.
+    pub respawn_at: Option<Instant>,
+    /// A stop under way.
+    pub stop: Option<Stop>,
+    /// Stop as soon as the pending start is up.
+    pub stop_after_up: bool,
+    /// Descendants signalled by the stop, with start times.
+    pub descendants: Vec<(i32, u64)>,
+    /// The output pty exists (this bridge handed it over).
+    pub has_output: bool,
+    /// CPU share and memory of the running process.
+    pub cpu: f32,
+    /// Virtual size, bytes.
+    pub vsize: i64,
+    /// Resident size, bytes.
+    pub rss: i64,
+}
+
+/// One `cmd_status_t` as the deputy reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Status {
+    /// Definition as held.
+    pub def: Def,
+    /// Pid (0 unless up).
+    pub pid: i32,
+    /// Actual runid.
+    pub actual_runid: i32,
+    /// Raw wait status of the last run.
+    pub exit_code: i32,
+    /// CPU share of the machine.
+    pub cpu: f32,
+    /// Bytes.
+    pub vsize: i64,
+    /// Bytes.
+    pub rss: i64,
+}
+
+/// A command's fields that orders change: id, actual and desired runid,
+/// should_run, remove_requested, a stop under way, a pending start.
+type Snapshot = (String, i32, i32, bool, bool, bool, Option<i32>);
+
+const MIN_BACKOFF: u64 = 10;
+const MAX_BACKOFF: u64 = 1000;
+const START_TIMEOUT: Duration = Duration::from_secs(2);
+const NOTICE_EVERY: Duration = Duration::from_secs(30);
+const FAILED_START: i32 = 0xff00;
+
+/// Does `glob` (fnmatch(3)) match `s`?
+pub fn glob_match(glob: &str, s: &[u8]) -> bool {
+    let (Ok(g), Ok(t)) = (std::ffi::CString::new(glob), std::ffi::CString::new(s)) else {
+        return false;
+    };
+    // SAFETY: two NUL-terminated strings; fnmatch only reads them.
+    unsafe { libc::fnmatch(g.as_ptr(), t.as_ptr(), 0) == 0 }
+}
+
+/// The deputy's state.
+pub struct Deputy {
+    /// Settings.
+    pub cfg: Config,
+    /// Every service daemonproxy reported, by name.
+    pub services: BTreeMap<String, View>,
+    /// Handles daemonproxy reported.
+    pub handles: std::collections::BTreeSet<String>,
+    /// Commands by id.
+    pub cmds: BTreeMap<String, Command>,
+    /// The service name → command id.
+    by_svc: HashMap<String, String>,
+    /// Actions for the driver.
+    pub out: Vec<Action>,
+    /// A statedump is being read: events build the view only.
+    pub syncing: bool,
+    /// Last accepted orders utime per sheriff, with the local time seen.
+    last_orders: HashMap<String, (i64, Instant)>,
+    /// Rate limit of notices, by key.
+    noticed: HashMap<String, Instant>,
+    /// Shutting down: orders are ignored.
+    pub shutting_down: bool,
+}
+
+impl Deputy {
+    /// A deputy with nothing known yet.
+    pub fn new(cfg: Config) -> Deputy {
+        Deputy {
+            cfg,
+            services: BTreeMap::new(),
+            handles: Default::default(),
+            cmds: BTreeMap::new(),
+            by_svc: HashMap::new(),
+            out: Vec::new(),
+            syncing: false,
+            last_orders: HashMap::new(),
+            noticed: HashMap::new(),
+            shutting_down: false,
+        }
+    }
+
+    fn send(&mut self, line: String) {
+        self.out.push(Action::Send(line));
+    }
+
+    fn notice(&mut self, id: &str, text: impl Into<String>) {
+        let mut t = text.into();
+        if !t.ends_with('\n') {
+            t.push('\n');
+        }
+        self.out.push(Action::Notice(id.to_string(), t));
+    }
+
+    /// A notice at most once per 30 s for `key`.
+    fn notice_limited(&mut self, key: &str, id: &str, text: impl Into<String>, now: Instant) {
+        if self.noticed.get(key).is_some_and(|&t| now.duration_since(t) < NOTICE_EVERY) {
+            return;
+        }
+        self.noticed.insert(key.to_string(), now);
+        self.notice(id, text);
+    }
+
+    // ----- daemonproxy's side ---------------------------------------------
+
+    /// The line that starts a sync (a `statedump` then `echo TOKEN` must
+    /// follow); events now only rebuild the view until [`Deputy::synced`].
+    pub fn begin_sync(&mut self) {
+        self.syncing = true;
+        self.services.clear();
+        self.handles.clear();
+    }
+
+    /// One event from daemonproxy.
+    pub fn on_event(&mut self, ev: &Event<'_>, now: Instant) {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        match *ev {
+            Event::State(s) => {
+                let name = text(s.name);
+                if s.state == StateWord::Deleted {
+                    self.services.remove(&name);
+                } else {
+                    let v = self.services.entry(name.clone()).or_default();
+                    v.state = Some(s.state);
+                    v.pid = s.pid.unwrap_or(0);
+                    v.ended = s.ended.map(|e| e.wait_status());
+                }
+                if !self.syncing {
+                    self.on_state(&name, &s, now);
+                }
+            }
+            Event::Tags(n, t) => self.services.entry(text(n)).or_default().tags = t.to_vec(),
+            Event::Args(n, a) => self.services.entry(text(n)).or_default().args = a.to_vec(),
+            Event::AutoUp(n, r) => {
+                self.services.entry(text(n)).or_default().auto_up = r.split(|&b| b == b'\t').any(|w| w == b"always")
+            }
+            Event::Fd(n, rest) => {
+                if rest == b"deleted" {
+                    self.handles.remove(&text(n));
+                } else {
+                    self.handles.insert(text(n));
+                }
+            }
+            Event::Error(e) if !self.syncing => self.on_error(e, now),
+            _ => {}
+        }
+    }
+
+    /// The sync token came back: adopt what the view shows.
+    pub fn synced(&mut self, now: Instant) {
+        self.syncing = false;
+        let names: Vec<String> = self.services.keys().cloned().collect();
+        for name in &names {
+            let v = &self.services[name];
+            let Some((def, runid)) = tags::parse(&v.tags) else { continue };
+            if tags::service_name(&def.id).ok().as_deref() != Some(name.as_str()) {
+                continue; // tags copied onto another service: not ours to run
+            }
+            let (state, pid, ended) = (v.state, v.pid, v.ended);
+            let id = def.id.clone();
+            let c = self.cmds.entry(id.clone()).or_insert_with(|| new_command(def.clone(), name.clone(), true));
+            c.def = def;
+            c.actual_runid = runid;
+            if c.desired == 0 {
+                c.desired = runid;
+            }
+            self.by_svc.insert(name.clone(), id.clone());
+            match state {
+                Some(StateWord::Up) => {
+                    let c = self.cmds.get_mut(&id).expect("inserted above");
+                    c.pid = pid;
+                    c.pending_runid = None;
+                    c.start_deadline = None;
+                }
+                _ => {
+                    // A run that ended while events were lost (overflow).
+                    let was_running = self.cmds[&id].pid != 0;
+                    if was_running {
+                        let status = ended.unwrap_or(0);
+                        self.exited(&id, status, now);
+                    } else if let Some(c) = self.cmds.get_mut(&id) {
+                        c.pid = 0;
+                        if state == Some(StateWord::Down) && c.pending_runid.is_none() {
+                            c.exit_code = ended.unwrap_or(c.exit_code);
+                        }
+                    }
+                }
+            }
+        }
+        // Commands whose service is gone (deleted meanwhile).
+        let gone: Vec<String> =
+            self.cmds.iter().filter(|(_, c)| !self.services.contains_key(&c.svc)).map(|(k, _)| k.clone()).collect();
+        for id in gone {
+            if let Some(c) = self.cmds.remove(&id) {
+                self.by_svc.remove(&c.svc);
+            }
+        }
+        self.refresh_locals();
+        self.out.push(Action::PublishInfo);
+    }
+
+    /// Keep the local (not owned) services in `cmds` as the mode says:
+    /// new ones added, their figures updated, vanished ones dropped.
+    fn refresh_locals(&mut self) {
+        let hide = self.cfg.local == LocalMode::Hide;
+        let locals: Vec<(String, View)> = self
+            .services
+            .iter()
+            .filter(|(n, v)| !hide && tags::parse(&v.tags).is_none() && !self.is_owned_svc(n))
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        let keep: std::collections::HashSet<&String> = locals.iter().map(|(n, _)| n).collect();
+        let stale: Vec<String> =
+            self.cmds.iter().filter(|(k, c)| !c.owned && !keep.contains(k)).map(|(k, _)| k.clone()).collect();
+        for id in stale {
+            if let Some(c) = self.cmds.remove(&id) {
+                self.by_svc.remove(&c.svc);
+            }
+        }
+        for (name, v) in locals {
+            let up = v.state == Some(StateWord::Up);
+            if let Some(c) = self.cmds.get_mut(&name) {
+                if !c.owned {
+                    c.def.exec = String::from_utf8_lossy(&v.args).replace('\t', " ");
+                    c.def.auto_respawn = v.auto_up;
+                    c.pid = if up { v.pid } else { 0 };
+                }
+                continue; // an owned command with that id wins
+            }
+            let def = Def {
+                id: name.clone(),
+                exec: String::from_utf8_lossy(&v.args).replace('\t', " "),
+                group: "local".into(),
+                auto_respawn: v.auto_up,
+                stop_signal: libc::SIGTERM,
+                stop_time_allowed: 7.0,
+            };
+            let mut c = new_command(def, name.clone(), false);
+            c.pid = if up { v.pid } else { 0 };
+            c.exit_code = v.ended.unwrap_or(0);
+            self.by_svc.insert(name.clone(), name.clone());
+            self.cmds.insert(name, c);
+        }
+    }
+
+    fn is_owned_svc(&self, svc: &str) -> bool {
+        self.by_svc.get(svc).and_then(|id| self.cmds.get(id)).is_some_and(|c| c.owned)
+    }
+
+    fn on_state(&mut self, svc: &str, s: &ServiceState<'_>, now: Instant) {
+        let Some(id) = self.by_svc.get(svc).cloned() else {
+            // A service created meanwhile: maybe a local one.
+            if self.services.get(svc).is_none_or(|v| tags::parse(&v.tags).is_none()) {
+                self.refresh_locals();
+                self.out.push(Action::PublishInfo);
+            }
+            return;
+        };
+        let Some(c) = self.cmds.get_mut(&id) else { return };
+        match s.state {
+            StateWord::Up => {
+                let pid = s.pid.unwrap_or(0);
+                c.pid = pid;
+                if let Some(r) = c.pending_runid.take() {
+                    c.actual_runid = r;
+                }
+                c.start_deadline = None;
+                if !c.owned {
+                    c.exit_code = 0;
+                }
+                let stop_now = c.stop_after_up;
+                c.stop_after_up = false;
+                if stop_now {
+                    self.stop(&id, now);
+                }
+                self.out.push(Action::PublishInfo);
+            }
+            StateWord::Down => {
+                if c.pid == 0 && s.ended.is_none() {
+                    return; // a cancelled start or a plain listing
+                }
+                let status = s.ended.map_or(0, |e| e.wait_status());
+                if matches!(s.ended, Some(Ended::Signal(_))) {
+                    self.notice(&id, strsignal(status));
+                }
+                self.exited(&id, status, now);
+            }
+            StateWord::Deleted => {
+                if let Some(c) = self.cmds.remove(&id) {
+                    self.by_svc.remove(&c.svc);
+                    if c.has_output {
+                        self.out.push(Action::CloseOutput(id));
+                    }
+                }
+                self.out.push(Action::PublishInfo);
+            }
+            StateWord::Start => {}
+        }
+    }
+
+    /// An error reply: if it names one of our services, a start of it
+    /// failed (§4.6).
+    fn on_error(&mut self, e: &[u8], now: Instant) {
+        let (msg, cmd) = split_error(e);
+        let Some(cmd) = cmd else { return };
+        let mut f = cmd.split(|&b| b == b'\t');
+        let (verb, svc) = (f.next().unwrap_or(b""), f.next().unwrap_or(b""));
+        let svc = String::from_utf8_lossy(svc).into_owned();
+        let Some(id) = self.by_svc.get(&svc).cloned() else { return };
+        let text = format!("daemonproxy: {}", String::from_utf8_lossy(msg));
+        self.notice(&id, text);
+        if matches!(verb, b"service.start" | b"service.args" | b"service.fds" | b"fd.take")
+            && self.cmds.get(&id).is_some_and(|c| c.pending_runid.is_some())
+        {
+            self.start_failed(&id, now);
+        }
+    }
+
+    fn start_failed(&mut self, id: &str, now: Instant) {
+        let Some(c) = self.cmds.get_mut(id) else { return };
+        let Some(r) = c.pending_runid.take() else { return };
+        c.actual_runid = r;
+        c.start_deadline = None;
+        c.stop_after_up = false;
+        self.exited(id, FAILED_START, now);
+    }
+
+    /// Handle the end of a run (§4.5).
+    fn exited(&mut self, id: &str, status: i32, now: Instant) {
+        self.out.push(Action::DrainOutput(id.to_string()));
+        let Some(c) = self.cmds.get_mut(id) else { return };
+        c.pid = 0;
+        c.exit_code = status;
+        c.cpu = 0.0;
+        c.vsize = 0;
+        c.rss = 0;
+        c.stop = None;
+        let recorded = std::mem::take(&mut c.descendants);
+        if !recorded.is_empty() {
+            self.out.push(Action::KillOrphans(recorded));
+        }
+        let c = &self.cmds[id];
+        if c.remove_requested {
+            self.remove(id);
+        } else if c.owned && c.should_run && c.desired != 0 && c.desired != c.actual_runid {
+            let r = c.desired;
+            self.start(id, r, now);
+        } else if c.owned && c.def.auto_respawn && c.should_run {
+            let c = self.cmds.get_mut(id).expect("checked above");
+            c.respawn_at = Some(now + Duration::from_millis(c.backoff_ms));
+        }
+        self.out.push(Action::PublishInfo);
+    }
+
+    /// Record the descendants a stop signalled (after a
+    /// [`Action::SignalTree`]).
+    pub fn record_descendants(&mut self, id: &str, list: Vec<(i32, u64)>) {
+        if let Some(c) = self.cmds.get_mut(id) {
+            for d in list {
+                if !c.descendants.contains(&d) {
+                    c.descendants.push(d);
+                }
+            }
+        }
+    }
+
+    // ----- starting and stopping ----------------------------------------------
+
+    fn start(&mut self, id: &str, runid: i32, now: Instant) {
+        let Some(c) = self.cmds.get(id) else { return };
+        if !c.owned {
+            let svc = c.svc.clone();
+            let c = self.cmds.get_mut(id).expect("checked above");
+            c.pending_runid = Some(runid);
+            c.start_deadline = Some(now + START_TIMEOUT);
+            self.send(format!("service.start\t{svc}"));
+            return;
+        }
+        let split = match exec::split_env(c.def.exec.as_bytes()) {
+            Ok(e) => e,
+            Err(e) => return self.refuse_start(id, runid, &e.to_string(), now),
+        };
+        if !self.cfg.allow_exec.is_empty() {
+            let argv0 = &split.argv[0];
+            if split.env.iter().any(|(n, _)| n.starts_with("LD_")) {
+                return self.refuse_start(id, runid, "LD_* assignments are refused under --allow-exec", now);
+            }
+            if !self.cfg.allow_exec.iter().any(|g| glob_match(g, argv0)) {
+                let msg = format!("program {} is not allowed (--allow-exec)", String::from_utf8_lossy(argv0));
+                return self.refuse_start(id, runid, &msg, now);
+            }
+        }
+        let args = String::from_utf8_lossy(&split.service_args()).into_owned();
+        let fd_passing = self.cfg.fd_passing;
+        let c = self.cmds.get_mut(id).expect("checked above");
+        // Backoff is updated at every start (§4.5).
+        let since = c.last_start.map(|t| now.duration_since(t).as_millis() as u64);
+        c.backoff_ms = match since {
+            Some(ms) if ms < 1000 => (c.backoff_ms * 2).min(MAX_BACKOFF),
+            Some(ms) => (c.backoff_ms >> (ms / 1000).min(63)).max(MIN_BACKOFF),
+            None => MIN_BACKOFF, // "never" counts as long ago
+        };
+        c.last_start = Some(now);
+        c.exit_code = 0;
+        c.pending_runid = Some(runid);
+        c.start_deadline = Some(now + START_TIMEOUT);
+        c.respawn_at = None;
+        let (svc, handle) = (c.svc.clone(), c.handle.clone());
+        let tags = tags::format(&c.def, runid);
+        let take = fd_passing && !c.has_output;
+        if take {
+            c.has_output = true;
+        }
+        let lines = [format!("service.args\t{svc}\t{args}"), format!("service.tags\t{svc}\t{tags}")];
+        if lines.iter().any(|l| l.len() > 1023) {
+            return self.refuse_start(id, runid, "command line too long for daemonproxy", now);
+        }
+        if take {
+            self.out.push(Action::TakeFd { id: id.to_string(), handle: handle.clone() });
+        }
+        let [a, t] = lines;
+        self.send(a);
+        if fd_passing {
+            self.send(format!("service.fds\t{svc}\tnull\t{handle}\t{handle}"));
+        } else {
+            self.send(format!("service.fds\t{svc}\tnull\tnull\tnull"));
+        }
+        self.send(t);
+        self.send(format!("service.start\t{svc}"));
+    }
+
+    fn refuse_start(&mut self, id: &str, runid: i32, why: &str, now: Instant) {
+        self.notice(id, format!("not started: {why}"));
+        if let Some(c) = self.cmds.get_mut(id) {
+            c.pending_runid = Some(runid);
+        }
+        // Like a failed exec: the runid is taken, the run counts as ended,
+        // so the sheriff does not retry forever (§4.6).
+        if let Some(c) = self.cmds.get_mut(id) {
+            c.respawn_at = None;
+            c.should_run = c.should_run && !c.def.auto_respawn;
+        }
+        self.start_failed(id, now);
+    }
+
+    /// Stop command `id` (§4.7). `should_run` is the caller's: false for
+    /// a force-quit, still true for a restart, which the exit completes
+    /// (§4.5).
+    fn stop(&mut self, id: &str, now: Instant) {
+        let Some(c) = self.cmds.get_mut(id) else { return };
+        c.respawn_at = None;
+        if c.pending_runid.is_some() {
+            c.stop_after_up = true;
+            return;
+        }
+        if c.pid == 0 || c.stop.is_some() {
+            return;
+        }
+        let (svc, pid, sig) = (c.svc.clone(), c.pid, c.def.stop_sig());
+        c.stop = Some(Stop { pid, kill_at: now + Duration::from_millis(c.def.stop_ms()) });
+        self.send(format!("service.signal\t{svc}\t{sig}"));
+        self.out.push(Action::SignalTree { id: id.to_string(), root: pid, sig });
+    }
+
+    fn remove(&mut self, id: &str) {
+        let Some(c) = self.cmds.remove(id) else { return };
+        self.by_svc.remove(&c.svc);
+        if !c.owned {
+            return;
+        }
+        self.send(format!("service.delete\t{}", c.svc));
+        if self.handles.contains(&c.handle) {
+            self.send(format!("fd.delete\t{}", c.handle));
+        }
+        if c.has_output {
+            self.out.push(Action::CloseOutput(id.to_string()));
+        }
+        self.out.push(Action::PublishInfo);
+    }
+
+    /// Timers: stop escalation, respawns, start timeouts. Returns the next
+    /// time something is due.
+    pub fn tick(&mut self, now: Instant) -> Option<Instant> {
+        let ids: Vec<String> = self.cmds.keys().cloned().collect();
+        for id in &ids {
+            let Some(c) = self.cmds.get_mut(id) else { continue };
+            if let Some(st) = c.stop
+                && now >= st.kill_at
+            {
+                if c.pid == st.pid && c.pid != 0 {
+                    let (svc, pid) = (c.svc.clone(), c.pid);
+                    c.stop = Some(Stop { pid, kill_at: now + Duration::from_secs(1) });
+                    self.send(format!("service.signal\t{svc}\tSIGKILL"));
+                    self.out.push(Action::SignalTree { id: id.clone(), root: pid, sig: libc::SIGKILL });
+                } else {
+                    c.stop = None;
+                }
+            }
+            let Some(c) = self.cmds.get_mut(id) else { continue };
+            if c.start_deadline.is_some_and(|t| now >= t) {
+                self.notice(id, "no up from daemonproxy within 2 seconds; start failed");
+                self.start_failed(id, now);
+            }
+            let Some(c) = self.cmds.get(id) else { continue };
+            if c.respawn_at.is_some_and(|t| now >= t) && c.pid == 0 && c.pending_runid.is_none() {
+                let r = c.actual_runid;
+                self.start(id, r, now);
+            }
+        }
+        self.cmds.values().flat_map(|c| [c.stop.map(|s| s.kill_at), c.start_deadline, c.respawn_at]).flatten().min()
+    }
+
+    // ----- orders -------------------------------------------------------------
+
+    /// An orders message addressed to anyone (§4.4). `signed`: it carried a
+    /// valid authentication trailer; `require_signed`: unsigned orders are
+    /// refused. `now_wall_us`: the local wall clock.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_orders(
+        &mut self,
+        deputy_id: &str,
+        sheriff_id: &str,
+        utime: i64,
+        orders: &[Order],
+        signed: bool,
+        require_signed: bool,
+        now_wall_us: i64,
+        now: Instant,
+    ) {
+        if self.shutting_down || deputy_id != self.cfg.id || self.syncing {
+            return;
+        }
+        let key = |what: &str| format!("{what}:{sheriff_id}");
+        if require_signed && !signed {
+            let t = format!("unsigned orders from {sheriff_id} ignored");
+            return self.notice_limited(&key("unsigned"), "", t, now);
+        }
+        if self.cfg.read_only {
+            let t = format!("deputy {} is read-only; orders ignored", self.cfg.id);
+            return self.notice_limited(&key("ro"), "", t, now);
+        }
+        if !self.cfg.allow_sheriff.is_empty()
+            && !self.cfg.allow_sheriff.iter().any(|g| glob_match(g, sheriff_id.as_bytes()))
+        {
+            let t = format!("orders from sheriff {sheriff_id} ignored (not in --allow-sheriff)");
+            return self.notice_limited(&key("sheriff"), "", t, now);
+        }
+        if let Some(max) = self.cfg.max_order_age {
+            let max_us = max.as_micros() as i64;
+            let age_us = now_wall_us - utime;
+            if age_us > max_us || -age_us > max_us {
+                let secs = age_us / 1_000_000;
+                for o in orders {
+                    let t = format!(
+                        "ignoring stale orders (utime {secs} seconds ago). You may want to check the system clocks!"
+                    );
+                    let k = format!("stale:{sheriff_id}:{}", o.def.id);
+                    self.notice_limited(&k, &o.def.id, t, now);
+                }
+                return;
+            }
+            self.last_orders.retain(|_, (_, seen)| now.duration_since(*seen) <= max);
+        }
+        if self.last_orders.get(sheriff_id).is_some_and(|&(u, _)| utime <= u) {
+            return; // an older or repeated message: dropped silently
+        }
+        self.last_orders.insert(sheriff_id.to_string(), (utime, now));
+
+        let before = self.snapshot();
+        let mut listed = std::collections::HashSet::new();
+        for o in orders {
+            listed.insert(o.def.id.clone());
+            self.apply(o, now);
+        }
+        // Removal of owned commands no longer listed.
+        let absent: Vec<String> =
+            self.cmds.iter().filter(|(k, c)| c.owned && !listed.contains(*k)).map(|(k, _)| k.clone()).collect();
+        for id in absent {
+            let c = &self.cmds[&id];
+            if c.pid != 0 || c.pending_runid.is_some() {
+                self.cmds.get_mut(&id).expect("listed above").remove_requested = true;
+                self.stop(&id, now);
+            } else {
+                self.remove(&id);
+            }
+        }
+        if self.snapshot() != before {
+            self.out.push(Action::PublishInfo);
+        }
+    }
+
+    /// What orders can change, to tell whether they did.
+    fn snapshot(&self) -> Vec<Snapshot> {
+        self.cmds
+            .iter()
+            .map(|(k, c)| {
+                (
+                    k.clone(),
+                    c.actual_runid,
+                    c.desired,
+                    c.should_run,
+                    c.remove_requested,
+                    c.stop.is_some(),
+                    c.pending_runid,
+                )
+            })
+            .collect()
+    }
+
+    fn apply(&mut self, o: &Order, now: Instant) {
+        let id = &o.def.id;
+        if let Some(c) = self.cmds.get(id)
+            && !c.owned
+        {
+            return self.apply_local(o, now);
+        }
+        if !self.cmds.contains_key(id) && !self.create(&o.def, now) {
+            return;
+        }
+        let c = self.cmds.get_mut(id).expect("created above");
+        let retag = c.def != o.def;
+        if retag {
+            c.def = o.def.clone();
+        }
+        c.should_run = !o.force_quit;
+        c.desired = o.desired_runid;
+        let (svc, runid) = (c.svc.clone(), c.pending_runid.unwrap_or(c.actual_runid));
+        if retag {
+            let t = tags::format(&c.def, runid);
+            self.send(format!("service.tags\t{svc}\t{t}"));
+        }
+        let c = &self.cmds[id];
+        let running = c.pid != 0 || c.pending_runid.is_some();
+        let effective = c.pending_runid.unwrap_or(c.actual_runid);
+        if !running && o.desired_runid != 0 && c.actual_runid != o.desired_runid && c.should_run {
+            self.start(id, o.desired_runid, now);
+        } else if running && (!c.should_run || (o.desired_runid != effective && o.desired_runid != 0)) {
+            self.stop(id, now);
+        } else if o.desired_runid != 0 && !running {
+            let c = self.cmds.get_mut(id).expect("exists");
+            c.actual_runid = o.desired_runid;
+            if !c.should_run {
+                c.respawn_at = None;
+            }
+        } else if o.desired_runid != 0 {
+            let c = self.cmds.get_mut(id).expect("exists");
+            if c.pending_runid.is_none() {
+                c.actual_runid = o.desired_runid;
+            }
+        }
+        if self.cmds.get(id).is_some_and(|c| !c.should_run) {
+            self.cmds.get_mut(id).expect("exists").respawn_at = None;
+        }
+    }
+
+    fn apply_local(&mut self, o: &Order, now: Instant) {
+        let id = o.def.id.clone();
+        match self.cfg.local {
+            LocalMode::Control => {}
+            _ => {
+                let t = format!("{id} is not a procman command of this deputy; orders about it are ignored");
+                return self.notice_limited(&format!("local:{id}"), &id, t, now);
+            }
+        }
+        let c = self.cmds.get_mut(&id).expect("caller checked");
+        c.should_run = !o.force_quit;
+        c.desired = o.desired_runid;
+        let running = c.pid != 0 || c.pending_runid.is_some();
+        if !running && c.should_run && o.desired_runid != 0 && o.desired_runid != c.actual_runid {
+            self.start(&id, o.desired_runid, now);
+        } else if running && !c.should_run {
+            self.stop(&id, now);
+        } else if o.desired_runid != 0 && c.pending_runid.is_none() {
+            c.actual_runid = o.desired_runid;
+        }
+    }
+
+    /// Create command `def` (§4.4 5.1); false (with a notice) if refused.
+    fn create(&mut self, def: &Def, now: Instant) -> bool {
+        let svc = match tags::service_name(&def.id) {
+            Ok(s) => s,
+            Err(e) => {
+                let t = format!("command refused: {e}");
+                self.notice_limited(&format!("id:{}", def.id), "", t, now);
+                return false;
+            }
+        };
+        if let Some(v) = self.services.get(&svc) {
+            let ours = tags::parse(&v.tags).is_some_and(|(d, _)| d.id == def.id);
+            if !ours {
+                let t = format!("command {} refused: service {svc} exists and is not this command's", def.id);
+                self.notice_limited(&format!("clash:{}", def.id), &def.id, t, now);
+                return false;
+            }
+        }
+        let c = new_command(def.clone(), svc.clone(), true);
+        let t = tags::format(def, 0);
+        let line = format!("service.tags\t{svc}\t{t}");
+        if line.len() > 1023 {
+            self.notice_limited(
+                &format!("long:{}", def.id),
+                &def.id,
+                "command refused: definition too long for daemonproxy",
+                now,
+            );
+            return false;
+        }
+        if let Ok(e) = exec::split_env(def.exec.as_bytes()) {
+            let a = format!("service.args\t{svc}\t{}", String::from_utf8_lossy(&e.service_args()));
+            if a.len() <= 1023 {
+                self.send(a);
+            }
+        }
+        self.send(line);
+        self.by_svc.insert(svc, def.id.clone());
+        self.cmds.insert(def.id.clone(), c);
+        true
+    }
+
+    // ----- reporting ----------------------------------------------------------
+
+    /// The commands as `deputy_info_t` lists them (§4.3).
+    pub fn statuses(&self) -> Vec<Status> {
+        self.cmds
+            .values()
+            .map(|c| {
+                let up = c.pid != 0;
+                Status {
+                    def: c.def.clone(),
+                    pid: c.pid,
+                    actual_runid: if c.owned { c.actual_runid } else { 0 },
+                    exit_code: c.exit_code,
+                    cpu: if up { c.cpu } else { 0.0 },
+                    vsize: if up { c.vsize } else { 0 },
+                    rss: if up { c.rss } else { 0 },
+                }
+            })
+            .collect()
+    }
+
+    /// Take the queued actions.
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Owned commands that are running or starting (for `--stop-on-exit`).
+    pub fn running(&self) -> impl Iterator<Item = &Command> {
+        self.cmds.values().filter(|c| c.owned && (c.pid != 0 || c.pending_runid.is_some()))
+    }
+
+    /// Stop every owned command (`--stop-on-exit`).
+    pub fn stop_all(&mut self, now: Instant) {
+        let ids: Vec<String> = self.cmds.iter().filter(|(_, c)| c.owned).map(|(k, _)| k.clone()).collect();
+        for id in ids {
+            if let Some(c) = self.cmds.get_mut(&id) {
+                c.should_run = false;
+            }
+            self.stop(&id, now);
+        }
+    }
+}
+
+fn new_command(def: Def, svc: String, owned: bool) -> Command {
+    let handle = tags::output_handle(&svc);
+    Command {
+        def,
+        svc,
+        handle,
+        owned,
+        pid: 0,
+        actual_runid: 0,
+        pending_runid: None,
+        start_deadline: None,
+        desired: 0,
+        should_run: true,
+        exit_code: 0,
+        remove_requested: false,
+        backoff_ms: MIN_BACKOFF,
+        last_start: None,
+        respawn_at: None,
+        stop: None,
+        stop_after_up: false,
+        descendants: Vec::new(),
+        has_output: false,
+        cpu: 0.0,
+        vsize: 0,
+        rss: 0,
+    }
+}
+
+/// The C library's description of a signal (`Terminated`) for a wait
+/// status that is a signal number.
+pub fn strsignal(sig: i32) -> String {
+    // SAFETY: strsignal returns a pointer to a static or thread-local
+    // string (or NULL); it is copied at once.
+    let p = unsafe { libc::strsignal(sig) };
+    if p.is_null() {
+        return format!("Signal {sig}");
+    }
+    // SAFETY: a NUL-terminated string from the C library.
+    unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        Config {
+            id: "d1".into(),
+            read_only: false,
+            local: LocalMode::Observe,
+            allow_sheriff: vec![],
+            allow_exec: vec![],
+            max_order_age: Some(Duration::from_secs(60)),
+            fd_passing: true,
+            max_output_rate: 1 << 20,
+        }
+    }
+
+    fn def(id: &str, exec: &str, respawn: bool) -> Def {
+        Def {
+            id: id.into(),
+            exec: exec.into(),
+            group: "g".into(),
+            auto_respawn: respawn,
+            stop_signal: 15,
+            stop_time_allowed: 2.0,
+        }
+    }
+
+    struct T {
+        d: Deputy,
+        t0: Instant,
+        utime: i64,
+    }
+
+    const WALL: i64 = 1_800_000_000_000_000;
+
+    impl T {
+        fn new(c: Config) -> T {
+            let mut d = Deputy::new(c);
+            d.begin_sync();
+            let t0 = Instant::now();
+            d.synced(t0);
+            d.take_actions();
+            T { d, t0, utime: WALL }
+        }
+        fn at(&self, ms: u64) -> Instant {
+            self.t0 + Duration::from_millis(ms)
+        }
+        fn orders(&mut self, ms: u64, list: &[(Def, i32, bool)]) -> Vec<Action> {
+            self.utime += 1000;
+            let o: Vec<Order> =
+                list.iter().map(|(d, r, q)| Order { def: d.clone(), desired_runid: *r, force_quit: *q }).collect();
+            let now = self.at(ms);
+            self.d.on_orders("d1", "s:1:1", self.utime, &o, false, false, self.utime, now);
+            self.d.take_actions()
+        }
+        fn event(&mut self, ms: u64, line: &str) -> Vec<Action> {
+            let now = self.at(ms);
+            self.d.on_event(&Event::parse(line.as_bytes()), now);
+            self.d.take_actions()
+        }
+        fn tick(&mut self, ms: u64) -> Vec<Action> {
+            let now = self.at(ms);
+            self.d.tick(now);
+            self.d.take_actions()
+        }
+        fn status(&self, id: &str) -> Status {
+            self.d.statuses().into_iter().find(|s| s.def.id == id).expect("listed")
+        }
+    }
+
+    fn sends(a: &[Action]) -> Vec<String> {
+        a.iter()
+            .filter_map(|x| match x {
+                Action::Send(l) => Some(l.split('\t').take(2).collect::<Vec<_>>().join(" ")),
+                Action::TakeFd { handle, .. } => Some(format!("fd.take {handle}")),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn create_start_up_stop_escalate() {
+        let mut t = T::new(cfg());
+        let x = def("x", "sleep 100", false);
+        let a = t.orders(0, &[(x.clone(), 1, false)]);
+        assert_eq!(
+            sends(&a),
+            [
+                "service.args pm.x",
+                "service.tags pm.x",
+                "fd.take pm.x.out",
+                "service.args pm.x",
+                "service.fds pm.x",
+                "service.tags pm.x",
+                "service.start pm.x"
+            ]
+        );
+        assert!(a.contains(&Action::Send("service.fds\tpm.x\tnull\tpm.x.out\tpm.x.out".into())));
+        assert!(
+            a.iter()
+                .any(|x| matches!(x, Action::Send(l) if l.starts_with("service.tags\tpm.x\tprocman\tid=x\trunid=1\t")))
+        );
+        assert!(a.contains(&Action::PublishInfo));
+        // never report a start early
+        assert_eq!((t.status("x").pid, t.status("x").actual_runid), (0, 0));
+        // the same orders again change nothing
+        assert!(sends(&t.orders(100, &[(x.clone(), 1, false)])).is_empty());
+        let a = t.event(150, "service.state\tpm.x\tup\t5\t4242\t-\t-\t0\t-");
+        assert!(a.contains(&Action::PublishInfo));
+        assert_eq!((t.status("x").pid, t.status("x").actual_runid), (4242, 1));
+        // stop: soft signal as a number, descendants too, SIGKILL on a local timer
+        let a = t.orders(200, &[(x.clone(), 1, true)]);
+        assert!(a.contains(&Action::Send("service.signal\tpm.x\t15".into())));
+        assert!(a.contains(&Action::SignalTree { id: "x".into(), root: 4242, sig: 15 }));
+        assert!(sends(&t.tick(2100)).is_empty());
+        let a = t.tick(2201);
+        assert!(a.contains(&Action::Send("service.signal\tpm.x\tSIGKILL".into())), "{a:?}");
+        assert!(a.contains(&Action::SignalTree { id: "x".into(), root: 4242, sig: 9 }));
+        t.d.record_descendants("x", vec![(4300, 77)]);
+        let a = t.event(2300, "service.state\tpm.x\tdown\t7\t4242\tsignal\tSIGKILL\t2\t0");
+        assert!(a.contains(&Action::DrainOutput("x".into())));
+        assert!(a.contains(&Action::KillOrphans(vec![(4300, 77)])));
+        assert!(a.contains(&Action::Notice("x".into(), "Killed\n".into())));
+        assert!(sends(&a).is_empty(), "a stopped command is not restarted: {a:?}");
+        let s = t.status("x");
+        assert_eq!((s.pid, s.actual_runid, s.exit_code), (0, 1, 9));
+    }
+
+    #[test]
+    fn restart_exit_code_and_adoption() {
+        let mut t = T::new(cfg());
+        let x = def("x", "sh -c 'exit 3'", false);
+        t.orders(0, &[(x.clone(), 1, false)]);
+        t.event(10, "service.state\tpm.x\tup\t5\t100\t-\t-\t0\t-");
+        // restart while running: stop, then start with the new runid on down
+        let a = t.orders(20, &[(x.clone(), 2, false)]);
+        assert!(a.contains(&Action::Send("service.signal\tpm.x\t15".into())));
+        let a = t.event(30, "service.state\tpm.x\tdown\t5\t100\texit\t3\t0\t0");
+        assert!(a.contains(&Action::Send("service.start\tpm.x".into())), "{a:?}");
+        assert!(!a.iter().any(|x| matches!(x, Action::TakeFd { .. })), "the pty is kept");
+        assert_eq!(t.status("x").exit_code, 0, "0 at each start");
+        t.event(40, "service.state\tpm.x\tup\t5\t101\t-\t-\t0\t-");
+        t.event(50, "service.state\tpm.x\tdown\t5\t101\texit\t3\t0\t0");
+        let s = t.status("x");
+        assert_eq!((s.pid, s.actual_runid, s.exit_code), (0, 2, 768));
+        // desired 0 = no opinion: nothing starts, the runid stays
+        assert!(sends(&t.orders(60, &[(x.clone(), 0, false)])).is_empty());
+        assert_eq!(t.status("x").actual_runid, 2);
+        // a stopped command with another desired runid and force_quit adopts it
+        assert!(sends(&t.orders(70, &[(x.clone(), 5, true)])).is_empty());
+        assert_eq!(t.status("x").actual_runid, 5);
+    }
+
+    #[test]
+    fn respawn_backoff_doubles_and_failed_start() {
+        let mut t = T::new(cfg());
+        let x = def("x", "false", true);
+        t.orders(0, &[(x.clone(), 1, false)]);
+        let mut at = 0;
+        let mut waits = Vec::new();
+        for pid in 100..105 {
+            t.event(at + 1, &format!("service.state\tpm.x\tup\t5\t{pid}\t-\t-\t0\t-"));
+            t.event(at + 2, &format!("service.state\tpm.x\tdown\t5\t{pid}\texit\t1\t0\t0"));
+            let due = t.d.cmds["x"].respawn_at.expect("respawn scheduled");
+            let wait = due.duration_since(t.at(at + 2)).as_millis() as u64;
+            waits.push(wait);
+            assert!(sends(&t.tick(at + 2 + wait - 1)).is_empty());
+            at += 2 + wait;
+            let a = t.tick(at);
+            assert!(a.contains(&Action::Send("service.start\tpm.x".into())));
+            assert!(a.iter().any(|x| matches!(x, Action::Send(l) if l.contains("\trunid=1\t"))), "same runid");
+        }
+        assert_eq!(waits, [10, 20, 40, 80, 160]);
+        // no up within 2 s: the start failed (exit code 0xff00), counted as an exit
+        let a = t.tick(at + 2001);
+        assert!(a.iter().any(|x| matches!(x, Action::Notice(id, _) if id == "x")));
+        assert_eq!(t.status("x").exit_code, 0xff00);
+        assert!(t.d.cmds["x"].respawn_at.is_some());
+    }
+
+    #[test]
+    fn removal_waits_for_the_stop() {
+        let mut t = T::new(cfg());
+        let (x, y) = (def("x", "sleep 9", false), def("y", "true", false));
+        t.orders(0, &[(x.clone(), 1, false), (y.clone(), 0, false)]);
+        t.event(5, "fd.state\tpm.x.out\tfile\tread,write\tunknown");
+        t.event(10, "service.state\tpm.x\tup\t5\t100\t-\t-\t0\t-");
+        let a = t.orders(20, &[]);
+        assert!(a.contains(&Action::Send("service.delete\tpm.y".into())), "a stopped one goes at once: {a:?}");
+        assert!(a.contains(&Action::Send("service.signal\tpm.x\t15".into())));
+        assert!(t.d.cmds.contains_key("x"), "listed until it stopped");
+        let a = t.event(30, "service.state\tpm.x\tdown\t5\t100\tsignal\tSIGTERM\t0\t0");
+        assert_eq!(sends(&a), ["service.delete pm.x", "fd.delete pm.x.out"]);
+        assert!(a.contains(&Action::CloseOutput("x".into())));
+        assert!(t.d.statuses().is_empty());
+    }
+
+    #[test]
+    fn gates_age_and_order() {
+        let mut t = T::new(cfg());
+        let x = def("x", "sleep 1", false);
+        let o = [Order { def: x.clone(), desired_runid: 1, force_quit: false }];
+        // 61 s old, and 61 s ahead
+        for (s, u) in [("s1", WALL - 61_000_000), ("s2", WALL + 61_000_000)] {
+            t.d.on_orders("d1", s, u, &o, false, false, WALL, t.at(0));
+            let a = t.d.take_actions();
+            assert!(
+                matches!(&a[..], [Action::Notice(id, m)] if id == "x" && m.contains("ignoring stale orders")),
+                "{a:?}"
+            );
+        }
+        // someone else's orders
+        t.d.on_orders("d2", "s", WALL, &o, false, false, WALL, t.at(0));
+        assert!(t.d.take_actions().is_empty());
+        // unsigned under require
+        t.d.on_orders("d1", "s", WALL, &o, false, true, WALL, t.at(0));
+        assert!(matches!(&t.d.take_actions()[..], [Action::Notice(id, _)] if id.is_empty()));
+        // accepted, then an older one is dropped silently
+        t.d.on_orders("d1", "s", WALL, &o, true, true, WALL, t.at(0));
+        assert!(!sends(&t.d.take_actions()).is_empty());
+        let stop = [Order { def: x.clone(), desired_runid: 1, force_quit: true }];
+        t.d.on_orders("d1", "s", WALL - 1, &stop, true, true, WALL, t.at(1));
+        assert!(t.d.take_actions().is_empty());
+        assert!(t.d.cmds["x"].should_run);
+    }
+
+    #[test]
+    fn read_only_allow_lists() {
+        let mut c = cfg();
+        c.read_only = true;
+        let mut t = T::new(c);
+        let a = t.orders(0, &[(def("x", "sleep 1", false), 1, false)]);
+        assert!(matches!(&a[..], [Action::Notice(_, m)] if m == "deputy d1 is read-only; orders ignored\n"));
+        assert!(t.orders(10, &[(def("x", "sleep 1", false), 1, false)]).is_empty(), "once per 30 s");
+        assert!(t.d.cmds.is_empty());
+
+        let mut c = cfg();
+        c.allow_sheriff = vec!["other:*".into()];
+        let mut t = T::new(c);
+        let a = t.orders(0, &[(def("x", "sleep 1", false), 1, false)]);
+        assert!(sends(&a).is_empty() && !a.is_empty());
+
+        let mut c = cfg();
+        c.allow_exec = vec!["/bin/*".into(), "sleep".into()];
+        let mut t = T::new(c);
+        let a = t.orders(0, &[(def("ok", "sleep 1", false), 1, false), (def("no", "rm -rf x", false), 1, false)]);
+        assert!(a.contains(&Action::Send("service.start\tpm.ok".into())));
+        assert!(!a.contains(&Action::Send("service.start\tpm.no".into())));
+        assert!(a.iter().any(|x| matches!(x, Action::Notice(id, m) if id == "no" && m.contains("not allowed"))));
+        assert_eq!(t.status("no").exit_code, 0xff00);
+        let a = t.orders(10, &[(def("ld", "LD_PRELOAD=x.so sleep 1", false), 1, false)]);
+        assert!(a.iter().any(|x| matches!(x, Action::Notice(id, m) if id == "ld" && m.contains("LD_"))));
+    }
+
+    #[test]
+    fn resync_from_tags_and_locals() {
+        let mut d = Deputy::new(cfg());
+        let now = Instant::now();
+        d.begin_sync();
+        let x = def("x", "sleep 100", true);
+        for line in [
+            "service.state\tpm.x\tup\t5\t300\t-\t-\t9\t-".to_string(),
+            format!("service.tags\tpm.x\t{}", tags::format(&x, 7)),
+            "service.state\tweb\tup\t5\t301\t-\t-\t9\t-".into(),
+            "service.tags\tweb\t".into(),
+            "service.args\tweb\tnginx\t-g\tdaemon off;".into(),
+            "service.auto_up\tweb\t1\talways".into(),
+        ] {
+            d.on_event(&Event::parse(line.as_bytes()), now);
+        }
+        assert!(d.cmds.is_empty(), "nothing adopted before the sync ends");
+        d.synced(now);
+        let st = d.statuses();
+        assert_eq!(st.len(), 2);
+        let px = st.iter().find(|s| s.def.id == "x").unwrap();
+        assert_eq!((px.pid, px.actual_runid, &px.def), (300, 7, &x));
+        let pw = st.iter().find(|s| s.def.id == "web").unwrap();
+        assert_eq!(
+            (pw.pid, pw.actual_runid, pw.def.group.as_str(), pw.def.exec.as_str()),
+            (300 + 1, 0, "local", "nginx -g daemon off;")
+        );
+        assert!(d.take_actions().iter().all(|a| !matches!(a, Action::Send(_))), "a resync sends no command");
+        // orders about a local service are not obeyed under observe
+        let o = [
+            Order { def: x.clone(), desired_runid: 7, force_quit: false },
+            Order { def: def("web", "x", false), desired_runid: 1, force_quit: true },
+        ];
+        d.on_orders("d1", "s", WALL, &o, false, false, WALL, now);
+        let a = d.take_actions();
+        assert!(matches!(&a[..], [Action::Notice(id, _)] if id == "web"), "{a:?}");
+        assert!(d.cmds.contains_key("web") && d.cmds.contains_key("x"), "no removal of others' services");
+    }
+}
