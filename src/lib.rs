@@ -6,6 +6,8 @@
 //! [`service`], [`handle`] and [`fdops`], [`controller`], [`spawn`],
 //! [`signal`], [`log`]. The loop: [`supervisor`] and [`dispatch`];
 //! [`exit`] leaves it. The binary in `main.rs` only wires these together.
+//! The fleet layer, `procman` (feature `fleet`), is for the sheriff bridge
+//! and the sheriff CLI; the supervisor never uses it.
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
@@ -21,6 +23,8 @@ pub mod line;
 pub mod listener;
 pub mod log;
 pub mod options;
+#[cfg(feature = "fleet")]
+pub mod procman;
 pub mod reply;
 pub mod service;
 pub mod signal;
