@@ -8,11 +8,14 @@
 //! [`udpm`], [`tcpq`] and [`hub`] (sockets); [`lcm`] (one transport facade
 //! for a poll loop); [`auth`].
 
+pub mod auth;
 pub mod codec;
 pub mod datagram;
 pub mod fingerprint;
 pub mod frame;
+pub mod hub;
 pub mod lcm;
+pub mod outbuf;
 pub mod schema;
 pub mod tcpq;
 pub mod types;

@@ -6,7 +6,7 @@
 //! advance from [`Tcpq::recv`], which the owner calls on readiness and at
 //! [`Tcpq::next_deadline`].
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrStorage}
 
 use super::datagram::{self, MAX_PAYLOAD};
 use super::frame::{self, Frame, FrameError};
+use super::outbuf::OutBuf;
 
 /// The first wait before reconnecting; it doubles up to [`MAX_BACKOFF`].
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -51,8 +52,7 @@ enum Phase {
 struct Conn {
     stream: TcpStream,
     phase: Phase,
-    out: Vec<u8>,
-    out_head: usize,
+    out: OutBuf,
     input: Vec<u8>,
     in_head: usize,
 }
@@ -132,7 +132,7 @@ impl Tcpq {
 
     /// True if the socket should be polled for writability too.
     pub fn wants_write(&self) -> bool {
-        self.conn.as_ref().is_some_and(|c| matches!(c.phase, Phase::Connecting { .. }) || c.out_head < c.out.len())
+        self.conn.as_ref().is_some_and(|c| matches!(c.phase, Phase::Connecting { .. }) || !c.out.is_empty())
     }
 
     /// When [`Tcpq::recv`] must be called even without readiness: a retry
@@ -180,9 +180,9 @@ impl Tcpq {
             Ok(s) => s,
             Err(e) => return self.fail(now, e),
         };
-        let mut out = frame::handshake(false).to_vec();
+        let mut out = OutBuf::with(&frame::handshake(false));
         for p in &self.patterns {
-            frame::subscription(&mut out, true, p);
+            frame::subscription(out.tail(), true, p);
         }
         if let Some((registry, token)) = &self.registration {
             let fd = stream.as_raw_fd();
@@ -191,14 +191,7 @@ impl Tcpq {
             }
         }
         let deadline = now + CONNECT_TIMEOUT;
-        self.conn = Some(Conn {
-            stream,
-            phase: Phase::Connecting { deadline },
-            out,
-            out_head: 0,
-            input: Vec::new(),
-            in_head: 0,
-        });
+        self.conn = Some(Conn { stream, phase: Phase::Connecting { deadline }, out, input: Vec::new(), in_head: 0 });
     }
 
     /// Drops the connection (deregistering it first) and schedules a retry.
@@ -252,28 +245,12 @@ impl Tcpq {
         if matches!(c.phase, Phase::Connecting { .. }) {
             return Ok(());
         }
-        while c.out_head < c.out.len() {
-            match c.stream.write(&c.out[c.out_head..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => c.out_head += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if c.out_head == c.out.len() {
-            c.out.clear();
-            c.out_head = 0;
-        } else if c.out_head > READ_CHUNK && c.out_head * 2 > c.out.len() {
-            c.out.drain(..c.out_head);
-            c.out_head = 0;
-        }
-        Ok(())
+        c.out.flush_to(&mut c.stream)
     }
 
     fn queue(&mut self, now: Instant, f: impl FnOnce(&mut Vec<u8>)) {
         if let Some(c) = self.conn.as_mut() {
-            f(&mut c.out);
+            f(c.out.tail());
         }
         self.drive(now);
     }
@@ -301,7 +278,7 @@ impl Tcpq {
         let Some(c) = self.conn.as_ref() else {
             return Err(io::Error::new(io::ErrorKind::NotConnected, "tcpq hub not connected"));
         };
-        if c.out.len() - c.out_head + data.len() + channel.len() + 12 > MAX_QUEUE {
+        if c.out.len() + data.len() + channel.len() + 12 > MAX_QUEUE {
             return Err(io::Error::new(io::ErrorKind::WouldBlock, "tcpq output queue full"));
         }
         self.queue(Instant::now(), |out| frame::publish(out, channel, data));
