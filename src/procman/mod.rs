@@ -28,3 +28,4 @@ pub use types::{
     CmdDesired, CmdStatus, CmdT, DeputyInfo, Discovery, Orders, Output, PM_DISCOVER, PM_INFO, PM_ORDERS, PM_OUTPUT,
     Sent,
 };
+pub use url::Url;

@@ -174,8 +174,23 @@ pub fn in_netns(test: &str) -> bool {
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env("DAEMONPROXY_IN_NETNS", "1")
         .env("DAEMONPROXY_LCM_VENV", venv())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("run unshare (util-linux); these tests need root for network namespaces");
+    // The child's output is shown only if it fails, so its own harness
+    // lines do not pile up in the parent's report.
+    let collect = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let out = collect(child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>));
+    let err = collect(child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>));
     let deadline = Instant::now() + Duration::from_secs(120);
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait") {
@@ -184,11 +199,15 @@ pub fn in_netns(test: &str) -> bool {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{test} in a network namespace took over 120 s");
+            break child.wait().expect("wait");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert!(status.success(), "{test} failed inside its network namespace ({status}); see its output above");
+    let (out, err) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
+    assert!(
+        status.success(),
+        "{test} failed inside its network namespace ({status}; killed after 120 s if signalled):\n{out}\n{err}"
+    );
     false
 }
 
@@ -206,4 +225,74 @@ pub fn golden_names(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// Our endpoint under test, driven by its own `mio::Poll` the way a
+/// program's loop would drive it (edge-triggered, drained to `None`).
+pub struct Ours {
+    /// The endpoint.
+    pub lcm: daemonproxy::procman::Lcm,
+    poll: mio::Poll,
+    events: mio::Events,
+}
+
+impl Ours {
+    /// Opens `url` and registers the endpoint with a fresh poll.
+    pub fn open(url: &str) -> Ours {
+        use daemonproxy::procman::{Lcm, Url};
+        let mut lcm = Lcm::new(&Url::parse(url).expect("url")).expect("open LCM endpoint");
+        let poll = mio::Poll::new().expect("poll");
+        poll.registry()
+            .register(&mut lcm, mio::Token(0), mio::Interest::READABLE | mio::Interest::WRITABLE)
+            .expect("register");
+        Ours { lcm, poll, events: mio::Events::with_capacity(16) }
+    }
+
+    /// Receives until `want` accepts a message; panics after `timeout`.
+    pub fn wait_for(
+        &mut self,
+        timeout: Duration,
+        mut want: impl FnMut(&daemonproxy::procman::Received) -> bool,
+    ) -> daemonproxy::procman::Received {
+        self.try_wait_for(timeout, &mut want).unwrap_or_else(|| panic!("no wanted message within {timeout:?}"))
+    }
+
+    /// Receives until `want` accepts a message, or `None` after `timeout`.
+    pub fn try_wait_for(
+        &mut self,
+        timeout: Duration,
+        mut want: impl FnMut(&daemonproxy::procman::Received) -> bool,
+    ) -> Option<daemonproxy::procman::Received> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            while let Some(r) = self.lcm.recv() {
+                if want(&r) {
+                    return Some(r);
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            let mut wait = deadline - now;
+            if let Some(d) = self.lcm.next_deadline() {
+                wait = wait.min(d.saturating_duration_since(now));
+            }
+            self.poll.poll(&mut self.events, Some(wait.max(Duration::from_millis(1)))).expect("poll");
+        }
+    }
+
+    /// Waits for a message on `channel`.
+    pub fn recv_on(&mut self, channel: &str, timeout: Duration) -> daemonproxy::procman::Received {
+        self.wait_for(timeout, |r| r.channel == channel)
+    }
+
+    /// Drives the endpoint until it is connected (tcpq); panics after `timeout`.
+    pub fn wait_connected(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.lcm.connected() {
+            assert!(Instant::now() < deadline, "not connected within {timeout:?}");
+            let _ = self.try_wait_for(Duration::from_millis(20), |_| false);
+        }
+    }
 }
