@@ -3,6 +3,8 @@
 #   make            build the release binary (target/release/daemonproxy)
 #   make run        build, then run the example configuration (Ctrl-C stops it)
 #   make test       run every test (the cargo suites, then tests/python)
+#   make venv       the Python venv with the real LCM library the LCM tests use
+#   make golden     rewrite tests/golden/*.hex with the real LCM library
 #   make check      formatting, clippy, and "make lint"
 #   make lint       man page and shell script lints only
 #   make bench      figures side by side with peers (about 15 minutes); see bench/README.md
@@ -22,7 +24,14 @@ RELEASE  = target/release
 MANPAGES = $(wildcard man/*.[1-9])
 SCRIPTS  = $(wildcard controllers/*.sh)
 
-.PHONY: all run test check lint bench install uninstall clean
+# The real LCM library (liblcm, its Python binding, lcm-gen) from PyPI, in a
+# project-local venv; the LCM tests find it through DAEMONPROXY_LCM_VENV and
+# fail, saying so, without it.
+VENV        = .venv
+LCM_VERSION = 1.5.3
+VENV_STAMP  = $(VENV)/.lcm-$(LCM_VERSION)
+
+.PHONY: all run test check lint bench install uninstall clean venv golden
 
 all:
 	$(CARGO) build --release
@@ -35,13 +44,26 @@ run: all
 
 # The Rust suites first (they build target/debug/daemonproxy), then the
 # controllers' Python suite against that binary.
-test:
-	$(CARGO) test --all-targets --no-fail-fast
+test: $(VENV_STAMP)
+	DAEMONPROXY_LCM_VENV=$(CURDIR)/$(VENV) $(CARGO) test --all-targets --no-fail-fast
 	DAEMONPROXY=target/debug/daemonproxy python3 -m unittest discover -s tests/python
 
+# The last line proves the PID-1 binary builds without the fleet crates.
 check: lint
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) check --no-default-features --bin daemonproxy
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP):
+	rm -rf $(VENV)
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check lcm==$(LCM_VERSION)
+	touch $@
+
+golden: $(VENV_STAMP)
+	$(VENV)/bin/python tests/lcm_py/golden.py
 
 # The non-Rust half of "check": man pages and shell scripts.
 lint:

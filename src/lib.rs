@@ -7,7 +7,9 @@
 //! [`signal`], [`log`]. The loop: [`supervisor`] and [`dispatch`];
 //! [`exit`] leaves it. The binary in `main.rs` only wires these together.
 //! [`client`] is the other side: parsing events, for programs that drive
-//! daemonproxy.
+//! daemonproxy. The fleet layer — `procman` (LCM and the procman messages)
+//! and `bridge` (feature `fleet`) — is for the sheriff bridge and the
+//! sheriff CLI; the supervisor never uses it.
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
@@ -26,6 +28,8 @@ pub mod line;
 pub mod listener;
 pub mod log;
 pub mod options;
+#[cfg(feature = "fleet")]
+pub mod procman;
 pub mod reply;
 pub mod service;
 pub mod signal;

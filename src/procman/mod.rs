@@ -1,0 +1,31 @@
+//! The fleet layer shared by the sheriff bridge and the sheriff CLI: the
+//! `procman_lcm` message types and their codec, the LCM transport (udpm and
+//! tcpq, written by hand from the wire facts of `sheriff-bridge.md` §2), an
+//! embedded tcpq hub, and the PMA1 message authentication of §6.3.
+//!
+//! Floors: [`schema`] (type tables), [`fingerprint`], [`codec`] and
+//! [`types`]; [`url`], [`datagram`] and [`frame`] (wire forms without I/O);
+//! [`udpm`], [`tcpq`] and [`hub`] (sockets); [`lcm`] (one transport facade
+//! for a poll loop); [`auth`].
+
+pub mod auth;
+pub mod codec;
+pub mod datagram;
+pub mod fingerprint;
+pub mod frame;
+pub mod hub;
+pub mod lcm;
+pub mod outbuf;
+pub mod schema;
+pub mod tcpq;
+pub mod types;
+pub mod udpm;
+pub mod url;
+
+pub use codec::{DecodeError, EncodeError, Message};
+pub use lcm::{Lcm, Received};
+pub use types::{
+    CmdDesired, CmdStatus, CmdT, DeputyInfo, Discovery, Orders, Output, PM_DISCOVER, PM_INFO, PM_ORDERS, PM_OUTPUT,
+    Sent,
+};
+pub use url::Url;
