@@ -4,9 +4,11 @@
 //! services' tags cannot rebuild.
 //!
 //! Floors: [`exec`] (splitting `exec_str`), [`tags`] (names and tags),
-//! [`procfs`] (figures from /proc); [`deputy`] (the decisions, no I/O).
+//! [`procfs`] (figures from /proc); [`deputy`] (the decisions, no I/O);
+//! [`run`] (the I/O loop that carries them out).
 
 pub mod deputy;
 pub mod exec;
 pub mod procfs;
 pub mod tags;
+pub mod run;
