@@ -47,6 +47,7 @@ run: all
 test: $(VENV_STAMP)
 	DAEMONPROXY_LCM_VENV=$(CURDIR)/$(VENV) $(CARGO) test --all-targets --no-fail-fast
 	DAEMONPROXY=target/debug/daemonproxy python3 -m unittest discover -s tests/python
+	$(VENV)/bin/python -m unittest discover -s tests/fleet
 
 # The last line proves the PID-1 binary builds without the fleet crates.
 check: lint
