@@ -6,6 +6,7 @@ over tcpq directly and over udpm inside a fresh network namespace:
 
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -68,6 +69,49 @@ def lifecycle(procs, url):
     assert "pm.p" not in h.statedump()
     assert wait_until(lambda: not os.path.exists(f"/proc/{second}") or
                       open(f"/proc/{second}/stat").read().split()[2] == "Z", 3)
+
+
+def multihost(procs, url):
+    """Run in the sheriff's namespace; NS_A and NS_B name the deputies'
+    namespaces, LINK_A the sheriff-side device of A's link (env)."""
+    ns_a, ns_b, link_a = os.environ["NS_A"], os.environ["NS_B"], os.environ["LINK_A"]
+    a = Host(procs, url, "host-a", prefix=["ip", "netns", "exec", ns_a])
+    b = Host(procs, url, "host-b", prefix=["ip", "netns", "exec", ns_b])
+    s = Sheriff(url)
+    assert s.wait(lambda: "host-a" in s.infos and "host-b" in s.infos, 8), \
+        "deputies not seen: %s\n%s\n%s" % (list(s.infos), a.bridge_log(), b.bridge_log())
+    want = {"host-a": [cmd("a1", "sleep 120", 1)], "host-b": [cmd("b1", "sleep 120", 1)]}
+
+    def send():
+        for dep, cmds in want.items():
+            s.orders(dep, cmds)
+
+    def running(dep, cid):
+        st = s.status(dep, cid)
+        return st is not None and st.pid > 0
+
+    send()
+    assert s.wait(lambda: running("host-a", "a1") and running("host-b", "b1"), 8, send), \
+        "not steered on both: %s %s" % (s.status("host-a", "a1"), s.status("host-b", "b1"))
+    a1 = s.status("host-a", "a1").pid
+
+    # A's link goes down for 5 s: A keeps its last orders, B is still steered
+    subprocess.run(["ip", "link", "set", link_a, "down"], check=True)
+    down_at = time.monotonic()
+    want["host-b"] = [cmd("b1", "sleep 120", 1), cmd("b2", "sleep 120", 1)]
+    want["host-a"] = [cmd("a1", "sleep 120", 1), cmd("a2", "sleep 120", 1)]
+    assert s.wait(lambda: running("host-b", "b2"), 4, send), "B not steered while A is away"
+    heard = lambda: max((t for t, i in s.info_log if i.deputy_id == "host-a"), default=0)  # noqa: E731
+    s.wait(lambda: time.monotonic() - down_at >= 5, 6, send)
+    assert heard() < down_at + 0.1, "info from A crossed a link that was down"
+    assert a.statedump().get("pm.a1") == ("up", str(a1)), "A did not keep its last orders: %s" % a.statedump()
+    assert "pm.a2" not in a.statedump(), "orders crossed a link that was down"
+    subprocess.run(["ip", "link", "set", link_a, "up"], check=True)
+    up_at = time.monotonic()
+    # picked up again: A's info returns and the orders sent meanwhile apply
+    assert s.wait(lambda: heard() > up_at and running("host-a", "a2"), 10, send), \
+        "A not picked up again\n" + a.bridge_log()
+    assert s.status("host-a", "a1").pid == a1, "a1 was restarted"
 
 
 def main():

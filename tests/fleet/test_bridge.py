@@ -194,6 +194,38 @@ class Behaviour(FleetCase):
         self.assertIsNone(h.bridge.poll(), "the first one runs on")
 
 
+    def test_environment_figures_and_stop_on_exit(self):
+        url = self.hub().url
+        env = dict(os.environ, BRIDGE_TEST_WORD="expanded")
+        h = Host(self.procs, url, "dep-e", bridge_args=["--stop-on-exit"], env=env)
+        s = Sheriff(url)
+        self.assertTrue(s.wait_deputy("dep-e"))
+        cmds = [
+            # NAME=VALUE for the child; $VAR from the bridge's environment
+            cmd("env", "GREETING=hi sh -c 'echo $GREETING $BRIDGE_TEST_WORD; exec sleep 60'", 1),
+            cmd("busy", "sh -c 'while :; do :; done'", 1),
+        ]
+        send = lambda: s.orders("dep-e", cmds)  # noqa: E731
+        self.up(s, h, "env", resend=send)
+        self.assertTrue(s.wait(lambda: s.text("env") == "hi expanded\n", 3), repr(s.text("env")))
+        busy = self.up(s, h, "busy", resend=send)
+        ncpu = os.cpu_count() or 1
+        # cpu_usage is a share of the whole machine: one busy core of N
+        self.assertTrue(s.wait(lambda: 0.5 / ncpu < s.status("dep-e", "busy").cpu_usage <= 1.05 / ncpu, 4, send),
+                        s.status("dep-e", "busy").cpu_usage)
+        st = s.status("dep-e", "busy")
+        with open(f"/proc/{busy.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        self.assertEqual(st.mem_vsize_bytes, int(fields[20]))
+        self.assertAlmostEqual(st.mem_rss_bytes, int(fields[21]) * os.sysconf("SC_PAGESIZE"), delta=64 * 1024)
+        # --stop-on-exit: SIGTERM stops the commands, then the bridge exits 0
+        h.bridge.send_signal(signal.SIGTERM)
+        self.assertEqual(h.bridge.wait(10), 0)
+        dump = h.statedump()
+        self.assertEqual(dump["pm.env"][0], "down")
+        self.assertEqual(dump["pm.busy"][0], "down")
+
+
 class Authentication(FleetCase):
     KEY = bytes(range(32))
 
