@@ -74,7 +74,20 @@ pub struct Peer {
 impl Peer {
     /// Starts a peer (not yet attached to any URL).
     pub fn start() -> Peer {
-        let mut child = Command::new(python())
+        Peer::start_in(None)
+    }
+
+    /// Starts a peer inside the named network namespace (`ip netns exec`).
+    pub fn start_in(netns: Option<&str>) -> Peer {
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(python());
+                c
+            }
+            None => Command::new(python()),
+        };
+        let mut child = command
             .arg(script("peer.py"))
             .current_dir(root().join("tests/lcm_py"))
             .stdin(Stdio::piped())
