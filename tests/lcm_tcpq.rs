@@ -175,6 +175,13 @@ fn starting_before_the_hub_connects_later() {
     ours.lcm.subscribe(PM_ORDERS).unwrap();
     assert!(ours.try_wait_for(Duration::from_millis(300), |_| true).is_none());
     assert!(!ours.lcm.connected());
+    served_by_a_new_hub(&mut ours, port);
+    assert!(DeputyInfo::decode(b"late").is_err());
+}
+
+/// Starts our hub on `port` and checks that `ours` connects to it with its
+/// PM_ORDERS subscription (made before) in effect.
+fn served_by_a_new_hub(ours: &mut Ours, port: u16) {
     let hub = Hub::bind_loopback(port).unwrap().spawn().unwrap();
     ours.wait_connected(T);
     ours.lcm.publish(PM_ORDERS, b"sync").unwrap();
@@ -182,7 +189,6 @@ fn starting_before_the_hub_connects_later() {
     let mut peer = Peer::on(&hub.url());
     peer.publish(PM_ORDERS, b"late");
     assert_eq!(ours.recv_on(PM_ORDERS, T).data, b"late");
-    assert!(DeputyInfo::decode(b"late").is_err());
 }
 
 /// Reads until EOF or `T`; true if the peer closed the connection.
@@ -244,11 +250,5 @@ fn client_retries_after_a_bad_greeting() {
     assert!(!ours.lcm.connected());
     // It comes back (backoff), and still wants the same subscription.
     drop(listener);
-    let hub = Hub::bind_loopback(port).unwrap().spawn().unwrap();
-    ours.wait_connected(T);
-    ours.lcm.publish(PM_ORDERS, b"sync").unwrap();
-    ours.wait_for(T, |r| r.data == b"sync");
-    let mut peer = Peer::on(&hub.url());
-    peer.publish(PM_ORDERS, b"ok");
-    assert_eq!(ours.recv_on(PM_ORDERS, T).data, b"ok");
+    served_by_a_new_hub(&mut ours, port);
 }
