@@ -163,7 +163,7 @@ pub struct CmdStatus {
     pub actual_runid: i32,
     /// The raw wait status of the last run.
     pub exit_code: i32,
-    /// Fraction [0,1] of the whole machine.
+    /// Fraction of the whole machine, 0 to 1.
     pub cpu_usage: f32,
     /// Virtual memory size in bytes.
     pub mem_vsize_bytes: i64,
@@ -178,7 +178,7 @@ pub struct DeputyInfo {
     pub utime: i64,
     /// The deputy's id.
     pub deputy_id: String,
-    /// Host load [0,1]; -1 = not measured yet.
+    /// Host load, 0 to 1; -1 = not measured yet.
     pub cpu_load: f32,
     /// Physical memory in bytes.
     pub phys_mem_total_bytes: i64,
