@@ -19,13 +19,14 @@ const T: Duration = Duration::from_secs(10);
 fn our_hub_relays_between_library_clients_and_us() {
     let hub = Hub::bind_loopback(0).unwrap().spawn().unwrap();
     let url = hub.url();
+    let mut ours = Ours::open(&url);
+    ours.subscribe_synced(PM_ORDERS);
+    ours.subscribe_synced(PM_INFO);
     let mut a = Peer::on(&url);
     a.ok("sub PM_.*");
+    a.publish("PM_SYNC", b"sync");
+    assert_eq!(a.recv_on("PM_SYNC", 10_000), b"sync");
     let mut b = Peer::on(&url);
-    let mut ours = Ours::open(&url);
-    ours.lcm.subscribe(PM_ORDERS).unwrap();
-    ours.lcm.subscribe(PM_INFO).unwrap();
-    ours.wait_connected(T);
 
     // Library to us (and to the other library client).
     let orders = golden_file("orders_t-two");
@@ -56,9 +57,8 @@ fn unsubscribe_reaches_the_hub() {
     let url = hub.url();
     let mut b = Peer::on(&url);
     let mut ours = Ours::open(&url);
-    ours.lcm.subscribe(PM_ORDERS).unwrap();
-    ours.lcm.subscribe("MARK").unwrap();
-    ours.wait_connected(T);
+    ours.subscribe_synced(PM_ORDERS);
+    ours.subscribe_synced("MARK");
     b.publish(PM_ORDERS, b"first");
     assert_eq!(ours.recv_on(PM_ORDERS, T).data, b"first");
 
@@ -78,8 +78,7 @@ fn unsubscribe_reaches_the_hub() {
 fn signed_messages_cross_the_hub_intact() {
     let hub = Hub::bind_loopback(0).unwrap().spawn().unwrap();
     let mut ours = Ours::open(&hub.url());
-    ours.lcm.subscribe(PM_ORDERS).unwrap();
-    ours.wait_connected(T);
+    ours.subscribe_synced(PM_ORDERS);
     let key = Key::from_bytes(&[9; 32]).unwrap();
     let mut signer = Signer::new(key.clone());
     let mut verifier = Verifier::new([key]).unwrap();
@@ -133,10 +132,9 @@ fn our_client_against_another_hub_reconnects_and_resubscribes() {
     let (hub, port) = python_hub(0);
     let url = format!("tcpq://127.0.0.1:{port}");
     let mut ours = Ours::open(&url);
-    ours.lcm.subscribe(PM_ORDERS).unwrap();
-    ours.wait_connected(T);
+    ours.subscribe_synced(PM_ORDERS);
     let mut peer = Peer::on(&url);
-    peer.ok("sub PM_INFO");
+    peer.subscribe_synced(PM_INFO);
     let info = golden_file("deputy_info_t-two");
     ours.lcm.publish(PM_INFO, &info).unwrap();
     assert_eq!(peer.recv_on(PM_INFO, 10_000), info);
@@ -159,6 +157,9 @@ fn our_client_against_another_hub_reconnects_and_resubscribes() {
     // A hub comes back on the same port: we reconnect and resubscribe.
     let (_hub, _) = python_hub(port);
     ours.wait_connected(T);
+    // Resubscribed: our own marker comes back without a new subscribe call.
+    ours.lcm.publish(PM_ORDERS, b"sync").unwrap();
+    ours.wait_for(T, |r| r.data == b"sync");
     let mut peer = Peer::on(&url);
     peer.publish(PM_ORDERS, &orders);
     assert_eq!(ours.recv_on(PM_ORDERS, T).data, orders);
@@ -174,10 +175,80 @@ fn starting_before_the_hub_connects_later() {
     ours.lcm.subscribe(PM_ORDERS).unwrap();
     assert!(ours.try_wait_for(Duration::from_millis(300), |_| true).is_none());
     assert!(!ours.lcm.connected());
+    served_by_a_new_hub(&mut ours, port);
+    assert!(DeputyInfo::decode(b"late").is_err());
+}
+
+/// Starts our hub on `port` and checks that `ours` connects to it with its
+/// PM_ORDERS subscription (made before) in effect.
+fn served_by_a_new_hub(ours: &mut Ours, port: u16) {
     let hub = Hub::bind_loopback(port).unwrap().spawn().unwrap();
     ours.wait_connected(T);
+    ours.lcm.publish(PM_ORDERS, b"sync").unwrap();
+    ours.wait_for(T, |r| r.data == b"sync");
     let mut peer = Peer::on(&hub.url());
     peer.publish(PM_ORDERS, b"late");
     assert_eq!(ours.recv_on(PM_ORDERS, T).data, b"late");
-    assert!(DeputyInfo::decode(b"late").is_err());
+}
+
+/// Reads until EOF or `T`; true if the peer closed the connection.
+fn closed_by_peer(s: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let deadline = std::time::Instant::now() + T;
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+#[test]
+fn hub_drops_misbehaving_clients_and_serves_the_rest() {
+    use std::io::Write;
+    let hub = Hub::bind_loopback(0).unwrap().spawn().unwrap();
+    let hello = [0x28, 0x76, 0x17, 0xfb, 0, 0, 1, 0];
+    let bad: [&[u8]; 4] = [
+        b"GET / HTTP/1.0\r\n\r\n",                                              // not tcpq
+        &[&hello[..], &[0, 0, 0, 9, 0, 0, 0, 0]].concat(),                      // unknown frame type
+        &[&hello[..], &[0, 0, 0, 1, 0, 0, 0, 1, b'C', 0x7f, 0, 0, 0]].concat(), // >1 MiB payload
+        &[&hello[..], &[0, 0, 0, 2, 0, 0, 0, 1, b'(']].concat(),                // bad regex
+    ];
+    for (i, bytes) in bad.iter().enumerate() {
+        let mut s = std::net::TcpStream::connect(hub.local_addr()).unwrap();
+        s.write_all(bytes).unwrap();
+        assert!(closed_by_peer(&mut s), "case {i} was not dropped");
+    }
+    let mut peer = Peer::on(&hub.url());
+    peer.subscribe_synced("X");
+    peer.publish("X", b"still serving");
+    assert_eq!(peer.recv_on("X", 10_000), b"still serving");
+    let stats = hub.stop().unwrap();
+    assert_eq!(stats.protocol_errors, 4, "{stats:?}");
+    assert!(stats.accepted >= 5 && stats.relayed >= 1, "{stats:?}");
+}
+
+#[test]
+fn client_retries_after_a_bad_greeting() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut ours = Ours::open(&format!("tcpq://127.0.0.1:{port}"));
+    ours.lcm.subscribe(PM_ORDERS).unwrap();
+    let (mut s, _) = listener.accept().unwrap();
+    s.write_all(b"not a hub").unwrap();
+    let deadline = std::time::Instant::now() + T;
+    while ours.lcm.stats().tcpq.failures == 0 {
+        assert!(std::time::Instant::now() < deadline, "a bad greeting was accepted");
+        let _ = ours.try_wait_for(Duration::from_millis(20), |_| false);
+    }
+    assert!(!ours.lcm.connected());
+    // It comes back (backoff), and still wants the same subscription.
+    drop(listener);
+    served_by_a_new_hub(&mut ours, port);
 }

@@ -199,3 +199,116 @@ fn unsubscribed_channels_are_not_delivered() {
     lib.publish("PM_MARK", b"z");
     assert!(ours.try_wait_for(Duration::from_millis(300), |_| true).is_none());
 }
+
+/// Two named network namespaces joined by a veth pair with multicast
+/// routed over it (spec §7, multi-host); deleted on drop.
+struct TwoHosts {
+    a: String,
+    b: String,
+}
+
+fn ip(args: &[&str]) {
+    let st = std::process::Command::new("ip").args(args).status().expect("run ip (iproute2)");
+    assert!(st.success(), "ip {} failed", args.join(" "));
+}
+
+impl TwoHosts {
+    fn new() -> TwoHosts {
+        let id = std::process::id();
+        let h = TwoHosts { a: format!("dpA{id}"), b: format!("dpB{id}") };
+        ip(&["netns", "add", &h.a]);
+        ip(&["netns", "add", &h.b]);
+        // Created inside the namespaces: nothing appears in the host's.
+        ip(&["-n", &h.a, "link", "add", "vA", "type", "veth", "peer", "name", "vB", "netns", &h.b]);
+        for (ns, dev, addr) in [(&h.a, "vA", "10.231.7.1/24"), (&h.b, "vB", "10.231.7.2/24")] {
+            ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "route", "add", "224.0.0.0/4", "dev", dev]);
+        }
+        h
+    }
+
+    /// Runs `f` on a thread that has entered namespace `ns`; sockets it
+    /// creates stay in that namespace.
+    fn inside<R: Send + 'static>(ns: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
+        let path = format!("/run/netns/{ns}");
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            // SAFETY: setns(2) on a valid namespace descriptor affects only
+            // this thread, which exists just to create sockets there.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("namespace thread")
+    }
+}
+
+impl Drop for TwoHosts {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            let _ = std::process::Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// What `peer` receives on `TTL.*` in `window` after `until` has been seen.
+fn collect_lib(peer: &mut Peer, until: &[&[u8]], window_ms: u64) -> Vec<Vec<u8>> {
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    let deadline = Instant::now() + T;
+    while !until.iter().all(|u| got.iter().any(|g| g == u)) {
+        assert!(Instant::now() < deadline, "only got {got:?}");
+        if let Some((_, d)) = peer.recv(200) {
+            got.push(d);
+        }
+    }
+    while let Some((_, d)) = peer.recv(window_ms) {
+        got.push(d);
+    }
+    got
+}
+
+#[test]
+fn ttl_1_crosses_hosts_and_ttl_0_does_not() {
+    let hosts = TwoHosts::new();
+    let url = |ttl| format!("udpm://239.255.76.67:7667?ttl={ttl}");
+    let (u0, u1) = (url(0), url(1));
+    let (mut a0, mut a1) = TwoHosts::inside(&hosts.a, move || (Ours::open(&u0), Ours::open(&u1)));
+    let u1 = url(1);
+    let mut b = TwoHosts::inside(&hosts.b, move || Ours::open(&u1));
+    b.lcm.subscribe("TTL.*").unwrap();
+    a1.lcm.subscribe("TTL.*").unwrap();
+    let mut lib_b = Peer::start_in(Some(&hosts.b));
+    lib_b.ok(&format!("url {}", url(1)));
+    lib_b.ok("sub TTL.*");
+    let mut lib_a0 = Peer::start_in(Some(&hosts.a));
+    lib_a0.ok(&format!("url {}", url(0)));
+    let mut lib_a1 = Peer::start_in(Some(&hosts.a));
+    lib_a1.ok(&format!("url {}", url(1)));
+
+    // The ttl=0 messages go first, so by the time both ttl=1 ones have
+    // crossed, a ttl=0 one that crossed would have been seen too.
+    a0.lcm.publish("TTL0", b"zero-ours").unwrap();
+    lib_a0.publish("TTL0", b"zero-lib");
+    a1.lcm.publish("TTL1", b"one-ours").unwrap();
+    lib_a1.publish("TTL1", b"one-lib");
+
+    let got = collect_lib(&mut lib_b, &[b"one-ours", b"one-lib"], 300);
+    assert!(!got.iter().any(|g| g.starts_with(b"zero")), "ttl=0 left its host: {got:?}");
+
+    let mut ours_b = Vec::new();
+    while ours_b.len() < 2 {
+        ours_b.push(b.wait_for(T, |_| true).data);
+    }
+    ours_b.extend(b.try_wait_for(Duration::from_millis(300), |_| true).map(|r| r.data));
+    ours_b.sort();
+    assert_eq!(ours_b, [b"one-lib".to_vec(), b"one-ours".to_vec()]);
+
+    // On its own host, ttl=0 is still delivered (multicast loopback).
+    let mut local: Vec<Vec<u8>> = (0..4).map(|_| a1.wait_for(T, |_| true).data).collect();
+    local.sort();
+    assert_eq!(local, [&b"one-lib"[..], b"one-ours", b"zero-lib", b"zero-ours"].map(<[u8]>::to_vec));
+    drop(hosts);
+}

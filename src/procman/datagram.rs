@@ -511,4 +511,32 @@ mod tests {
         }
         assert_eq!(r.partials(), MAX_PARTIALS);
     }
+
+    /// Random and mutated datagrams never panic the parser or reassembler,
+    /// and never grow the buffers past their bounds.
+    #[test]
+    fn hostile_datagrams_never_panic() {
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let seeds = fragments(150_000, 3);
+        let mut r = Reassembler::new();
+        let t0 = Instant::now();
+        for i in 0..5_000u64 {
+            let mut d = seeds[(next() % 3) as usize].clone();
+            d.truncate(FRAGMENT_HEADER + (next() % 64) as usize);
+            for _ in 0..3 {
+                let at = (next() % d.len() as u64) as usize;
+                d[at] = next() as u8;
+            }
+            if let Ok(Datagram::Fragment(f)) = parse(&d) {
+                let _ = r.push(src((next() % 50) as u16), &f, t0 + Duration::from_millis(i));
+            }
+            assert!(r.buffered() <= MAX_BUFFERED && r.partials() <= MAX_PARTIALS);
+        }
+    }
 }

@@ -58,6 +58,8 @@ pub enum FrameError {
     Channel,
     /// A payload larger than [`MAX_PAYLOAD`].
     TooLarge,
+    /// A hub sent a frame other than PUBLISH.
+    NotPublish,
 }
 
 impl fmt::Display for FrameError {
@@ -67,6 +69,7 @@ impl fmt::Display for FrameError {
             FrameError::Type(t) => write!(f, "unknown tcpq frame type {t}"),
             FrameError::Channel => f.write_str("bad tcpq channel"),
             FrameError::TooLarge => f.write_str("tcpq message larger than 1 MiB"),
+            FrameError::NotPublish => f.write_str("tcpq hub sent a frame other than PUBLISH"),
         }
     }
 }

@@ -7,6 +7,27 @@
 //! [`types`]; [`url`], [`datagram`] and [`frame`] (wire forms without I/O);
 //! [`udpm`], [`tcpq`] and [`hub`] (sockets); [`lcm`] (one transport facade
 //! for a poll loop); [`auth`].
+//!
+//! A deputy's loop, in outline (errors elided):
+//!
+//! ```text
+//! let url = Url::from_env_or(opt_lcm_url)?;            // log it (§6.4)
+//! let mut lcm = Lcm::new(&url)?;
+//! poll.registry().register(&mut lcm, LCM, Interest::READABLE | Interest::WRITABLE)?;
+//! lcm.subscribe(PM_ORDERS)?;
+//! // each round: poll timeout <= lcm.next_deadline(); then, on an LCM event or at the deadline:
+//! while let Some(r) = lcm.recv() {
+//!     if r.channel == PM_ORDERS {
+//!         let (orders, verdict) = verifier.check::<Orders>(&r.channel, &r.data)?;  // or Orders::decode
+//!         if auth_mode.admits(&verdict) { /* reconcile */ }
+//!     }
+//! }
+//! // sending: encode, sign in place, publish
+//! let mut buf = Vec::new();
+//! info.encode(&mut buf)?;
+//! if auth_mode.signs() { signer.append(PM_INFO, &mut buf, 0); }
+//! lcm.publish(PM_INFO, &buf)?;   // a failure loses one periodic message: count it, go on
+//! ```
 
 pub mod auth;
 pub mod codec;

@@ -348,7 +348,7 @@ fn take_frame(c: &mut Conn) -> Result<Option<(String, Vec<u8>)>, FrameError> {
             return Ok(None);
         };
         let Frame::Publish { channel, data } = f else {
-            return Err(FrameError::Type(frame::SUBSCRIBE));
+            return Err(FrameError::NotPublish);
         };
         let m = (channel.to_string(), data.to_vec());
         c.in_head += used;

@@ -163,7 +163,7 @@ pub struct CmdStatus {
     pub actual_runid: i32,
     /// The raw wait status of the last run.
     pub exit_code: i32,
-    /// Fraction [0,1] of the whole machine.
+    /// Fraction of the whole machine, 0 to 1.
     pub cpu_usage: f32,
     /// Virtual memory size in bytes.
     pub mem_vsize_bytes: i64,
@@ -178,7 +178,7 @@ pub struct DeputyInfo {
     pub utime: i64,
     /// The deputy's id.
     pub deputy_id: String,
-    /// Host load [0,1]; -1 = not measured yet.
+    /// Host load, 0 to 1; -1 = not measured yet.
     pub cpu_load: f32,
     /// Physical memory in bytes.
     pub phys_mem_total_bytes: i64,
@@ -639,5 +639,60 @@ mod tests {
         let bytes = c.to_bytes().unwrap();
         assert_eq!(bytes[..8], 0xa8e0208786cf86e3u64.to_be_bytes());
         assert_eq!(CmdStatus::decode(&bytes), Ok((c, bytes.len())));
+    }
+
+    /// A small deterministic generator (xorshift64*), for mutation tests.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Hostile input never panics: valid messages with bytes overwritten,
+    /// cut short, or lengths set to extremes, decoded as every type.
+    #[test]
+    fn mutated_messages_never_panic() {
+        let info = DeputyInfo {
+            deputy_id: "host".into(),
+            cmds: vec![CmdStatus { cmd: orders().cmds[0].cmd.clone(), pid: 1, ..Default::default() }; 2],
+            ..Default::default()
+        };
+        let o = Output {
+            command_ids: vec!["a".into(), "".into()],
+            text: vec!["x\n".into(), "y".into()],
+            ..Default::default()
+        };
+        let seeds = [info.to_bytes().unwrap(), orders().to_bytes().unwrap(), o.to_bytes().unwrap()];
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut decoded = 0;
+        for _ in 0..20_000 {
+            let mut m = seeds[rng.below(seeds.len())].clone();
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(m.len());
+                m[at] = match rng.below(4) {
+                    0 => 0xff,
+                    1 => 0x7f,
+                    2 => 0,
+                    _ => rng.next() as u8,
+                };
+            }
+            m.truncate(m.len() - rng.below(m.len() / 4 + 1));
+            decoded += usize::from(DeputyInfo::decode(&m).is_ok());
+            decoded += usize::from(Orders::decode(&m).is_ok());
+            decoded += usize::from(Output::decode(&m).is_ok());
+            let _ = Discovery::decode(&m);
+            for def in ALL {
+                let _ = Value::decode(def, &m);
+            }
+        }
+        assert!(decoded > 0, "some mutations stay valid (the test exercises both paths)");
     }
 }

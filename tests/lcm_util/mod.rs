@@ -74,7 +74,20 @@ pub struct Peer {
 impl Peer {
     /// Starts a peer (not yet attached to any URL).
     pub fn start() -> Peer {
-        let mut child = Command::new(python())
+        Peer::start_in(None)
+    }
+
+    /// Starts a peer inside the named network namespace (`ip netns exec`).
+    pub fn start_in(netns: Option<&str>) -> Peer {
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(python());
+                c
+            }
+            None => Command::new(python()),
+        };
+        let mut child = command
             .arg(script("peer.py"))
             .current_dir(root().join("tests/lcm_py"))
             .stdin(Stdio::piped())
@@ -116,6 +129,18 @@ impl Peer {
     pub fn ok(&mut self, line: &str) {
         let r = self.cmd(line);
         assert_eq!(r, "ok", "peer reply to '{}'", line.chars().take(60).collect::<String>());
+    }
+
+    /// Subscribes, then publishes a marker on `channel` and waits for it:
+    /// over tcpq the hub has then read the subscription (a hub handles one
+    /// connection's frames in order), so later messages from others reach us.
+    pub fn subscribe_synced(&mut self, channel: &str) {
+        self.ok(&format!("sub {channel}"));
+        self.publish(channel, b"sync");
+        let deadline = Instant::now() + REPLY;
+        while self.recv_on(channel, 10_000) != b"sync" {
+            assert!(Instant::now() < deadline, "no sync marker on {channel}");
+        }
     }
 
     /// Publishes `data` on `channel` through the real library.
@@ -280,6 +305,15 @@ impl Ours {
             }
             self.poll.poll(&mut self.events, Some(wait.max(Duration::from_millis(1)))).expect("poll");
         }
+    }
+
+    /// Subscribes and waits until the subscription is in effect (see
+    /// [`Peer::subscribe_synced`]); over tcpq, until connected first.
+    pub fn subscribe_synced(&mut self, channel: &str) {
+        self.lcm.subscribe(channel).expect("subscribe");
+        self.wait_connected(REPLY);
+        self.lcm.publish(channel, b"sync").expect("publish sync marker");
+        self.wait_for(REPLY, |r| r.channel == channel && r.data == b"sync");
     }
 
     /// Waits for a message on `channel`.
