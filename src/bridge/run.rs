@@ -865,7 +865,9 @@ impl Bridge {
                     return if self.stopping.is_some() { 0 } else { 1 };
                 }
             }
+            let mut lcm_seen = false;
             while let Some(r) = self.lcm.recv() {
+                lcm_seen = true;
                 self.on_lcm(r, now);
             }
             for id in pty_ready {
@@ -874,7 +876,12 @@ impl Bridge {
             if self.sup.take_inflight.as_ref().is_some_and(|(_, t)| now.duration_since(*t) >= Duration::from_secs(2)) {
                 self.sup.take_inflight = None;
             }
-            deputy_due = self.deputy.tick(now);
+            // The deputy's timers are scanned when one is due or after an
+            // input that may have set one, not on every pty read.
+            let touched = sup_ready || signalled || lcm_seen;
+            if touched || deputy_due.is_some_and(|d| now >= d) {
+                deputy_due = self.deputy.tick(now);
+            }
             self.carry_out(now);
             if let Err(e) = self.sup.flush() {
                 log(&format!("writing to daemonproxy: {e}"));
