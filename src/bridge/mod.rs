@@ -10,5 +10,5 @@
 pub mod deputy;
 pub mod exec;
 pub mod procfs;
-pub mod tags;
 pub mod run;
+pub mod tags;

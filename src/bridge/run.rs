@@ -8,7 +8,9 @@ use super::procfs::{self, HostCpu, Memory, ProcStat};
 use super::tags::Def;
 use crate::client::Event;
 use crate::procman::auth::{self, AuthMode, Key, Signer, Verdict, Verifier};
-use crate::procman::{CmdStatus, CmdT, DeputyInfo, Discovery, Lcm, Orders, Output, PM_DISCOVER, PM_INFO, PM_ORDERS, PM_OUTPUT, Url};
+use crate::procman::{
+    CmdStatus, CmdT, DeputyInfo, Discovery, Lcm, Orders, Output, PM_DISCOVER, PM_INFO, PM_ORDERS, PM_OUTPUT, Url,
+};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use std::collections::{HashMap, VecDeque};
@@ -168,9 +170,8 @@ impl Sup {
             } else {
                 let rest = &front.line[self.front_done..];
                 // SAFETY: a valid buffer; MSG_NOSIGNAL keeps SIGPIPE away.
-                let n = unsafe {
-                    libc::send(self.fd.as_raw_fd(), rest.as_ptr().cast(), rest.len(), libc::MSG_NOSIGNAL)
-                };
+                let n =
+                    unsafe { libc::send(self.fd.as_raw_fd(), rest.as_ptr().cast(), rest.len(), libc::MSG_NOSIGNAL) };
                 let n = if n < 0 && !self.can_pass {
                     // Not a socket: a plain write.
                     crate::sys::write(self.fd.as_raw_fd(), rest).map_or(-1, |n| n as isize)
@@ -256,7 +257,8 @@ impl Batch {
 
     fn due(&self, now: Instant) -> bool {
         !self.ids.is_empty()
-            && (self.bytes > 4096 || self.last_publish.is_none_or(|t| now.duration_since(t) >= Duration::from_millis(10)))
+            && (self.bytes > 4096
+                || self.last_publish.is_none_or(|t| now.duration_since(t) >= Duration::from_millis(10)))
     }
 }
 
@@ -480,12 +482,8 @@ impl Bridge {
         let b = std::mem::take(&mut self.batch);
         // At most 4 KiB of text per message is the spec's publish trigger,
         // not a cap; cap at the int16 count and the message limit anyway.
-        let out = Output {
-            utime: auth::now_us(),
-            deputy_id: self.opts.deputy.id.clone(),
-            command_ids: b.ids,
-            text: b.text,
-        };
+        let out =
+            Output { utime: auth::now_us(), deputy_id: self.opts.deputy.id.clone(), command_ids: b.ids, text: b.text };
         match out.to_bytes() {
             Ok(bytes) => self.publish(PM_OUTPUT, bytes),
             Err(e) => log(&format!("output not sent: {e}")),
@@ -552,7 +550,8 @@ impl Bridge {
         self.close_pty(id);
         let token = Token(self.next_token);
         self.next_token += 1;
-        if let Err(e) = self.poll.registry().register(&mut SourceFd(&pty.master.as_raw_fd()), token, Interest::READABLE) {
+        if let Err(e) = self.poll.registry().register(&mut SourceFd(&pty.master.as_raw_fd()), token, Interest::READABLE)
+        {
             self.batch.push(id, &format!("no output capture: {e}\n"));
             return;
         }
@@ -730,7 +729,16 @@ impl Bridge {
                     .collect();
                 let signed = matches!(v, Verdict::Valid { .. });
                 let require = self.opts.auth == AuthMode::Require;
-                self.deputy.on_orders(&o.deputy_id, &o.sheriff_id, o.utime, &list, signed, require, auth::now_us(), now);
+                self.deputy.on_orders(
+                    &o.deputy_id,
+                    &o.sheriff_id,
+                    o.utime,
+                    &list,
+                    signed,
+                    require,
+                    auth::now_us(),
+                    now,
+                );
             }
             _ => {}
         }
