@@ -1,0 +1,288 @@
+//! The sheriff on the wire (sheriff-bridge.md §5.1, §5.5): subscribes to
+//! info, orders and output, keeps the [`Fleet`] and a bounded ring of each
+//! command's recent output, sends one `orders_t` per deputy every second
+//! and at once after a change, and notices other sheriffs.
+
+use super::model::{Fleet, Verb};
+use crate::procman::auth::{self, AuthMode, Key, Signer, Verdict, Verifier};
+use crate::procman::{DeputyInfo, Discovery, Lcm, Orders, Output, PM_DISCOVER, PM_INFO, PM_ORDERS, PM_OUTPUT, Url};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::io;
+use std::time::{Duration, Instant};
+
+/// Bytes of output kept per command.
+pub const RING_BYTES: usize = 256 * 1024;
+
+/// The recent output of one command, and how much was ever appended (so a
+/// follower can ask for what came after a position).
+#[derive(Default)]
+pub struct Ring {
+    /// The kept bytes, oldest first.
+    pub data: VecDeque<u8>,
+    /// Bytes ever appended.
+    pub total: u64,
+}
+
+impl Ring {
+    fn push(&mut self, text: &[u8]) {
+        self.data.extend(text);
+        self.total += text.len() as u64;
+        let over = self.data.len().saturating_sub(RING_BYTES);
+        self.data.drain(..over);
+    }
+
+    /// The last `n` lines (a final line without LF counts).
+    pub fn tail_lines(&self, n: usize) -> Vec<u8> {
+        let (a, b) = self.data.as_slices();
+        let all: Vec<u8> = [a, b].concat();
+        let body = all.strip_suffix(b"\n").unwrap_or(&all);
+        let mut count = 0;
+        let mut start = 0;
+        for (i, &c) in body.iter().enumerate().rev() {
+            if c == b'\n' {
+                count += 1;
+                if count == n {
+                    start = i + 1;
+                    break;
+                }
+            }
+        }
+        if n == 0 {
+            return Vec::new();
+        }
+        all[start..].to_vec()
+    }
+
+    /// What was appended after position `from` (as much as is kept).
+    pub fn since(&self, from: u64) -> Vec<u8> {
+        let kept_from = self.total - self.data.len() as u64;
+        let skip = from.saturating_sub(kept_from) as usize;
+        self.data.iter().skip(skip).copied().collect()
+    }
+}
+
+/// Settings of the engine.
+pub struct Settings {
+    /// LCM endpoint.
+    pub url: Url,
+    /// Send nothing; rebuild desired state from other sheriffs' orders.
+    pub observer: bool,
+    /// Turn observer when another sheriff's orders are seen.
+    pub demote_on_conflict: bool,
+    /// Message authentication.
+    pub auth: AuthMode,
+    /// Keys (the first signs).
+    pub keys: Vec<Key>,
+    /// Under `require`, unsigned info from these deputies is accepted.
+    pub trust_unsigned: Vec<String>,
+}
+
+/// The sheriff's LCM side.
+pub struct Engine {
+    /// The fleet.
+    pub fleet: Fleet,
+    /// Recent output by (deputy, command id); "" = the deputy's notices.
+    pub output: HashMap<(String, String), Ring>,
+    /// `"<hostname>:<pid>:<utime at start>"`.
+    pub id: String,
+    /// Observing: nothing is sent.
+    pub observer: bool,
+    demote: bool,
+    /// The endpoint.
+    pub lcm: Lcm,
+    auth: AuthMode,
+    signer: Option<Signer>,
+    verifier: Verifier,
+    trust_unsigned: Vec<String>,
+    dirty: BTreeSet<String>,
+    next_orders: Instant,
+    last_utime: i64,
+    /// Messages for the log (warnings, conflicts), taken by the caller.
+    pub notes: Vec<String>,
+    /// Output received since the caller last looked, by key (for
+    /// followers).
+    pub fresh_output: Vec<(String, String)>,
+}
+
+/// This host's name.
+pub fn hostname() -> String {
+    let mut b = [0u8; 256];
+    // SAFETY: b is writable for its length; gethostname NUL-terminates on
+    // success within it.
+    let ok = unsafe { libc::gethostname(b.as_mut_ptr().cast(), b.len() - 1) } == 0;
+    let n = b.iter().position(|&c| c == 0).unwrap_or(0);
+    match std::str::from_utf8(&b[..n]) {
+        Ok(h) if ok && !h.is_empty() => h.to_string(),
+        _ => "localhost".into(),
+    }
+}
+
+impl Engine {
+    /// Open the endpoint and subscribe; a non-observer announces itself
+    /// with one `discovery_t` (nonce 0).
+    pub fn new(s: Settings) -> io::Result<Engine> {
+        let mut lcm = Lcm::new(&s.url)?;
+        for ch in [PM_INFO, PM_ORDERS, PM_OUTPUT] {
+            lcm.subscribe(ch)?;
+        }
+        let start = auth::now_us();
+        let id = format!("{}:{}:{}", hostname(), std::process::id(), start);
+        let signer = if s.auth.signs() { s.keys.first().cloned().map(Signer::new) } else { None };
+        let verifier = Verifier::new(s.keys.iter().cloned()).map_err(|e| io::Error::other(e.to_string()))?;
+        let mut e = Engine {
+            fleet: Fleet::default(),
+            output: HashMap::new(),
+            id,
+            observer: s.observer,
+            demote: s.demote_on_conflict,
+            lcm,
+            auth: s.auth,
+            signer,
+            verifier,
+            trust_unsigned: s.trust_unsigned,
+            dirty: BTreeSet::new(),
+            next_orders: Instant::now() + Duration::from_secs(1),
+            last_utime: 0,
+            notes: Vec::new(),
+            fresh_output: Vec::new(),
+        };
+        if !e.observer {
+            let d = Discovery { utime: start, transmitter_id: e.id.clone(), nonce: 0 };
+            if let Ok(b) = d.to_bytes() {
+                e.publish(PM_DISCOVER, b);
+            }
+        }
+        Ok(e)
+    }
+
+    fn publish(&mut self, channel: &str, mut data: Vec<u8>) {
+        if let Some(s) = &mut self.signer {
+            let t = s.sign(channel, &data);
+            data.extend_from_slice(&t);
+        }
+        let _ = self.lcm.publish(channel, &data);
+    }
+
+    /// Apply a verb to the commands `keys`; changed deputies get orders at
+    /// the next [`Engine::tick`]. Returns how many changed.
+    pub fn act(&mut self, keys: &[(String, String)], verb: Verb) -> usize {
+        let mut n = 0;
+        for k in keys {
+            if self.fleet.act(k, verb) {
+                n += 1;
+                self.dirty.insert(k.0.clone());
+            }
+        }
+        n
+    }
+
+    /// Mark a deputy's orders to be sent at once (after a config load).
+    pub fn touch(&mut self, deputy: &str) {
+        self.dirty.insert(deputy.to_string());
+    }
+
+    /// Receive everything waiting.
+    pub fn poll_lcm(&mut self, now: Instant) {
+        while let Some(r) = self.lcm.recv() {
+            match r.channel.as_str() {
+                PM_INFO => self.on_info(&r.data, now),
+                PM_ORDERS => self.on_orders(&r.data),
+                PM_OUTPUT => self.on_output(&r.data),
+                _ => {}
+            }
+        }
+    }
+
+    fn on_info(&mut self, data: &[u8], now: Instant) {
+        let Ok((info, v)) = self.verifier.check::<DeputyInfo>(PM_INFO, data) else { return };
+        let trusted = self.trust_unsigned.iter().any(|t| t == &info.deputy_id) && v == Verdict::Unsigned;
+        if !self.auth.admits(&v) && !trusted {
+            return;
+        }
+        let first = self.fleet.deputies.get(&info.deputy_id).is_none_or(|d| d.heard.is_none());
+        if self.fleet.on_info(&info, auth::now_us(), now, self.observer) && first && !self.observer {
+            // A deputy heard for the first time gets its orders at once.
+            self.dirty.insert(info.deputy_id.clone());
+        }
+    }
+
+    fn on_orders(&mut self, data: &[u8]) {
+        let Ok((o, v)) = self.verifier.check::<Orders>(PM_ORDERS, data) else { return };
+        if o.sheriff_id == self.id || !self.auth.admits(&v) {
+            return; // our own, looped back
+        }
+        if !self.observer {
+            self.notes.push(format!("multiple sheriffs detected: orders from {}", o.sheriff_id));
+            if !self.demote {
+                return;
+            }
+            self.notes.push("turning observer (another sheriff is active)".into());
+            self.observer = true;
+        }
+        self.fleet.on_foreign_orders(&o);
+    }
+
+    fn on_output(&mut self, data: &[u8]) {
+        let Ok((o, v)) = self.verifier.check::<Output>(PM_OUTPUT, data) else { return };
+        if !self.auth.admits(&v) && !self.trust_unsigned.iter().any(|t| t == &o.deputy_id) {
+            return;
+        }
+        for (id, text) in o.command_ids.iter().zip(&o.text) {
+            let key = (o.deputy_id.clone(), id.clone());
+            self.output.entry(key.clone()).or_default().push(text.as_bytes());
+            self.fresh_output.push(key);
+        }
+    }
+
+    /// Send orders: to every deputy heard from each second, to changed
+    /// ones at once. Returns when it is next due.
+    pub fn tick(&mut self, now: Instant) -> Instant {
+        if self.observer {
+            self.dirty.clear();
+            return now + Duration::from_secs(1);
+        }
+        let all = now >= self.next_orders;
+        let targets: Vec<String> = if all {
+            self.next_orders = now + Duration::from_secs(1);
+            self.fleet.heard_deputies()
+        } else {
+            let heard: BTreeSet<String> = self.fleet.heard_deputies().into_iter().collect();
+            self.dirty.iter().filter(|d| heard.contains(*d)).cloned().collect()
+        };
+        for d in &targets {
+            self.dirty.remove(d);
+            // utime strictly increasing: deputies drop repeats (§4.4).
+            let utime = auth::now_us().max(self.last_utime + 1);
+            self.last_utime = utime;
+            let o = self.fleet.orders_for(d, &self.id, utime);
+            match o.to_bytes() {
+                Ok(b) => self.publish(PM_ORDERS, b),
+                Err(e) => self.notes.push(format!("orders for {d} not sent: {e}")),
+            }
+        }
+        let _ = self.lcm.flush();
+        if self.dirty.is_empty() { self.next_orders } else { now }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_keeps_the_tail() {
+        let mut r = Ring::default();
+        r.push(b"a\nb\nc\n");
+        assert_eq!(r.tail_lines(2), b"b\nc\n");
+        assert_eq!(r.tail_lines(5), b"a\nb\nc\n");
+        assert_eq!(r.tail_lines(0), b"");
+        r.push(b"partial");
+        assert_eq!(r.tail_lines(1), b"partial");
+        assert_eq!(r.since(4), b"c\npartial");
+        let big = vec![b'x'; RING_BYTES];
+        r.push(&big);
+        assert_eq!(r.data.len(), RING_BYTES);
+        assert_eq!(r.total, (6 + 7 + RING_BYTES) as u64);
+        assert_eq!(r.since(0).len(), RING_BYTES, "what is no longer kept is skipped");
+    }
+}

@@ -1,0 +1,500 @@
+//! The sheriff's view of the fleet and its decisions (sheriff-bridge.md
+//! §5.2, §5.5), without I/O: deputies and their commands as reported, the
+//! desired state the sheriff holds, the actions people and scripts take on
+//! it, and the orders that follow from it.
+
+use crate::procman::{CmdDesired, CmdT, DeputyInfo, Orders};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// A deputy as last heard.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Deputy {
+    /// Its id.
+    pub id: String,
+    /// Local time of the last info accepted (`None`: never heard).
+    pub heard: Option<Instant>,
+    /// `utime` of that info.
+    pub utime: i64,
+    /// Host CPU load in [0,1]; -1 unknown.
+    pub cpu_load: f32,
+    /// Bytes.
+    pub mem_total: i64,
+    /// Bytes.
+    pub mem_free: i64,
+    /// Bytes.
+    pub swap_total: i64,
+    /// Bytes.
+    pub swap_free: i64,
+}
+
+/// One command on one deputy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Command {
+    /// The definition the sheriff sends.
+    pub cmd: CmdT,
+    /// The deputy it runs on.
+    pub deputy: String,
+    /// Desired run (0: no opinion yet).
+    pub desired_runid: i32,
+    /// Keep it stopped.
+    pub force_quit: bool,
+    /// Leave it out of the orders; deleted once the deputy stops listing it.
+    pub removing: bool,
+    /// Reported pid; -1 until the deputy reports the command.
+    pub pid: i32,
+    /// Reported runid of the last start.
+    pub actual_runid: i32,
+    /// Reported raw wait status.
+    pub exit_code: i32,
+    /// Reported CPU share of the machine.
+    pub cpu: f32,
+    /// Bytes.
+    pub vsize: i64,
+    /// Bytes.
+    pub rss: i64,
+    /// When a pid > 0 was first seen for the current run (for uptime).
+    pub up_since: Option<Instant>,
+}
+
+/// Status words of §5.2 (as the stock sheriff shows them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// No info about it yet.
+    Unknown,
+    /// A start was ordered, not yet running.
+    Starting,
+    /// A restart was ordered while running.
+    Restarting,
+    /// Running as desired.
+    Running,
+    /// A stop or removal was ordered, still running.
+    Stopping,
+    /// Removal ordered, stopped.
+    Removing,
+    /// Ended well (or stopped on purpose).
+    StoppedOk,
+    /// Ended badly.
+    StoppedError,
+}
+
+impl Status {
+    /// The text of §5.2.
+    pub fn text(self) -> &'static str {
+        match self {
+            Status::Unknown => "Unknown",
+            Status::Starting => "Starting (Command Sent)",
+            Status::Restarting => "Restarting (Command Sent)",
+            Status::Running => "Running",
+            Status::Stopping => "Stopping (Command Sent)",
+            Status::Removing => "Removing (Command Sent)",
+            Status::StoppedOk => "Stopped (OK)",
+            Status::StoppedError => "Stopped (Error)",
+        }
+    }
+
+    /// Counts as stopped for `wait "stopped"`.
+    pub fn is_stopped(self) -> bool {
+        matches!(self, Status::StoppedOk | Status::StoppedError)
+    }
+}
+
+impl Command {
+    /// The status word (first match of §5.2's table).
+    pub fn status(&self) -> Status {
+        if self.pid < 0 {
+            return Status::Unknown;
+        }
+        let same = self.desired_runid == self.actual_runid;
+        match (same, self.pid > 0) {
+            (false, false) if !self.force_quit => Status::Starting,
+            (false, true) if !self.force_quit => Status::Restarting,
+            (true, true) if !self.force_quit && !self.removing => Status::Running,
+            (true, true) => Status::Stopping,
+            (true, false) if self.removing => Status::Removing,
+            (true, false) => {
+                let killed = matches!(self.exit_code & 0x7f, 2 | 9 | 15) && self.exit_code & 0xff00 == 0;
+                if self.exit_code == 0 || (self.force_quit && killed) {
+                    Status::StoppedOk
+                } else {
+                    Status::StoppedError
+                }
+            }
+            _ => Status::Unknown,
+        }
+    }
+
+    /// Uptime of the current run.
+    pub fn uptime(&self, now: Instant) -> Option<Duration> {
+        self.up_since.filter(|_| self.pid > 0).map(|t| now.duration_since(t))
+    }
+}
+
+/// What a person or a script does to a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verb {
+    /// Start unless running.
+    Start,
+    /// Start a new run even while running.
+    Restart,
+    /// Stop.
+    Stop,
+    /// Stop and forget.
+    Remove,
+}
+
+/// Deputy liveness by local receive time (as the stock GUI shows it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// Info within 2 s.
+    Fresh,
+    /// 2 to 5 s.
+    Late,
+    /// Over 5 s, or never.
+    Lost,
+}
+
+/// The fleet as this sheriff sees it.
+#[derive(Default)]
+pub struct Fleet {
+    /// Deputies by id.
+    pub deputies: BTreeMap<String, Deputy>,
+    /// Commands by (deputy, command id).
+    pub cmds: BTreeMap<(String, String), Command>,
+}
+
+/// Infos older than this are dropped (unless observing).
+pub const MAX_INFO_AGE_US: i64 = 30_000_000;
+
+fn bump(runid: i32) -> i32 {
+    if runid >= i32::MAX || runid < 0 { 1 } else { runid + 1 }
+}
+
+impl Fleet {
+    /// A command from a configuration (or `add`): desired 0, so loading
+    /// a config never restarts anything (§5.2).
+    pub fn define(&mut self, deputy: &str, cmd: CmdT) {
+        let key = (deputy.to_string(), cmd.command_id.clone());
+        match self.cmds.get_mut(&key) {
+            Some(c) => {
+                c.cmd = cmd;
+                c.removing = false;
+            }
+            None => {
+                self.cmds.insert(key, new_command(deputy, cmd));
+            }
+        }
+        self.deputies.entry(deputy.to_string()).or_insert_with(|| new_deputy(deputy));
+    }
+
+    /// An info from a deputy. `observer`: accept any age (log replays).
+    /// Returns false if it was dropped.
+    pub fn on_info(&mut self, info: &DeputyInfo, now_wall_us: i64, now: Instant, observer: bool) -> bool {
+        let d = self.deputies.entry(info.deputy_id.clone()).or_insert_with(|| new_deputy(&info.deputy_id));
+        if !observer && now_wall_us - info.utime > MAX_INFO_AGE_US {
+            return false;
+        }
+        if d.heard.is_some() && info.utime < d.utime {
+            return false;
+        }
+        d.heard = Some(now);
+        d.utime = info.utime;
+        d.cpu_load = info.cpu_load;
+        d.mem_total = info.phys_mem_total_bytes;
+        d.mem_free = info.phys_mem_free_bytes;
+        d.swap_total = info.swap_total_bytes;
+        d.swap_free = info.swap_free_bytes;
+        let mut reported = std::collections::HashSet::new();
+        for s in &info.cmds {
+            let key = (info.deputy_id.clone(), s.cmd.command_id.clone());
+            reported.insert(s.cmd.command_id.clone());
+            let c = self.cmds.entry(key).or_insert_with(|| {
+                // Adoption: what runs is what is desired.
+                let mut c = new_command(&info.deputy_id, s.cmd.clone());
+                c.desired_runid = s.actual_runid;
+                c
+            });
+            let new_run = s.pid > 0 && (c.pid != s.pid || c.up_since.is_none());
+            if new_run {
+                c.up_since = Some(now);
+            } else if s.pid <= 0 {
+                c.up_since = None;
+            }
+            c.pid = s.pid;
+            c.actual_runid = s.actual_runid;
+            c.exit_code = s.exit_code;
+            c.cpu = s.cpu_usage;
+            c.vsize = s.mem_vsize_bytes;
+            c.rss = s.mem_rss_bytes;
+            if c.desired_runid == 0 && c.actual_runid != 0 && !c.force_quit {
+                c.desired_runid = c.actual_runid;
+            }
+            // One-shot protection: a finished run-once command stays done.
+            if c.pid == 0 && c.actual_runid == c.desired_runid && !c.cmd.auto_respawn && !c.force_quit {
+                c.force_quit = true;
+            }
+        }
+        let dep = info.deputy_id.clone();
+        self.cmds.retain(|(d, id), c| !(d == &dep && c.removing && !reported.contains(id)));
+        for ((d, id), c) in self.cmds.iter_mut() {
+            if d == &dep && !reported.contains(id) && c.pid > 0 {
+                c.pid = 0; // no longer listed: not running there
+                c.up_since = None;
+            }
+        }
+        true
+    }
+
+    /// Observer mode: another sheriff's orders say what is desired.
+    pub fn on_foreign_orders(&mut self, o: &Orders) {
+        let mut listed = std::collections::HashSet::new();
+        for cd in &o.cmds {
+            listed.insert(cd.cmd.command_id.clone());
+            let key = (o.deputy_id.clone(), cd.cmd.command_id.clone());
+            let c = self.cmds.entry(key).or_insert_with(|| new_command(&o.deputy_id, cd.cmd.clone()));
+            c.cmd = cd.cmd.clone();
+            c.desired_runid = cd.desired_runid;
+            c.force_quit = cd.force_quit;
+            c.removing = false;
+        }
+        for ((d, id), c) in self.cmds.iter_mut() {
+            if d == &o.deputy_id && !listed.contains(id) {
+                c.removing = true;
+            }
+        }
+        self.deputies.entry(o.deputy_id.clone()).or_insert_with(|| new_deputy(&o.deputy_id));
+    }
+
+    /// Apply `verb` to one command; true if the desired state changed.
+    pub fn act(&mut self, key: &(String, String), verb: Verb) -> bool {
+        let heard = self.deputies.get(&key.0).is_some_and(|d| d.heard.is_some());
+        let Some(c) = self.cmds.get_mut(key) else { return false };
+        let before = (c.desired_runid, c.force_quit, c.removing);
+        match verb {
+            Verb::Start => {
+                if !(c.pid > 0 && !c.force_quit) {
+                    c.desired_runid = bump(c.desired_runid.max(c.actual_runid));
+                    c.force_quit = false;
+                }
+            }
+            Verb::Restart => {
+                c.desired_runid = bump(c.desired_runid.max(c.actual_runid));
+                c.force_quit = false;
+            }
+            Verb::Stop => c.force_quit = true,
+            Verb::Remove => {
+                if !heard {
+                    self.cmds.remove(key);
+                    return true;
+                }
+                c.removing = true;
+            }
+        }
+        let c = &self.cmds[key];
+        before != (c.desired_runid, c.force_quit, c.removing)
+    }
+
+    /// The orders for one deputy: every command not being removed.
+    pub fn orders_for(&self, deputy: &str, sheriff_id: &str, utime: i64) -> Orders {
+        let cmds = self
+            .cmds
+            .iter()
+            .filter(|((d, _), c)| d == deputy && !c.removing)
+            .map(|(_, c)| CmdDesired { cmd: c.cmd.clone(), desired_runid: c.desired_runid, force_quit: c.force_quit })
+            .collect();
+        Orders { utime, deputy_id: deputy.to_string(), sheriff_id: sheriff_id.to_string(), cmds }
+    }
+
+    /// Deputies orders go to: those heard from (never one known only from
+    /// a configuration, §5.1).
+    pub fn heard_deputies(&self) -> Vec<String> {
+        self.deputies.values().filter(|d| d.heard.is_some()).map(|d| d.id.clone()).collect()
+    }
+
+    /// A deputy's liveness now.
+    pub fn liveness(&self, deputy: &str, now: Instant) -> Liveness {
+        match self.deputies.get(deputy).and_then(|d| d.heard) {
+            Some(t) if now.duration_since(t) <= Duration::from_secs(2) => Liveness::Fresh,
+            Some(t) if now.duration_since(t) <= Duration::from_secs(5) => Liveness::Late,
+            _ => Liveness::Lost,
+        }
+    }
+
+    /// `flush`: forget commands that are stopped and not desired to run
+    /// (finished one-shots, stopped commands), sending removal orders for
+    /// them. Returns how many.
+    pub fn flush_dead(&mut self) -> usize {
+        let dead: Vec<(String, String)> =
+            self.cmds.iter().filter(|(_, c)| c.status().is_stopped() && c.force_quit).map(|(k, _)| k.clone()).collect();
+        for k in &dead {
+            self.act(k, Verb::Remove);
+        }
+        dead.len()
+    }
+}
+
+fn new_deputy(id: &str) -> Deputy {
+    Deputy {
+        id: id.to_string(),
+        heard: None,
+        utime: 0,
+        cpu_load: -1.0,
+        mem_total: 0,
+        mem_free: 0,
+        swap_total: 0,
+        swap_free: 0,
+    }
+}
+
+fn new_command(deputy: &str, cmd: CmdT) -> Command {
+    Command {
+        cmd,
+        deputy: deputy.to_string(),
+        desired_runid: 0,
+        force_quit: false,
+        removing: false,
+        pid: -1,
+        actual_runid: 0,
+        exit_code: 0,
+        cpu: 0.0,
+        vsize: 0,
+        rss: 0,
+        up_since: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::procman::CmdStatus;
+
+    fn cmd_t(id: &str, respawn: bool) -> CmdT {
+        CmdT {
+            command_id: id.into(),
+            exec_str: "sleep 9".into(),
+            group: "g".into(),
+            auto_respawn: respawn,
+            stop_signal: 15,
+            stop_time_allowed: 7.0,
+        }
+    }
+
+    fn info(utime: i64, cmds: &[(&str, i32, i32, i32)]) -> DeputyInfo {
+        DeputyInfo {
+            utime,
+            deputy_id: "d".into(),
+            cpu_load: 0.5,
+            phys_mem_total_bytes: 100,
+            phys_mem_free_bytes: 50,
+            swap_total_bytes: 0,
+            swap_free_bytes: 0,
+            cmds: cmds
+                .iter()
+                .map(|&(id, pid, runid, exit)| CmdStatus {
+                    cmd: cmd_t(id, id.starts_with('r')),
+                    pid,
+                    actual_runid: runid,
+                    exit_code: exit,
+                    cpu_usage: 0.0,
+                    mem_vsize_bytes: 0,
+                    mem_rss_bytes: 0,
+                })
+                .collect(),
+        }
+    }
+
+    const NOW: i64 = 1_800_000_000_000_000;
+
+    fn key(id: &str) -> (String, String) {
+        ("d".into(), id.into())
+    }
+
+    #[test]
+    fn adoption_and_one_shot_protection() {
+        let mut f = Fleet::default();
+        let t = Instant::now();
+        assert!(f.on_info(&info(NOW, &[("run", 10, 4, 0), ("done", 0, 2, 0), ("rsp", 0, 3, 256)]), NOW, t, false));
+        let run = &f.cmds[&key("run")];
+        assert_eq!((run.desired_runid, run.force_quit, run.status()), (4, false, Status::Running));
+        let done = &f.cmds[&key("done")];
+        assert_eq!((done.desired_runid, done.force_quit, done.status()), (2, true, Status::StoppedOk));
+        let rsp = &f.cmds[&key("rsp")];
+        assert_eq!((rsp.force_quit, rsp.status()), (false, Status::StoppedError), "respawning: not protected");
+        // stale and out-of-order infos are dropped
+        assert!(!f.on_info(&info(NOW - 31_000_000, &[]), NOW, t, false));
+        assert!(!f.on_info(&info(NOW - 1, &[]), NOW, t, false));
+        // an observer takes infos of any age (log replays)
+        let mut obs = Fleet::default();
+        assert!(obs.on_info(&info(NOW - 3_600_000_000, &[("run", 10, 4, 0)]), NOW, t, true));
+        assert_eq!(obs.cmds[&key("run")].pid, 10);
+    }
+
+    #[test]
+    fn verbs_and_status_words() {
+        let mut f = Fleet::default();
+        let t = Instant::now();
+        f.define("d", cmd_t("x", false));
+        assert_eq!(f.cmds[&key("x")].status(), Status::Unknown);
+        assert!(f.heard_deputies().is_empty(), "never ordered before it is heard from");
+        // removing a command of a deputy never heard from deletes it at once
+        f.define("d", cmd_t("y", false));
+        assert!(f.act(&key("y"), Verb::Remove));
+        assert!(!f.cmds.contains_key(&key("y")));
+        f.on_info(&info(NOW, &[("x", 0, 0, 0)]), NOW, t, false);
+        // desired 0, actual 0, pid 0: one-shot protection applies
+        assert!(f.cmds[&key("x")].force_quit);
+        assert!(f.act(&key("x"), Verb::Start));
+        let c = &f.cmds[&key("x")];
+        assert_eq!((c.desired_runid, c.force_quit, c.status()), (1, false, Status::Starting));
+        f.on_info(&info(NOW + 1, &[("x", 7, 1, 0)]), NOW, t, false);
+        assert_eq!(f.cmds[&key("x")].status(), Status::Running);
+        assert!(!f.act(&key("x"), Verb::Start), "start while running does nothing");
+        assert!(f.act(&key("x"), Verb::Restart));
+        assert_eq!(f.cmds[&key("x")].status(), Status::Restarting);
+        f.on_info(&info(NOW + 2, &[("x", 8, 2, 0)]), NOW, t, false);
+        assert!(f.act(&key("x"), Verb::Stop));
+        assert_eq!(f.cmds[&key("x")].status(), Status::Stopping);
+        f.on_info(&info(NOW + 3, &[("x", 0, 2, 15)]), NOW, t, false);
+        assert_eq!(f.cmds[&key("x")].status(), Status::StoppedOk, "killed by its stop signal on purpose");
+        let o = f.orders_for("d", "s", NOW);
+        assert_eq!((o.cmds.len(), o.cmds[0].desired_runid, o.cmds[0].force_quit), (1, 2, true));
+        assert!(f.act(&key("x"), Verb::Remove));
+        assert_eq!(f.cmds[&key("x")].status(), Status::Removing);
+        assert!(f.orders_for("d", "s", NOW).cmds.is_empty());
+        f.on_info(&info(NOW + 4, &[]), NOW, t, false);
+        assert!(f.cmds.is_empty(), "deleted once no longer reported");
+        // an error exit
+        f.on_info(&info(NOW + 5, &[("e", 0, 1, 768)]), NOW, t, false);
+        assert_eq!(f.cmds[&key("e")].status(), Status::StoppedError);
+        assert_eq!(f.flush_dead(), 1);
+        assert!(f.cmds[&key("e")].removing);
+        // the runid wraps to 1
+        assert_eq!(bump(i32::MAX), 1);
+    }
+
+    #[test]
+    fn observer_rebuilds_desired_state() {
+        let mut f = Fleet::default();
+        let mut o = Orders { utime: NOW, deputy_id: "d".into(), sheriff_id: "other".into(), cmds: vec![] };
+        o.cmds.push(CmdDesired { cmd: cmd_t("a", false), desired_runid: 3, force_quit: false });
+        o.cmds.push(CmdDesired { cmd: cmd_t("b", false), desired_runid: 1, force_quit: true });
+        f.on_foreign_orders(&o);
+        assert_eq!(f.cmds[&key("a")].desired_runid, 3);
+        assert!(f.cmds[&key("b")].force_quit);
+        o.cmds.remove(1);
+        f.on_foreign_orders(&o);
+        assert!(f.cmds[&key("b")].removing);
+        assert!(!f.cmds[&key("a")].removing);
+    }
+
+    #[test]
+    fn liveness() {
+        let mut f = Fleet::default();
+        let t = Instant::now();
+        f.on_info(&info(NOW, &[]), NOW, t, false);
+        assert_eq!(f.liveness("d", t + Duration::from_secs(1)), Liveness::Fresh);
+        assert_eq!(f.liveness("d", t + Duration::from_secs(3)), Liveness::Late);
+        assert_eq!(f.liveness("d", t + Duration::from_secs(6)), Liveness::Lost);
+        assert_eq!(f.liveness("nobody", t), Liveness::Lost);
+    }
+}
