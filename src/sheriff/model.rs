@@ -167,7 +167,7 @@ pub struct Fleet {
 pub const MAX_INFO_AGE_US: i64 = 30_000_000;
 
 fn bump(runid: i32) -> i32 {
-    if runid >= i32::MAX || runid < 0 { 1 } else { runid + 1 }
+    if (0..i32::MAX).contains(&runid) { runid + 1 } else { 1 }
 }
 
 impl Fleet {
@@ -272,7 +272,7 @@ impl Fleet {
         let before = (c.desired_runid, c.force_quit, c.removing);
         match verb {
             Verb::Start => {
-                if !(c.pid > 0 && !c.force_quit) {
+                if c.pid <= 0 || c.force_quit {
                     c.desired_runid = bump(c.desired_runid.max(c.actual_runid));
                     c.force_quit = false;
                 }
