@@ -835,3 +835,670 @@ fn find_cycle(cfg: &Config, index: &HashMap<&str, usize>) -> Option<(Pos, String
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sheriff::testutil::expect_errors;
+
+    /// The example of sheriff-bridge.md §5.3, verbatim.
+    const EXAMPLE: &str = r#"cmd "hw-interface" { exec = "hw_driver --port /dev/ttyUSB0"; deputy = "robot"; auto_respawn = "true"; }
+group "perception" {
+    cmd "camera-left" { exec = "camera --side left"; deputy = "robot"; stop_signal = 15; stop_time_allowed = 3; }
+    group "mapping" { cmd "mapper" { exec = "MAP_DIR=${HOME}/maps mapper"; deputy = "base-station"; } }
+}
+script "bringup" {
+    start cmd "hw-interface" wait "running";
+    wait ms 500;
+    start group "perception";                     # includes perception/mapping
+    wait group "perception/mapping" status "running";
+}
+script "cycle" { stop everything wait "stopped"; run_script "bringup"; restart cmd "camera-left"; }
+"#;
+
+    /// What `save` writes for [`EXAMPLE`].
+    const EXAMPLE_SAVED: &str = r#"cmd "hw-interface" {
+    auto_respawn = "true";
+    deputy = "robot";
+    exec = "hw_driver --port /dev/ttyUSB0";
+}
+
+group "perception" {
+    cmd "camera-left" {
+        deputy = "robot";
+        exec = "camera --side left";
+        stop_signal = 15;
+        stop_time_allowed = 3;
+    }
+    group "mapping" {
+        cmd "mapper" {
+            deputy = "base-station";
+            exec = "MAP_DIR=${HOME}/maps mapper";
+        }
+    }
+}
+
+script "bringup" {
+    start cmd "hw-interface" wait "running";
+    wait ms 500;
+    start group "perception";
+    wait group "perception/mapping" status "running";
+}
+
+script "cycle" {
+    stop everything wait "stopped";
+    run_script "bringup";
+    restart cmd "camera-left";
+}
+"#;
+
+    fn at(line: u32, col: u32) -> Pos {
+        Pos { line, col }
+    }
+
+    fn cfg(text: &str) -> Config {
+        match parse(text, "c.cfg") {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn err(text: &str) -> String {
+        match parse(text, "c.cfg") {
+            Ok(c) => format!("no error, parsed: {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// The configuration without positions (they change with the layout).
+    fn plain(mut c: Config) -> Config {
+        c.cmds.iter_mut().for_each(|c| c.pos = Pos::NONE);
+        for s in &mut c.scripts {
+            s.pos = Pos::NONE;
+            s.actions.iter_mut().for_each(|a| a.pos = Pos::NONE);
+        }
+        c
+    }
+
+    fn cmd(id: &str, exec: &str, deputy: &str, group: &str, pos: Pos) -> CmdDef {
+        CmdDef { group: group.into(), pos, ..CmdDef::new(id, exec, deputy) }
+    }
+
+    fn act(step: Step, pos: Pos) -> Action {
+        Action { step, pos }
+    }
+
+    fn ids(c: &Config) -> Vec<(&str, &str)> {
+        c.cmds.iter().map(|c| (c.id.as_str(), c.group.as_str())).collect()
+    }
+
+    fn the_cmd(text: &str) -> CmdDef {
+        let c = cfg(text);
+        assert_eq!(c.cmds.len(), 1, "{c:?}");
+        c.cmds[0].clone()
+    }
+
+    fn steps(text: &str) -> Vec<Step> {
+        let c = cfg(&format!("cmd \"a\" {{ exec = \"x\"; deputy = \"d\"; }}\nscript \"s\" {{ {text} }}"));
+        c.scripts[0].actions.iter().map(|a| a.step.clone()).collect()
+    }
+
+    #[test]
+    fn the_spec_example() {
+        let c = cfg(EXAMPLE);
+        let hw = CmdDef {
+            auto_respawn: true,
+            ..cmd("hw-interface", "hw_driver --port /dev/ttyUSB0", "robot", "", at(1, 5))
+        };
+        let cam = CmdDef {
+            stop_signal: 15,
+            stop_time_allowed: 3,
+            ..cmd("camera-left", "camera --side left", "robot", "perception", at(3, 9))
+        };
+        let mapper = cmd("mapper", "MAP_DIR=${HOME}/maps mapper", "base-station", "perception/mapping", at(4, 27));
+        let bringup = Script {
+            name: "bringup".into(),
+            pos: at(6, 8),
+            actions: vec![
+                act(Step::Start { target: Target::Cmd("hw-interface".into()), wait: Some(WaitFor::Running) }, at(7, 5)),
+                act(Step::WaitMs(500), at(8, 5)),
+                act(Step::Start { target: Target::Group("perception".into()), wait: None }, at(9, 5)),
+                act(
+                    Step::WaitStatus { target: Target::Group("perception/mapping".into()), status: WaitFor::Running },
+                    at(10, 5),
+                ),
+            ],
+        };
+        let cycle = Script {
+            name: "cycle".into(),
+            pos: at(12, 8),
+            actions: vec![
+                act(Step::Stop { target: Target::Everything, wait: Some(WaitFor::Stopped) }, at(12, 18)),
+                act(Step::RunScript("bringup".into()), at(12, 50)),
+                act(Step::Restart { target: Target::Cmd("camera-left".into()), wait: None }, at(12, 72)),
+            ],
+        };
+        assert_eq!(c, Config { cmds: vec![hw, cam, mapper], scripts: vec![bringup, cycle] });
+        assert_eq!(validate(&c, "c.cfg"), Ok(()));
+        assert_eq!(c.cmd("mapper").map(|m| m.pos), Some(at(4, 27)));
+        assert_eq!(c.script("cycle").map(|s| s.actions.len()), Some(3));
+        assert!(c.cmd("nope").is_none() && c.script("nope").is_none());
+    }
+
+    #[test]
+    fn saving_the_spec_example() {
+        let c = cfg(EXAMPLE);
+        let saved = save(&c);
+        assert_eq!(saved, EXAMPLE_SAVED);
+        assert_eq!(plain(cfg(&saved)), plain(c));
+    }
+
+    #[test]
+    fn attributes() {
+        let c = the_cmd("cmd \"a\" { host = \"h\"; exec = \"x\"; }");
+        assert_eq!(c, cmd("a", "x", "h", "", at(1, 5)));
+        assert_eq!((c.auto_respawn, c.stop_signal, c.stop_time_allowed), (false, 2, 7));
+        let respawn = |v: &str| the_cmd(&format!("cmd \"a\" {{ exec = \"x\"; deputy = \"d\"; auto_respawn = {v}; }}"));
+        for v in ["\"true\"", "\"TRUE\"", "\"True\"", "\"yes\"", "\"Yes\"", "\"YES\""] {
+            assert!(respawn(v).auto_respawn, "{v}");
+        }
+        for v in ["\"false\"", "\"no\"", "\"1\"", "\"\"", "\"on\"", "\"truely\""] {
+            assert!(!respawn(v).auto_respawn, "{v}");
+        }
+        // the enclosing group wins over a group attribute, at the top too
+        let c = cfg("group \"g\" { cmd \"a\" { group = \"other\"; exec = \"x\"; deputy = \"d\"; } }\n\
+                     cmd \"b\" { group = \"other\"; exec = \"x\"; deputy = \"d\"; }");
+        assert_eq!(ids(&c), [("a", "g"), ("b", "")]);
+        // limits of the integers
+        let c =
+            the_cmd("cmd \"a\" { stop_signal = 64; stop_time_allowed = 4294967295; exec = \"x\"; deputy = \"d\"; }");
+        assert_eq!((c.stop_signal, c.stop_time_allowed), (64, u32::MAX));
+        let c = the_cmd("cmd \"a\" { stop_signal = 1; stop_time_allowed = 1; exec = \"x\"; deputy = \"d\"; }");
+        assert_eq!((c.stop_signal, c.stop_time_allowed), (1, 1));
+        // any string may be an id or a value, but for '/' in ids
+        let c = the_cmd("cmd \"cam left #1 {x}\" { exec = \"a \\\"b\\\" \\\\ c\\td\"; deputy = \"é\"; }");
+        assert_eq!((c.id.as_str(), c.exec.as_str(), c.deputy.as_str()), ("cam left #1 {x}", "a \"b\" \\ c\td", "é"));
+    }
+
+    #[test]
+    fn layout_and_comments() {
+        assert_eq!(cfg(""), Config::default());
+        assert_eq!(cfg("# nothing\n\n   # at all\n"), Config::default());
+        let spread = cfg("# head\ncmd # id next\n\"a\"\n{\nexec\n=\n# value next\n\"x\"\n;deputy=\"d\";}#tail");
+        assert_eq!(spread.cmds, [cmd("a", "x", "d", "", at(3, 1))]);
+        let packed = cfg("cmd\"a\"{exec=\"x\";deputy=\"d\";}group\"g\"{}script\"s\"{wait ms 1;}");
+        assert_eq!((ids(&packed), packed.scripts[0].actions[0].step.clone()), (vec![("a", "")], Step::WaitMs(1)));
+        // CRLF line ends and a byte order mark
+        let crlf = cfg("\u{feff}cmd \"a\" {\r\n  exec = \"x\";\r\n  deputy = \"d\";\r\n}\r\n");
+        assert_eq!(crlf.cmds, [cmd("a", "x", "d", "", at(1, 5))]);
+        // empty groups and scripts are allowed
+        let c = cfg("group \"e\" { group \"f\" { } }\nscript \"nothing\" { }");
+        assert_eq!((c.cmds.len(), c.scripts[0].name.as_str(), c.scripts[0].actions.len()), (0, "nothing", 0));
+    }
+
+    #[test]
+    fn groups_nest_and_merge() {
+        let c = cfg("cmd \"t1\" { exec = \"x\"; deputy = \"d\"; }\n\
+                     group \"a\" { cmd \"a1\" { exec = \"x\"; deputy = \"d\"; }\n\
+                                   group \"b\" { cmd \"ab1\" { exec = \"x\"; deputy = \"d\"; } } }\n\
+                     cmd \"t2\" { exec = \"x\"; deputy = \"d\"; }\n\
+                     group \"c\" { cmd \"c1\" { exec = \"x\"; deputy = \"d\"; } }\n\
+                     group \"a\" { group \"b\" { cmd \"ab2\" { exec = \"x\"; deputy = \"d\"; } }\n\
+                                   cmd \"a2\" { exec = \"x\"; deputy = \"d\"; } }\n\
+                     group \" spaced \" { cmd \"s\" { exec = \"x\"; deputy = \"d\"; } }");
+        // a group opened again is merged at its first place
+        assert_eq!(
+            ids(&c),
+            [
+                ("t1", ""),
+                ("a1", "a"),
+                ("ab1", "a/b"),
+                ("ab2", "a/b"),
+                ("a2", "a"),
+                ("t2", ""),
+                ("c1", "c"),
+                ("s", " spaced ")
+            ]
+        );
+        // positions stay those of the file
+        assert_eq!(c.cmd("ab2").map(|c| c.pos), Some(at(6, 29)));
+        let saved = save(&c);
+        assert_eq!(saved.matches("group \"a\"").count(), 1, "{saved}");
+        assert_eq!(plain(cfg(&saved)), plain(c));
+    }
+
+    #[test]
+    fn script_actions() {
+        let t = |s: &str| Target::Cmd(s.into());
+        let g = |s: &str| Target::Group(s.into());
+        assert_eq!(
+            steps(
+                "start cmd \"a\"; stop cmd \"a\"; restart cmd \"a\"; \
+                 start everything wait \"running\"; stop group \"g\" wait \"stopped\"; \
+                 restart group \"g\" wait \"running\"; stop cmd \"a\" wait \"running\"; start cmd \"a\" wait \"stopped\";"
+            ),
+            [
+                Step::Start { target: t("a"), wait: None },
+                Step::Stop { target: t("a"), wait: None },
+                Step::Restart { target: t("a"), wait: None },
+                Step::Start { target: Target::Everything, wait: Some(WaitFor::Running) },
+                Step::Stop { target: g("g"), wait: Some(WaitFor::Stopped) },
+                Step::Restart { target: g("g"), wait: Some(WaitFor::Running) },
+                Step::Stop { target: t("a"), wait: Some(WaitFor::Running) },
+                Step::Start { target: t("a"), wait: Some(WaitFor::Stopped) },
+            ]
+        );
+        assert_eq!(
+            steps(
+                "wait ms 0; wait ms 18446744073709551615; wait cmd \"a\" status \"stopped\"; \
+                 wait group \"/a//b/\" status \"running\"; run_script \"other\"; start group \"x/\";"
+            ),
+            [
+                Step::WaitMs(0),
+                Step::WaitMs(u64::MAX),
+                Step::WaitStatus { target: t("a"), status: WaitFor::Stopped },
+                Step::WaitStatus { target: g("a/b"), status: WaitFor::Running },
+                Step::RunScript("other".into()),
+                Step::Start { target: g("x"), wait: None },
+            ]
+        );
+        // "\c" gives c in a status string too
+        assert_eq!(
+            steps("wait cmd \"a\" status \"r\\unning\";"),
+            [Step::WaitStatus { target: t("a"), status: WaitFor::Running }]
+        );
+    }
+
+    #[test]
+    fn errors_name_file_line_and_column() {
+        let ok = "{ exec = \"x\"; deputy = \"d\"; }";
+        let cases: Vec<(String, &str)> = vec![
+            // the top level
+            ("foo".into(), "c.cfg:1:1: expected cmd, group or script, found 'foo'"),
+            ("\n  \"cmd\"".into(), "c.cfg:2:3: expected cmd, group or script, found string \"cmd\""),
+            ("CMD \"a\" {}".into(), "c.cfg:1:1: expected cmd, group or script, found 'CMD'"),
+            ("}".into(), "c.cfg:1:1: expected cmd, group or script, found '}'"),
+            // commands
+            ("cmd a {}".into(), "c.cfg:1:5: expected a command id, found 'a'"),
+            (format!("cmd \"\" {ok}"), "c.cfg:1:5: empty command id"),
+            (format!("cmd \"a/b\" {ok}"), "c.cfg:1:5: '/' in command id \"a/b\""),
+            (
+                format!("cmd \"a\" {ok}\ngroup \"g\" {{\n  cmd \"a\" {ok} }}"),
+                "c.cfg:3:7: duplicate command id \"a\" (first at 1:5)",
+            ),
+            ("cmd \"a\" exec".into(), "c.cfg:1:9: expected '{' after the command id, found 'exec'"),
+            ("cmd \"a\" {".into(), "c.cfg:1:10: expected an attribute name or '}', found end of file"),
+            ("cmd \"a\" { \"exec\" }".into(), "c.cfg:1:11: expected an attribute name or '}', found string \"exec\""),
+            (
+                "cmd \"a\" {\n\tcolour = \"red\"; }".into(),
+                "c.cfg:2:2: unknown attribute 'colour' (exec, deputy, host, auto_respawn, group, stop_signal, \
+                 stop_time_allowed)",
+            ),
+            (
+                "cmd \"a\" { Exec = \"x\"; }".into(),
+                "c.cfg:1:11: unknown attribute 'Exec' (exec, deputy, host, auto_respawn, group, stop_signal, stop_time_allowed)",
+            ),
+            ("cmd \"a\" { exec \"x\"; }".into(), "c.cfg:1:16: expected '=' after exec, found string \"x\""),
+            ("cmd \"a\" { exec = ; }".into(), "c.cfg:1:18: expected a value for exec, found ';'"),
+            ("cmd \"a\" { exec = x; }".into(), "c.cfg:1:18: expected a value for exec, found 'x'"),
+            (
+                "cmd \"a\" { exec = \"x\" deputy".into(),
+                "c.cfg:1:22: expected ';' after the value of exec, found 'deputy'",
+            ),
+            ("cmd \"a\" { exec = \"x\" }".into(), "c.cfg:1:22: expected ';' after the value of exec, found '}'"),
+            ("cmd \"a\" { exec = 5; }".into(), "c.cfg:1:18: exec takes a string, found integer 5"),
+            ("cmd \"a\" { deputy = 5; }".into(), "c.cfg:1:20: deputy takes a string, found integer 5"),
+            ("cmd \"a\" { auto_respawn = 1; }".into(), "c.cfg:1:26: auto_respawn takes a string, found integer 1"),
+            ("cmd \"a\" { group = 1; }".into(), "c.cfg:1:19: group takes a string, found integer 1"),
+            (
+                "cmd \"a\" { stop_signal = \"15\"; }".into(),
+                "c.cfg:1:25: stop_signal takes an integer, found string \"15\"",
+            ),
+            (
+                "cmd \"a\" { stop_time_allowed = \"3\"; }".into(),
+                "c.cfg:1:31: stop_time_allowed takes an integer, found string \"3\"",
+            ),
+            ("cmd \"a\" { stop_signal = 0; }".into(), "c.cfg:1:25: stop_signal must be a signal number from 1 to 64"),
+            ("cmd \"a\" { stop_signal = 65; }".into(), "c.cfg:1:25: stop_signal must be a signal number from 1 to 64"),
+            (
+                "cmd \"a\" { stop_signal = 4294967298; }".into(),
+                "c.cfg:1:25: stop_signal must be a signal number from 1 to 64",
+            ),
+            ("cmd \"a\" { stop_signal = -15; }".into(), "c.cfg:1:25: negative numbers are not allowed"),
+            (
+                "cmd \"a\" { stop_time_allowed = 0; }".into(),
+                "c.cfg:1:31: stop_time_allowed must be at least 1 (seconds)",
+            ),
+            (
+                "cmd \"a\" { stop_time_allowed = 4294967296; }".into(),
+                "c.cfg:1:31: stop_time_allowed must be at most 4294967295 (seconds)",
+            ),
+            ("cmd \"a\" { exec = \"\"; }".into(), "c.cfg:1:18: exec is empty"),
+            ("cmd \"a\" { exec = \" \\t \"; }".into(), "c.cfg:1:18: exec is empty"),
+            ("cmd \"a\" { deputy = \"\"; }".into(), "c.cfg:1:20: deputy is empty"),
+            ("cmd \"a\" { host = \"\"; }".into(), "c.cfg:1:18: host is empty"),
+            ("cmd \"a\" { exec = \"x\";\n exec = \"y\"; }".into(), "c.cfg:2:2: exec given twice (first at 1:11)"),
+            (
+                "cmd \"a\" { deputy = \"x\"; host = \"y\"; }".into(),
+                "c.cfg:1:25: host given after deputy (at 1:11): they are the same attribute",
+            ),
+            ("cmd \"a\" { group = \"x\"; group = \"y\"; }".into(), "c.cfg:1:24: group given twice (first at 1:11)"),
+            ("cmd \"a\" { deputy = \"d\"; }".into(), "c.cfg:1:5: command \"a\" has no exec"),
+            ("\n\n cmd \"a\" { exec = \"x\"; }".into(), "c.cfg:3:6: command \"a\" has no deputy (or host)"),
+            // groups
+            ("group {".into(), "c.cfg:1:7: expected a group name, found '{'"),
+            ("group \"\" {}".into(), "c.cfg:1:7: empty group name"),
+            ("group \" \t\" {}".into(), "c.cfg:1:7: empty group name"),
+            ("group \"a/b\" {}".into(), "c.cfg:1:7: '/' in group name \"a/b\" (nest groups instead)"),
+            ("group \"a\" cmd".into(), "c.cfg:1:11: expected '{' after the group name, found 'cmd'"),
+            ("group \"a\" {\n  script \"s\" {} }".into(), "c.cfg:2:3: expected cmd, group or '}', found 'script'"),
+            ("group \"a\" { ".into(), "c.cfg:1:13: expected cmd, group or '}', found end of file"),
+            (
+                format!("{}{}", "group \"g\" {".repeat(MAX_DEPTH), "group \"deep\" {"),
+                // 64 x 11 characters, then `group `
+                "c.cfg:1:711: groups nested more than 64 deep",
+            ),
+            // scripts
+            ("script s {}".into(), "c.cfg:1:8: expected a script name, found 's'"),
+            ("script \"\" {}".into(), "c.cfg:1:8: empty script name"),
+            ("script \"s\" {}\nscript \"s\" {}".into(), "c.cfg:2:8: duplicate script \"s\" (first at 1:8)"),
+            ("script \"s\" ;".into(), "c.cfg:1:12: expected '{' after the script name, found ';'"),
+            (
+                "script \"s\" {".into(),
+                "c.cfg:1:13: expected start, stop, restart, wait, run_script or '}', found end of file",
+            ),
+            (
+                "script \"s\" { launch cmd \"a\"; }".into(),
+                "c.cfg:1:14: expected start, stop, restart, wait, run_script or '}', found 'launch'",
+            ),
+            (
+                "script \"s\" { start \"a\"; }".into(),
+                "c.cfg:1:20: expected everything, cmd or group, found string \"a\"",
+            ),
+            ("script \"s\" { start cmd a; }".into(), "c.cfg:1:24: expected a command id after 'cmd', found 'a'"),
+            ("script \"s\" { stop group; }".into(), "c.cfg:1:24: expected a group path after 'group', found ';'"),
+            ("script \"s\" { start group \"/\"; }".into(), "c.cfg:1:26: empty group path"),
+            ("script \"s\" { restart group \"//\"; }".into(), "c.cfg:1:28: empty group path"),
+            ("script \"s\" { start cmd \"a\" now; }".into(), "c.cfg:1:28: expected 'wait' or ';', found 'now'"),
+            ("script \"s\" { start cmd \"a\" }".into(), "c.cfg:1:28: expected 'wait' or ';', found '}'"),
+            (
+                "script \"s\" { start cmd \"a\" wait running; }".into(),
+                "c.cfg:1:33: expected \"running\" or \"stopped\", found 'running'",
+            ),
+            (
+                "script \"s\" { stop cmd \"a\" wait \"Stopped\"; }".into(),
+                "c.cfg:1:32: expected \"running\" or \"stopped\", found \"Stopped\"",
+            ),
+            (
+                "script \"s\" { start cmd \"a\" wait \"running\" }".into(),
+                "c.cfg:1:43: expected ';' at the end of the action, found '}'",
+            ),
+            ("script \"s\" { wait 5; }".into(), "c.cfg:1:19: expected ms, cmd or group after 'wait', found integer 5"),
+            (
+                "script \"s\" { wait everything status \"running\"; }".into(),
+                "c.cfg:1:19: expected ms, cmd or group after 'wait', found 'everything'",
+            ),
+            (
+                "script \"s\" { wait ms \"5\"; }".into(),
+                "c.cfg:1:22: expected a number of milliseconds after 'wait ms', found string \"5\"",
+            ),
+            ("script \"s\" { wait ms 5 }".into(), "c.cfg:1:24: expected ';' at the end of the action, found '}'"),
+            ("script \"s\" { wait ms 500ms; }".into(), "c.cfg:1:25: expected ';' at the end of the action, found 'ms'"),
+            ("script \"s\" { wait ms -5; }".into(), "c.cfg:1:22: negative numbers are not allowed"),
+            (
+                "script \"s\" { wait cmd \"a\" \"running\"; }".into(),
+                "c.cfg:1:27: expected 'status', found string \"running\"",
+            ),
+            (
+                "script \"s\" { wait group \"g\" status \"up\"; }".into(),
+                "c.cfg:1:36: expected \"running\" or \"stopped\", found \"up\"",
+            ),
+            (
+                "script \"s\" { run_script s; }".into(),
+                "c.cfg:1:25: expected a script name after 'run_script', found 's'",
+            ),
+            (
+                "script \"s\" { run_script \"t\" }".into(),
+                "c.cfg:1:29: expected ';' at the end of the action, found '}'",
+            ),
+            // the lexer's errors come through with the file name
+            ("cmd \"a\" { exec = \"x\n\"; }".into(), "c.cfg:1:18: string not closed before the end of the line"),
+            ("cmd \"a\" @".into(), "c.cfg:1:9: unexpected character '@'"),
+        ];
+        expect_errors(&cases, err);
+    }
+
+    #[test]
+    fn saving_escapes_and_omits() {
+        let mut odd = CmdDef::new("q\"uote\\back\nline\ttab\rcr #{};", "say \"hi\" \\ $X", "dé");
+        odd.group = "g \"1\"/sub\\2".into();
+        let mut bad = CmdDef::new("bad", "x", "d");
+        (bad.stop_signal, bad.stop_time_allowed) = (0, 0);
+        let mut worse = CmdDef::new("worse", "x", "d");
+        (worse.stop_signal, worse.auto_respawn) = (-3, false);
+        let mut big = CmdDef::new("big", "x", "d");
+        big.stop_signal = 99;
+        let c = Config {
+            cmds: vec![odd, bad, worse, big],
+            scripts: vec![Script {
+                name: "s\"".into(),
+                pos: Pos::NONE,
+                actions: vec![
+                    act(Step::RunScript("t\\".into()), Pos::NONE),
+                    act(Step::WaitStatus { target: Target::Cmd("a\"b".into()), status: WaitFor::Stopped }, Pos::NONE),
+                ],
+            }],
+        };
+        let saved = save(&c);
+        assert_eq!(
+            saved,
+            r#"group "g \"1\"" {
+    group "sub\\2" {
+        cmd "q\"uote\\back\nline\ttab\rcr #{};" {
+            deputy = "dé";
+            exec = "say \"hi\" \\ $X";
+        }
+    }
+}
+
+cmd "bad" {
+    deputy = "d";
+    exec = "x";
+}
+
+cmd "worse" {
+    deputy = "d";
+    exec = "x";
+}
+
+cmd "big" {
+    deputy = "d";
+    exec = "x";
+}
+
+script "s\"" {
+    run_script "t\\";
+    wait cmd "a\"b" status "stopped";
+}
+"#
+        );
+        let back = cfg(&saved);
+        assert_eq!(back.cmds[0].id, c.cmds[0].id);
+        assert_eq!(back.cmds[0].exec, c.cmds[0].exec);
+        assert_eq!(back.cmds[0].group, c.cmds[0].group);
+        // values a file cannot hold come back as the defaults
+        let back: Vec<(i32, u32)> = back.cmds.iter().map(|c| (c.stop_signal, c.stop_time_allowed)).collect();
+        assert_eq!(back, [(2, 7), (2, 7), (2, 7), (2, 7)]);
+        assert_eq!(plain(cfg(&saved)).scripts, c.scripts);
+        assert_eq!(save(&Config::default()), "");
+    }
+
+    #[test]
+    fn round_trips() {
+        let mk = |id: &str, group: &str| CmdDef { group: group.into(), ..CmdDef::new(id, "run it", "d") };
+        // an order a model may hold: groups interleaved, paths not normalised
+        let c = Config {
+            cmds: vec![
+                mk("1", "a/b"),
+                mk("2", ""),
+                mk("3", "/a"),
+                CmdDef { auto_respawn: true, stop_signal: 9, stop_time_allowed: 30, ..mk("4", "a//b/") },
+                mk("5", "c"),
+                mk("6", "a"),
+            ],
+            scripts: vec![Script { name: "only".into(), actions: vec![], pos: Pos::NONE }],
+        };
+        let once = save(&c);
+        let back = plain(cfg(&once));
+        let order: Vec<(&str, &str)> = ids(&back);
+        assert_eq!(order, [("1", "a/b"), ("4", "a/b"), ("3", "a"), ("6", "a"), ("2", ""), ("5", "c")]);
+        assert_eq!(back.cmd("4").map(|c| (c.auto_respawn, c.stop_signal, c.stop_time_allowed)), Some((true, 9, 30)));
+        // parse -> save -> parse is the same configuration, and save is a fixed point
+        assert_eq!(plain(cfg(&save(&back))), back);
+        assert_eq!(save(&back), once);
+        assert_eq!(plain(cfg(&save(&cfg(EXAMPLE)))), plain(cfg(EXAMPLE)));
+    }
+
+    #[test]
+    fn steps_display_as_written() {
+        for line in [
+            "start everything",
+            "stop cmd \"a \\\"b\\\"\" wait \"stopped\"",
+            "restart group \"x/y\" wait \"running\"",
+            "wait ms 250",
+            "wait group \"g\" status \"stopped\"",
+            "run_script \"s\"",
+        ] {
+            let c = cfg(&format!("script \"s\" {{ {line}; }}"));
+            assert_eq!(c.scripts[0].actions[0].step.to_string(), line);
+        }
+        assert_eq!((WaitFor::Running.to_string(), WaitFor::Stopped.as_str()), ("running".into(), "stopped"));
+        assert_eq!(WaitFor::from_word("RUNNING"), None);
+    }
+
+    #[test]
+    fn group_paths() {
+        assert_eq!(normalise_group("/a//b/"), "a/b");
+        assert_eq!(normalise_group("a"), "a");
+        assert_eq!(normalise_group("///"), "");
+        assert_eq!(normalise_group(""), "");
+        assert_eq!(normalise_group("a b/ c"), "a b/ c");
+        assert!(group_matches("a", "a"));
+        assert!(group_matches("a", "a/b"));
+        assert!(group_matches("a/b", "a/b/c"));
+        assert!(group_matches("/a/", "a//b"));
+        assert!(group_matches("", "a"));
+        assert!(group_matches("", ""));
+        assert!(!group_matches("a", "ab"));
+        assert!(!group_matches("ab", "a"));
+        assert!(!group_matches("a/b", "a"));
+        assert!(!group_matches("a", ""));
+        assert!(!group_matches("b", "a/b"));
+    }
+
+    fn check(scripts: &str) -> Result<(), String> {
+        let text = format!(
+            "cmd \"top\" {{ exec = \"x\"; deputy = \"d\"; }}\n\
+             group \"a\" {{ group \"b\" {{ cmd \"ab\" {{ exec = \"x\"; deputy = \"d\"; }} }} }}\n\
+             group \"empty\" {{ }}\n{scripts}"
+        );
+        validate(&cfg(&text), "c.cfg").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn validation() {
+        assert_eq!(
+            check(
+                "script \"s\" { start cmd \"top\"; stop group \"a\"; restart group \"a/b\" wait \"running\";\n\
+                 wait group \"/a/b/\" status \"stopped\"; wait cmd \"ab\" status \"running\"; start everything;\n\
+                 wait ms 10; run_script \"t\"; }\n\
+                 script \"t\" { run_script \"u\"; run_script \"u\"; }\n\
+                 script \"u\" { }\n"
+            ),
+            Ok(())
+        );
+        assert_eq!(check("script \"s\" {\n  start cmd \"nope\"; }"), Err("c.cfg:5:3: unknown command \"nope\"".into()));
+        assert_eq!(check("script \"s\" { stop cmd \"a\"; }"), Err("c.cfg:4:14: unknown command \"a\"".into()));
+        assert_eq!(
+            check("script \"s\" { wait cmd \"x\" status \"running\"; }"),
+            Err("c.cfg:4:14: unknown command \"x\"".into())
+        );
+        // groups match component-wise, and a group without commands is unknown
+        assert_eq!(check("script \"s\" { start group \"a/\"; }"), Ok(()));
+        assert_eq!(
+            check("script \"s\" { start group \"b\"; }"),
+            Err("c.cfg:4:14: unknown group \"b\": no command is in it".into())
+        );
+        assert_eq!(
+            check("script \"s\" { restart group \"a/b/c\"; }"),
+            Err("c.cfg:4:14: unknown group \"a/b/c\": no command is in it".into())
+        );
+        assert_eq!(
+            check("script \"s\" { wait ms 1; wait group \"empty\" status \"stopped\"; }"),
+            Err("c.cfg:4:25: unknown group \"empty\": no command is in it".into())
+        );
+        assert_eq!(check("script \"s\" { run_script \"t\"; }"), Err("c.cfg:4:14: unknown script \"t\"".into()));
+        // cycles: at the run_script that closes one
+        assert_eq!(check("script \"s\" { run_script \"s\"; }"), Err("c.cfg:4:14: run_script cycle: s -> s".into()));
+        assert_eq!(
+            check(
+                "script \"s\" { run_script \"t\"; }\nscript \"t\" { wait ms 1; run_script \"u\"; }\n\
+                 script \"u\" { start everything;\n run_script \"t\"; }"
+            ),
+            Err("c.cfg:7:2: run_script cycle: t -> u -> t".into())
+        );
+        // a diamond is not a cycle
+        assert_eq!(
+            check(
+                "script \"a\" { run_script \"b\"; run_script \"c\"; }\nscript \"b\" { run_script \"d\"; }\n\
+                 script \"c\" { run_script \"d\"; }\nscript \"d\" { }"
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn validation_of_built_configurations() {
+        let mut c = cfg(EXAMPLE);
+        let at_end = |c: &mut Config, step: Step, pos: Pos| c.scripts[1].actions.push(Action { step, pos });
+        at_end(&mut c, Step::WaitStatus { target: Target::Everything, status: WaitFor::Running }, at(40, 2));
+        assert_eq!(
+            validate(&c, "x").map_err(|e| e.to_string()),
+            Err("x:40:2: 'wait ... status' needs cmd or group, not everything".into())
+        );
+        let mut c = cfg(EXAMPLE);
+        let copy = Script { pos: at(30, 8), ..c.scripts[0].clone() };
+        c.scripts.push(copy);
+        assert_eq!(
+            validate(&c, "x").map_err(|e| e.to_string()),
+            Err("x:30:8: duplicate script \"bringup\" (first at 6:8)".into())
+        );
+        // a group path not normalised is matched as if it were
+        let mut c = cfg(EXAMPLE);
+        at_end(&mut c, Step::Start { target: Target::Group("//perception/".into()), wait: None }, at(41, 1));
+        assert_eq!(validate(&c, "x"), Ok(()));
+    }
+
+    #[test]
+    fn loading_files() {
+        let dir = std::env::temp_dir().join(format!("dp-sheriff-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.cfg");
+        std::fs::write(&good, EXAMPLE).unwrap();
+        assert_eq!(load(&good), Ok(cfg(EXAMPLE)));
+        let bad = dir.join("bad.cfg");
+        std::fs::write(&bad, "cmd \"a\" {\n  exec = 7; }").unwrap();
+        assert_eq!(
+            load(&bad).map_err(|e| e.to_string()),
+            Err(format!("{}:2:10: exec takes a string, found integer 7", bad.display()))
+        );
+        let latin1 = dir.join("latin1.cfg");
+        std::fs::write(&latin1, b"# ok\ncmd \"caf\xe9\" {}").unwrap();
+        assert_eq!(load(&latin1).map_err(|e| e.to_string()), Err(format!("{}:2:9: not UTF-8 text", latin1.display())));
+        let missing = dir.join("missing.cfg");
+        let e = load(&missing).unwrap_err();
+        assert_eq!((e.file, e.pos), (missing.display().to_string(), Pos::NONE));
+        assert!(e.msg.starts_with("cannot read: "), "{}", e.msg);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

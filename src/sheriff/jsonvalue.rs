@@ -288,6 +288,7 @@ pub fn parse(text: &str, file: &str) -> Result<Json, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sheriff::testutil::expect_errors;
 
     fn p(t: &str) -> Value {
         parse(t, "t.json").unwrap().value
@@ -345,28 +346,31 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert_eq!(err(""), "t.json:1:1: expected a value, found end of file");
-        assert_eq!(err("[1,]"), "t.json:1:4: expected a value, found ']'");
-        assert_eq!(err("[1 2]"), "t.json:1:4: expected ',' or ']', found '2'");
-        assert_eq!(err("{\"a\":1,}"), "t.json:1:8: expected a key string, found '}'");
-        assert_eq!(err("{\"a\" 1}"), "t.json:1:6: expected ':', found '1'");
-        assert_eq!(err("{\"a\":1 \"b\":2}"), "t.json:1:8: expected ',' or '}', found '\"'");
-        assert_eq!(err("{\"a\":1,\n \"a\":2}"), "t.json:2:2: duplicate key \"a\" (first at 1:2)");
-        assert_eq!(err("{} x"), "t.json:1:4: expected the end of the file, found 'x'");
-        assert_eq!(err("nul"), "t.json:1:1: expected a value, found \"nul\"");
-        assert_eq!(err("'a'"), "t.json:1:1: expected a value, found '\\''");
-        assert_eq!(err("// c\n1"), "t.json:1:1: expected a value, found '/'");
-        assert_eq!(err("01"), "t.json:1:2: expected the end of the number, found '1'");
-        assert_eq!(err("-"), "t.json:1:2: expected a digit, found end of file");
-        assert_eq!(err("1."), "t.json:1:3: expected a digit after '.', found end of file");
-        assert_eq!(err("1e+"), "t.json:1:4: expected a digit in the exponent, found end of file");
-        assert_eq!(err("\"ab"), "t.json:1:1: string not closed before the end of the file");
-        assert_eq!(err("\"a\tb\""), "t.json:1:3: control character '\\t' in a string (escape it)");
-        assert_eq!(err("\"\\x\""), "t.json:1:2: unknown escape in a string");
-        assert_eq!(err("\"\\u12\""), "t.json:1:2: \\u needs four hex digits");
-        assert_eq!(err("\"\\ud800\""), "t.json:1:2: lone surrogate in \\u escape");
-        assert_eq!(err("\"\\ud800\\u0041\""), "t.json:1:2: lone surrogate in \\u escape");
-        assert_eq!(err("\"\\udc00\""), "t.json:1:2: lone surrogate in \\u escape");
+        let cases = [
+            ("", "t.json:1:1: expected a value, found end of file"),
+            ("[1,]", "t.json:1:4: expected a value, found ']'"),
+            ("[1 2]", "t.json:1:4: expected ',' or ']', found '2'"),
+            ("{\"a\":1,}", "t.json:1:8: expected a key string, found '}'"),
+            ("{\"a\" 1}", "t.json:1:6: expected ':', found '1'"),
+            ("{\"a\":1 \"b\":2}", "t.json:1:8: expected ',' or '}', found '\"'"),
+            ("{\"a\":1,\n \"a\":2}", "t.json:2:2: duplicate key \"a\" (first at 1:2)"),
+            ("{} x", "t.json:1:4: expected the end of the file, found 'x'"),
+            ("nul", "t.json:1:1: expected a value, found \"nul\""),
+            ("'a'", "t.json:1:1: expected a value, found '\\''"),
+            ("// c\n1", "t.json:1:1: expected a value, found '/'"),
+            ("01", "t.json:1:2: expected the end of the number, found '1'"),
+            ("-", "t.json:1:2: expected a digit, found end of file"),
+            ("1.", "t.json:1:3: expected a digit after '.', found end of file"),
+            ("1e+", "t.json:1:4: expected a digit in the exponent, found end of file"),
+            ("\"ab", "t.json:1:1: string not closed before the end of the file"),
+            ("\"a\tb\"", "t.json:1:3: control character '\\t' in a string (escape it)"),
+            ("\"\\x\"", "t.json:1:2: unknown escape in a string"),
+            ("\"\\u12\"", "t.json:1:2: \\u needs four hex digits"),
+            ("\"\\ud800\"", "t.json:1:2: lone surrogate in \\u escape"),
+            ("\"\\ud800\\u0041\"", "t.json:1:2: lone surrogate in \\u escape"),
+            ("\"\\udc00\"", "t.json:1:2: lone surrogate in \\u escape"),
+        ];
+        expect_errors(&cases, err);
         let deep = "[".repeat(MAX_DEPTH + 1);
         assert_eq!(err(&deep), format!("t.json:1:{}: arrays and objects nested more than 128 deep", MAX_DEPTH + 1));
         // as deep as allowed is fine

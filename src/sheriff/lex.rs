@@ -143,6 +143,7 @@ impl<'a> Lexer<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sheriff::testutil::expect_errors;
 
     fn toks(text: &str) -> Result<Vec<(Tok<'_>, u32, u32)>, ConfigError> {
         let mut lx = Lexer::new(text, "t.cfg");
@@ -203,15 +204,18 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert_eq!(err("a\n  \"open\nx\""), "t.cfg:2:3: string not closed before the end of the line");
-        assert_eq!(err("\"open"), "t.cfg:1:1: string not closed before the end of the file");
-        assert_eq!(err("x \"ends in \\"), "t.cfg:1:3: string not closed before the end of the file");
-        assert_eq!(err("\"a\\\nb\""), "t.cfg:1:3: line break after '\\' in a string (write \\n)");
-        assert_eq!(err("a = -5;"), "t.cfg:1:5: negative numbers are not allowed");
-        assert_eq!(err("a - b"), "t.cfg:1:3: unexpected character '-'");
-        assert_eq!(err("\n é"), "t.cfg:2:2: unexpected character 'é'");
-        assert_eq!(err("x 18446744073709551616"), "t.cfg:1:3: integer 18446744073709551616 is too large");
-        assert_eq!(err("'single'"), "t.cfg:1:1: unexpected character '\\''");
+        let cases = [
+            ("a\n  \"open\nx\"", "t.cfg:2:3: string not closed before the end of the line"),
+            ("\"open", "t.cfg:1:1: string not closed before the end of the file"),
+            ("x \"ends in \\", "t.cfg:1:3: string not closed before the end of the file"),
+            ("\"a\\\nb\"", "t.cfg:1:3: line break after '\\' in a string (write \\n)"),
+            ("a = -5;", "t.cfg:1:5: negative numbers are not allowed"),
+            ("a - b", "t.cfg:1:3: unexpected character '-'"),
+            ("\n é", "t.cfg:2:2: unexpected character 'é'"),
+            ("x 18446744073709551616", "t.cfg:1:3: integer 18446744073709551616 is too large"),
+            ("'single'", "t.cfg:1:1: unexpected character '\\''"),
+        ];
+        expect_errors(&cases, err);
     }
 
     #[test]
