@@ -7,9 +7,9 @@
 //! [`signal`], [`log`]. The loop: [`supervisor`] and [`dispatch`];
 //! [`exit`] leaves it. The binary in `main.rs` only wires these together.
 //! [`client`] is the other side: parsing events, for programs that drive
-//! daemonproxy. The fleet layer — `procman` (LCM and the procman messages)
-//! with `bridge` and `sheriff` (feature `fleet`) — is for the sheriff bridge
-//! and the sheriff CLI; the supervisor never uses it.
+//! daemonproxy. The fleet layer — `procman` (LCM and the procman messages),
+//! `bridge` and `sheriff`, under feature `fleet` — is for the
+//! sheriff bridge and the sheriff CLI; the supervisor never uses it.
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 

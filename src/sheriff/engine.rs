@@ -75,6 +75,10 @@ pub struct Settings {
     pub keys: Vec<Key>,
     /// Under `require`, unsigned info from these deputies is accepted.
     pub trust_unsigned: Vec<String>,
+    /// Send no orders for this long after start: a sheriff that is already
+    /// active sends its orders every second, so a new one sees them (and
+    /// turns observer) before it disturbs anything.
+    pub listen_first: Duration,
 }
 
 /// The sheriff's LCM side.
@@ -96,6 +100,7 @@ pub struct Engine {
     trust_unsigned: Vec<String>,
     dirty: BTreeSet<String>,
     next_orders: Instant,
+    quiet_until: Instant,
     last_utime: i64,
     /// Messages for the log (warnings, conflicts), taken by the caller.
     pub notes: Vec<String>,
@@ -142,6 +147,7 @@ impl Engine {
             trust_unsigned: s.trust_unsigned,
             dirty: BTreeSet::new(),
             next_orders: Instant::now() + Duration::from_secs(1),
+            quiet_until: Instant::now() + s.listen_first,
             last_utime: 0,
             notes: Vec::new(),
             fresh_output: Vec::new(),
@@ -161,6 +167,12 @@ impl Engine {
             data.extend_from_slice(&t);
         }
         let _ = self.lcm.publish(channel, &data);
+    }
+
+    /// Still in the first moments after start, listening before acting
+    /// (see [`Settings::listen_first`]); until when.
+    pub fn listening(&self, now: Instant) -> Option<Instant> {
+        (now < self.quiet_until).then_some(self.quiet_until)
     }
 
     /// Apply a verb to the commands `keys`; changed deputies get orders at
@@ -240,6 +252,9 @@ impl Engine {
         if self.observer {
             self.dirty.clear();
             return now + Duration::from_secs(1);
+        }
+        if now < self.quiet_until {
+            return self.quiet_until;
         }
         let all = now >= self.next_orders;
         let targets: Vec<String> = if all {

@@ -3,9 +3,39 @@
 //! scripts (sheriff-bridge.md §5). It reaches daemonproxy only through
 //! deputies (bridges) on LCM.
 //!
-//! Floors: [`model`] (the fleet and the decisions, no I/O), [`view`]
-//! (selections and tables); [`engine`] (the sheriff on LCM).
+//! Floors: configuration — [`error`] (positions and the error type),
+//! [`cursor`] (walking a text by line and column), [`lex`] (config
+//! tokens), [`jsonvalue`] (a strict JSON reader), [`config`] (parse, save,
+//! validate; pure, no I/O beyond reading a file), [`json`] (import of the
+//! older JSON "ProcMan" format); [`model`] (the fleet and the decisions, no
+//! I/O), [`view`] (selections and tables), [`script`] (running scripts);
+//! [`engine`] (the sheriff on LCM), [`serve`] (the long-running sheriff and
+//! its control socket).
 
+pub mod config;
+pub mod cursor;
 pub mod engine;
+pub mod error;
+pub mod json;
+pub mod jsonvalue;
+pub mod lex;
 pub mod model;
+pub mod script;
+pub mod serve;
 pub mod view;
+
+/// Helpers for the unit tests of this module.
+#[cfg(test)]
+mod testutil {
+    /// Check a table of (input, expected error) against `error`, reporting
+    /// every mismatch at once.
+    pub fn expect_errors<S: AsRef<str>>(cases: &[(S, &str)], error: impl Fn(&str) -> String) {
+        let wrong: Vec<String> = cases
+            .iter()
+            .map(|(text, want)| (text.as_ref(), want, error(text.as_ref())))
+            .filter(|(_, want, got)| got != *want)
+            .map(|(text, want, got)| format!("{text:?}\n  gives {got}\n  wants {want}"))
+            .collect();
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+}

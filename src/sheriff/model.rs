@@ -7,6 +7,9 @@ use crate::procman::{CmdDesired, CmdT, DeputyInfo, Orders};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+/// A command's key: (deputy id, command id).
+pub type Key = (String, String);
+
 /// A deputy as last heard.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Deputy {

@@ -1,6 +1,7 @@
 //! What people see: selecting commands by name, group and deputy (as
 //! drunc queries do), and the `status` and `deputies` tables.
 
+use super::config::group_matches;
 use super::model::{Command, Fleet, Liveness};
 use std::time::Instant;
 
@@ -21,17 +22,6 @@ fn glob(pattern: &str, s: &str) -> bool {
     let (Ok(p), Ok(t)) = (std::ffi::CString::new(pattern), std::ffi::CString::new(s)) else { return false };
     // SAFETY: two NUL-terminated strings, only read.
     unsafe { libc::fnmatch(p.as_ptr(), t.as_ptr(), 0) == 0 }
-}
-
-/// Normalise a group path: no `/` at either end, no `//`.
-pub fn normalise_group(p: &str) -> String {
-    p.split('/').filter(|s| !s.is_empty()).collect::<Vec<_>>().join("/")
-}
-
-/// Component-wise prefix: `a` matches `a` and `a/b`, not `ab`.
-pub fn group_matches(prefix: &str, path: &str) -> bool {
-    let (p, q) = (normalise_group(prefix), normalise_group(path));
-    p.is_empty() || q == p || q.starts_with(&format!("{p}/"))
 }
 
 impl Filter {
@@ -276,13 +266,6 @@ pub fn deputies(f: &Fleet, now: Instant) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn groups() {
-        assert!(group_matches("a", "a") && group_matches("a", "a/b") && !group_matches("a", "ab"));
-        assert!(group_matches("/a//b/", "a/b/c") && group_matches("", "x"));
-        assert_eq!(normalise_group("//a//b/"), "a/b");
-    }
 
     #[test]
     fn rows_round_trip_and_text() {

@@ -32,7 +32,8 @@ HUB = os.path.join(ROOT, "tests", "lcm_py", "hub.py")
 
 
 def binary(name):
-    env = {"daemonproxy": "DAEMONPROXY", "daemonproxy-bridge": "DAEMONPROXY_BRIDGE"}[name]
+    env = {"daemonproxy": "DAEMONPROXY", "daemonproxy-bridge": "DAEMONPROXY_BRIDGE",
+           "daemonproxy-sheriff": "DAEMONPROXY_SHERIFF"}[name]
     path = os.environ.get(env) or os.path.join(ROOT, "target", "debug", name)
     path = os.path.abspath(path)
     if not os.access(path, os.X_OK):

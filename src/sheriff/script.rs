@@ -1,0 +1,193 @@
+//! Running procman scripts (sheriff-bridge.md §5.4) against the fleet:
+//! start, stop and restart of a command, a group or everything, with
+//! optional waits; `wait ms`; `wait ... status`; `run_script` inline.
+//! A [`Run`] is stepped by the sheriff's loop; it never blocks.
+
+use super::config::{Action, Config, Step, Target, WaitFor, group_matches};
+use super::model::{Fleet, Key, Status, Verb};
+use std::time::{Duration, Instant};
+
+/// After a wait is met, the next start, stop or restart comes no sooner
+/// than this after the previous one.
+const PACING: Duration = Duration::from_millis(100);
+/// Far enough in the future for a `wait ms` that does not fit an Instant.
+const YEAR: Duration = Duration::from_secs(365 * 86400);
+
+/// One flat step (`run_script` expanded).
+#[derive(Clone, Debug, PartialEq)]
+enum Flat {
+    Act(Verb, Target, Option<WaitFor>),
+    Sleep(u64),
+    Wait(Target, WaitFor),
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every action ran and every wait was met.
+    Done,
+    /// A wait was not met within the script timeout.
+    TimedOut(String),
+}
+
+/// A script being run.
+pub struct Run {
+    /// Its name.
+    pub name: String,
+    steps: Vec<Flat>,
+    next: usize,
+    waiting: Option<(Target, WaitFor, Instant)>,
+    sleep_until: Option<Instant>,
+    last_act: Option<Instant>,
+    timeout: Option<Duration>,
+    /// What happened, for the log and for a client following the run.
+    pub progress: Vec<String>,
+}
+
+fn flatten(cfg: &Config, actions: &[Action], out: &mut Vec<Flat>, depth: usize) -> Result<(), String> {
+    if depth > 64 {
+        return Err("run_script nested too deeply (a cycle?)".into());
+    }
+    for a in actions {
+        match &a.step {
+            Step::Start { target, wait } => out.push(Flat::Act(Verb::Start, target.clone(), *wait)),
+            Step::Stop { target, wait } => out.push(Flat::Act(Verb::Stop, target.clone(), *wait)),
+            Step::Restart { target, wait } => out.push(Flat::Act(Verb::Restart, target.clone(), *wait)),
+            Step::WaitMs(ms) => out.push(Flat::Sleep(*ms)),
+            Step::WaitStatus { target, status } => out.push(Flat::Wait(target.clone(), *status)),
+            Step::RunScript(name) => {
+                let s = cfg.scripts.iter().find(|s| &s.name == name).ok_or(format!("no script {name:?}"))?;
+                flatten(cfg, &s.actions, out, depth + 1)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The commands a target names.
+pub fn targets(f: &Fleet, t: &Target) -> Vec<(String, String)> {
+    f.cmds
+        .iter()
+        .filter(|(_, c)| match t {
+            Target::Everything => true,
+            Target::Cmd(id) => &c.cmd.command_id == id,
+            Target::Group(g) => group_matches(g, &c.cmd.group),
+        })
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+fn met(f: &Fleet, t: &Target, w: WaitFor) -> bool {
+    targets(f, t).iter().all(|k| {
+        let s = f.cmds[k].status();
+        match w {
+            // a run that has already finished counts
+            WaitFor::Running => matches!(s, Status::Running) || s.is_stopped(),
+            WaitFor::Stopped => s.is_stopped(),
+        }
+    })
+}
+
+fn describe(t: &Target) -> String {
+    match t {
+        Target::Everything => "everything".into(),
+        Target::Cmd(c) => format!("cmd {c:?}"),
+        Target::Group(g) => format!("group {g:?}"),
+    }
+}
+
+impl Run {
+    /// Prepare script `name` of `cfg` (validated beforehand).
+    pub fn new(cfg: &Config, name: &str, timeout: Option<Duration>) -> Result<Run, String> {
+        let s =
+            cfg.scripts.iter().find(|s| s.name == name).ok_or(format!("no script {name:?} in the configuration"))?;
+        let mut steps = Vec::new();
+        flatten(cfg, &s.actions, &mut steps, 0)?;
+        Ok(Run {
+            name: name.to_string(),
+            steps,
+            next: 0,
+            waiting: None,
+            sleep_until: None,
+            last_act: None,
+            timeout,
+            progress: Vec::new(),
+        })
+    }
+
+    /// Advance as far as possible. `act` carries out a verb on commands
+    /// (the engine's, so that orders follow). Returns the outcome once the
+    /// run is over, and otherwise when to step again at the latest.
+    pub fn step(
+        &mut self,
+        f: &Fleet,
+        now: Instant,
+        act: &mut dyn FnMut(&[Key], Verb),
+    ) -> Result<Outcome, Option<Instant>> {
+        loop {
+            if let Some((t, w, since)) = &self.waiting {
+                if met(f, t, *w) {
+                    self.progress.push(format!("{} is {}", describe(t), wait_word(*w)));
+                    self.waiting = None;
+                } else if self.timeout.is_some_and(|d| now.duration_since(*since) >= d) {
+                    let msg = format!("wait for {} to be {} timed out", describe(t), wait_word(*w));
+                    self.progress.push(msg.clone());
+                    return Ok(Outcome::TimedOut(msg));
+                } else {
+                    let poll = now + Duration::from_millis(50);
+                    return Err(Some(self.timeout.map_or(poll, |d| (*since + d).min(poll))));
+                }
+            }
+            if let Some(t) = self.sleep_until {
+                if now < t {
+                    return Err(Some(t));
+                }
+                self.sleep_until = None;
+            }
+            let Some(s) = self.steps.get(self.next).cloned() else { return Ok(Outcome::Done) };
+            match s {
+                Flat::Act(verb, t, wait) => {
+                    if let Some(last) = self.last_act
+                        && now < last + PACING
+                    {
+                        return Err(Some(last + PACING));
+                    }
+                    let keys = targets(f, &t);
+                    act(&keys, verb);
+                    self.last_act = Some(now);
+                    self.progress.push(format!("{} {}", verb_word(verb), describe(&t)));
+                    if let Some(w) = wait {
+                        self.waiting = Some((t, w, now));
+                    }
+                    // The caller applies the verb before anything else is
+                    // judged: step again at once.
+                    self.next += 1;
+                    return Err(Some(now));
+                }
+                Flat::Sleep(ms) => {
+                    self.progress.push(format!("wait ms {ms}"));
+                    // A wait too long to add is as good as forever.
+                    self.sleep_until = Some(now.checked_add(Duration::from_millis(ms)).unwrap_or(now + YEAR));
+                }
+                Flat::Wait(t, w) => self.waiting = Some((t, w, now)),
+            }
+            self.next += 1;
+        }
+    }
+}
+
+fn wait_word(w: WaitFor) -> &'static str {
+    match w {
+        WaitFor::Running => "running",
+        WaitFor::Stopped => "stopped",
+    }
+}
+
+fn verb_word(v: Verb) -> &'static str {
+    match v {
+        Verb::Start => "start",
+        Verb::Stop => "stop",
+        Verb::Restart => "restart",
+        Verb::Remove => "remove",
+    }
+}

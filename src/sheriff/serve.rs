@@ -1,0 +1,609 @@
+//! The long-running sheriff: the [`Engine`] on LCM, a configuration and
+//! scripts, an optional embedded tcpq hub and lone-ranger deputy, and a
+//! control socket through which the CLI verbs (`status`, `start`, `logs
+//! -f`, `run`, ...) reach it.
+//!
+//! Control protocol: one request line per connection, TAB-separated; the
+//! reply's first line is `ok` or `error\tMESSAGE`. `status` sends `row`
+//! lines (see [`Row`]) and `end`; `deputies` the table text and `end`;
+//! `act\tVERB\tFILTER...` `ok\tN`; `logs\tDEPUTY\tID\tLINES\tFOLLOW` the
+//! output itself (followed while the connection lasts); `run\tSCRIPT`
+//! progress lines and a last `done` or `failed\tWHY`.
+
+use super::config::{self, Config};
+use super::engine::{Engine, Settings};
+use super::model::Verb;
+use super::script::{Outcome, Run};
+use super::view::{self, Filter, Row};
+use crate::procman::CmdT;
+use crate::procman::hub::Hub;
+use mio::net::{UnixListener, UnixStream};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// What to do after the script given on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterScript {
+    /// Exit (status 0, or 1 if a wait failed).
+    Exit,
+    /// Go on as an observer.
+    Observe,
+}
+
+/// Options of `daemonproxy-sheriff serve`.
+pub struct Options {
+    /// Engine settings.
+    pub settings: Settings,
+    /// Configuration file.
+    pub config: Option<PathBuf>,
+    /// Script to run at start.
+    pub script: Option<String>,
+    /// After it.
+    pub after_script: AfterScript,
+    /// Give up waits after this long.
+    pub script_timeout: Option<Duration>,
+    /// The control socket.
+    pub control: PathBuf,
+    /// Run an embedded tcpq hub on this loopback port.
+    pub hub_port: Option<u16>,
+    /// Lone ranger: start a private daemonproxy and bridge (`--id
+    /// localhost`) here, stopped with SIGTERM at exit.
+    pub local: bool,
+}
+
+const LCM: Token = Token(0);
+const LISTEN: Token = Token(1);
+const SIG: Token = Token(2);
+const HUB: Token = Token(3);
+const CLIENT0: usize = 16;
+
+/// Bytes a follower may fall behind before it is dropped.
+const FOLLOW_LIMIT: usize = 8 << 20;
+
+enum Mode {
+    /// Waiting for its request line.
+    Request(Vec<u8>),
+    /// `logs -f`: new output of this key goes to it; the position in the
+    /// key's ring it has been sent up to.
+    Follow((String, String), u64),
+    /// Following a script run.
+    Script,
+    /// Reply written; close once flushed.
+    Closing,
+}
+
+struct Client {
+    sock: UnixStream,
+    mode: Mode,
+    out: Vec<u8>,
+}
+
+impl Client {
+    fn flush(&mut self) -> io::Result<()> {
+        while !self.out.is_empty() {
+            match self.sock.write(&self.out) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The lone ranger's processes.
+struct Local {
+    dp: std::process::Child,
+    dir: PathBuf,
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        // The private daemonproxy leads its own process group, and its
+        // services stay in it (daemonproxy never moves them): SIGTERM to
+        // the group, then SIGKILL to what is left.
+        let pg = nix::unistd::Pid::from_raw(self.dp.id() as i32);
+        let _ = nix::sys::signal::killpg(pg, nix::sys::signal::Signal::SIGTERM);
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = nix::sys::signal::killpg(pg, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.dp.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The sheriff process.
+pub struct Sheriff {
+    engine: Engine,
+    poll: Poll,
+    listener: UnixListener,
+    control: PathBuf,
+    clients: HashMap<Token, Client>,
+    next_client: usize,
+    config: Config,
+    run: Option<(Run, Option<Token>)>,
+    run_reported: usize,
+    script_timeout: Option<Duration>,
+    after_script: AfterScript,
+    hub: Option<Hub>,
+    _local: Option<Local>,
+    sig_rx: std::os::unix::net::UnixStream,
+    _sig_tx: std::os::unix::net::UnixStream,
+    exit: Option<i32>,
+}
+
+fn log(msg: &str) {
+    eprintln!("daemonproxy-sheriff: {msg}");
+}
+
+/// `CmdT` of a configured command.
+pub fn cmd_t(c: &config::CmdDef) -> CmdT {
+    CmdT {
+        command_id: c.id.clone(),
+        exec_str: c.exec.clone(),
+        group: c.group.clone(),
+        auto_respawn: c.auto_respawn,
+        stop_signal: c.stop_signal.clamp(1, 64) as i8,
+        stop_time_allowed: c.stop_time_allowed as f32,
+    }
+}
+
+fn start_local(url: &crate::procman::Url) -> io::Result<Local> {
+    let exe = std::env::current_exe()?;
+    let bin = exe.parent().map(PathBuf::from).unwrap_or_default();
+    let dp = bin.join("daemonproxy");
+    let bridge = bin.join("daemonproxy-bridge");
+    let dir = std::env::temp_dir().join(format!("daemonproxy-sheriff-local.{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let conf = dir.join("local.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "service.args\tbridge\t{}\t--control-fd\t0\t--id\tlocalhost\t--lcm-url\t{url}\n\
+             service.fds\tbridge\tcontrol.socket\tcontrol.socket\tstderr\n\
+             service.auto_up\tbridge\t1\talways\n",
+            bridge.display()
+        ),
+    )?;
+    use std::os::unix::process::CommandExt;
+    let child = std::process::Command::new(&dp)
+        .process_group(0)
+        .arg("-c")
+        .arg(&conf)
+        .arg("-S")
+        .arg(dir.join("dp.sock"))
+        .stdin(std::process::Stdio::null())
+        .spawn()?;
+    Ok(Local { dp: child, dir })
+}
+
+impl Sheriff {
+    /// Set everything up: load the configuration (errors name the file,
+    /// line and column), bind the control socket, start the hub and the
+    /// lone ranger if asked.
+    pub fn new(mut o: Options) -> Result<Sheriff, String> {
+        let mut cfg = Config { cmds: Vec::new(), scripts: Vec::new() };
+        if let Some(p) = &o.config {
+            if o.settings.observer {
+                return Err("an observer takes no configuration".into());
+            }
+            cfg = config::load(p).map_err(|e| e.to_string())?;
+            config::validate(&cfg, &p.display().to_string()).map_err(|e| e.to_string())?;
+        }
+        if o.local && o.settings.observer {
+            return Err("an observer cannot be a lone ranger (-l)".into());
+        }
+        let poll = Poll::new().map_err(|e| e.to_string())?;
+        let mut hub = None;
+        if o.local && o.hub_port.is_none() && o.settings.url == crate::procman::Url::default() {
+            // The lone ranger needs no multicast route: an embedded hub.
+            o.hub_port = Some(0);
+        }
+        if let Some(port) = o.hub_port {
+            let h = Hub::bind_loopback(port).map_err(|e| format!("tcpq hub: {e}"))?;
+            let url = h.url().map_err(|e| e.to_string())?;
+            o.settings.url = crate::procman::Url::parse(&url).map_err(|e| e.to_string())?;
+            poll.registry()
+                .register(&mut SourceFd(&h.as_raw_fd()), HUB, Interest::READABLE)
+                .map_err(|e| e.to_string())?;
+            log(&format!("tcpq hub on {url}"));
+            hub = Some(h);
+        }
+        let url = o.settings.url.clone();
+        let mut engine = Engine::new(o.settings).map_err(|e| format!("LCM {url}: {e}"))?;
+        poll.registry()
+            .register(&mut engine.lcm, LCM, Interest::READABLE | Interest::WRITABLE)
+            .map_err(|e| e.to_string())?;
+        for c in &cfg.cmds {
+            engine.fleet.define(&c.deputy, cmd_t(c));
+        }
+        let _ = std::fs::remove_file(&o.control)
+            .or_else(|e| if e.kind() == io::ErrorKind::NotFound { Ok(()) } else { Err(e) });
+        // SAFETY: umask takes an integer; the socket is created mode 0600.
+        let old = unsafe { libc::umask(0o177) };
+        let listener = UnixListener::bind(&o.control);
+        // SAFETY: restores the previous mask.
+        unsafe { libc::umask(old) };
+        let mut listener = listener.map_err(|e| format!("control socket {}: {e}", o.control.display()))?;
+        poll.registry().register(&mut listener, LISTEN, Interest::READABLE).map_err(|e| e.to_string())?;
+        let (sig_rx, sig_tx) = std::os::unix::net::UnixStream::pair().map_err(|e| e.to_string())?;
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            signal_hook::low_level::pipe::register(s, sig_tx.try_clone().map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+        }
+        sig_rx.set_nonblocking(true).map_err(|e| e.to_string())?;
+        poll.registry()
+            .register(&mut SourceFd(&sig_rx.as_raw_fd()), SIG, Interest::READABLE)
+            .map_err(|e| e.to_string())?;
+        let local = if o.local { Some(start_local(&url).map_err(|e| format!("lone ranger: {e}"))?) } else { None };
+        log(&format!("sheriff {} on {url}{}", engine.id, if engine.observer { " (observer)" } else { "" }));
+        let mut s = Sheriff {
+            engine,
+            poll,
+            listener,
+            control: o.control,
+            clients: HashMap::new(),
+            next_client: CLIENT0,
+            config: cfg,
+            run: None,
+            run_reported: 0,
+            script_timeout: o.script_timeout,
+            after_script: o.after_script,
+            hub,
+            _local: local,
+            sig_rx,
+            _sig_tx: sig_tx,
+            exit: None,
+        };
+        if let Some(name) = o.script {
+            let r = Run::new(&s.config, &name, s.script_timeout)?;
+            s.run = Some((r, None));
+        }
+        Ok(s)
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut sock, _)) => {
+                    let allowed = nix::sys::socket::getsockopt(&sock, nix::sys::socket::sockopt::PeerCredentials)
+                        .is_ok_and(|c| c.uid() == 0 || c.uid() == crate::sys::geteuid());
+                    if !allowed {
+                        continue;
+                    }
+                    let t = Token(self.next_client);
+                    self.next_client += 1;
+                    if self.poll.registry().register(&mut sock, t, Interest::READABLE | Interest::WRITABLE).is_ok() {
+                        self.clients.insert(t, Client { sock, mode: Mode::Request(Vec::new()), out: Vec::new() });
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn on_client(&mut self, t: Token, now: Instant) {
+        let Some(c) = self.clients.get_mut(&t) else { return };
+        let mut buf = [0u8; 4096];
+        let mut eof = false;
+        loop {
+            match c.sock.read(&mut buf) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    if let Mode::Request(r) = &mut c.mode {
+                        r.extend_from_slice(&buf[..n]);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    eof = true;
+                    break;
+                }
+            }
+        }
+        let line = match &mut c.mode {
+            Mode::Request(r) => match memchr::memchr(b'\n', r) {
+                Some(p) => Some(String::from_utf8_lossy(&r[..p]).into_owned()),
+                None if r.len() > 65536 || eof => Some(String::new()),
+                None => None,
+            },
+            _ => None,
+        };
+        if eof && !matches!(c.mode, Mode::Request(_)) {
+            self.drop_client(t);
+            return;
+        }
+        if let Some(l) = line {
+            self.request(t, &l, now);
+        }
+        self.flush_client(t);
+    }
+
+    fn reply(&mut self, t: Token, text: &str, mode: Mode) {
+        if let Some(c) = self.clients.get_mut(&t) {
+            c.out.extend_from_slice(text.as_bytes());
+            c.mode = mode;
+        }
+    }
+
+    fn request(&mut self, t: Token, line: &str, now: Instant) {
+        let f: Vec<&str> = line.split('\t').collect();
+        let fleet = &self.engine.fleet;
+        match f[0] {
+            "status" => {
+                let filter = Filter::from_fields(f[1..].iter().copied());
+                let mut out = String::from("ok\n");
+                for r in view::rows(fleet, &filter, now) {
+                    out.push_str(&r.to_line());
+                    out.push('\n');
+                }
+                out.push_str("end\n");
+                self.reply(t, &out, Mode::Closing);
+            }
+            "deputies" => {
+                let out = format!("ok\n{}end\n", view::deputies(fleet, now));
+                self.reply(t, &out, Mode::Closing);
+            }
+            "act" => {
+                let verb = match f.get(1).copied() {
+                    Some("start") => Verb::Start,
+                    Some("stop") => Verb::Stop,
+                    Some("restart") => Verb::Restart,
+                    Some("remove") => Verb::Remove,
+                    _ => return self.reply(t, "error\tunknown verb\n", Mode::Closing),
+                };
+                if self.engine.observer {
+                    return self.reply(t, "error\tthis sheriff is an observer\n", Mode::Closing);
+                }
+                let filter = Filter::from_fields(f[2..].iter().copied());
+                if filter.is_empty() {
+                    return self.reply(t, "error\tno command selected\n", Mode::Closing);
+                }
+                let keys = filter.select(fleet);
+                if keys.is_empty() {
+                    return self.reply(t, "error\tno such command\n", Mode::Closing);
+                }
+                let n = self.engine.act(&keys, verb);
+                self.reply(t, &format!("ok\t{n}\t{}\n", keys.len()), Mode::Closing);
+            }
+            "flush" => {
+                let n = self.engine.fleet.flush_dead();
+                for d in self.engine.fleet.heard_deputies() {
+                    self.engine.touch(&d);
+                }
+                self.reply(t, &format!("ok\t{n}\n"), Mode::Closing);
+            }
+            "logs" if f.len() >= 5 => {
+                let key = (f[1].to_string(), f[2].to_string());
+                let n: usize = f[3].parse().unwrap_or(10);
+                let known = fleet.cmds.contains_key(&key) || self.engine.output.contains_key(&key);
+                if !known {
+                    return self.reply(t, "error\tno such command\n", Mode::Closing);
+                }
+                let mut out = b"ok\n".to_vec();
+                let mut pos = 0;
+                if let Some(r) = self.engine.output.get(&key) {
+                    out.extend_from_slice(&r.tail_lines(n));
+                    pos = r.total;
+                }
+                let follow = f[4] == "1";
+                if let Some(c) = self.clients.get_mut(&t) {
+                    c.out.extend_from_slice(&out);
+                    c.mode = if follow { Mode::Follow(key, pos) } else { Mode::Closing };
+                }
+            }
+            "run" if f.len() >= 2 => {
+                if self.engine.observer {
+                    return self.reply(t, "error\tthis sheriff is an observer\n", Mode::Closing);
+                }
+                match Run::new(&self.config, f[1], self.script_timeout) {
+                    Ok(r) => {
+                        if let Some((old, Some(ot))) = self.run.take() {
+                            self.reply(
+                                ot,
+                                &format!("failed\taborted by a new script ({} was running)\n", old.name),
+                                Mode::Closing,
+                            );
+                        }
+                        self.run = Some((r, Some(t)));
+                        self.run_reported = 0;
+                        self.reply(t, "ok\n", Mode::Script);
+                    }
+                    Err(e) => self.reply(t, &format!("error\t{e}\n"), Mode::Closing),
+                }
+            }
+            "id" => {
+                let out =
+                    format!("ok\t{}\t{}\n", self.engine.id, if self.engine.observer { "observer" } else { "active" });
+                self.reply(t, &out, Mode::Closing);
+            }
+            _ => self.reply(t, "error\tunknown request\n", Mode::Closing),
+        }
+    }
+
+    fn flush_client(&mut self, t: Token) {
+        let Some(c) = self.clients.get_mut(&t) else { return };
+        let bad = c.flush().is_err() || c.out.len() > FOLLOW_LIMIT;
+        let done = matches!(c.mode, Mode::Closing) && c.out.is_empty();
+        if bad || done {
+            self.drop_client(t);
+        }
+    }
+
+    fn drop_client(&mut self, t: Token) {
+        if let Some(mut c) = self.clients.remove(&t) {
+            let _ = self.poll.registry().deregister(&mut c.sock);
+        }
+    }
+
+    fn feed_followers(&mut self) {
+        let fresh = std::mem::take(&mut self.engine.fresh_output);
+        if fresh.is_empty() {
+            return;
+        }
+        let fresh: std::collections::HashSet<(String, String)> = fresh.into_iter().collect();
+        let tokens: Vec<Token> = self.clients.keys().copied().collect();
+        for t in tokens {
+            let Some(c) = self.clients.get_mut(&t) else { continue };
+            if let Mode::Follow(k, pos) = &mut c.mode
+                && fresh.contains(k)
+                && let Some(ring) = self.engine.output.get(k)
+            {
+                c.out.extend_from_slice(&ring.since(*pos));
+                *pos = ring.total;
+            }
+            self.flush_client(t);
+        }
+    }
+
+    fn step_script(&mut self, now: Instant) -> Option<Instant> {
+        self.run.as_ref()?;
+        // A script acts only once the deputies' info has been heard: a start
+        // ordered before the actual runid is known could collide with it.
+        if let Some(t) = self.engine.listening(now) {
+            return Some(t);
+        }
+        let (run, client) = self.run.as_mut()?;
+        // The script reads the fleet; the verbs it wants are applied after.
+        let mut pending: Vec<(Vec<(String, String)>, Verb)> = Vec::new();
+        let r = run.step(&self.engine.fleet, now, &mut |k, v| pending.push((k.to_vec(), v)));
+        for (k, v) in pending {
+            self.engine.act(&k, v);
+        }
+        let client = *client;
+        let new: Vec<String> = run.progress[self.run_reported..].to_vec();
+        self.run_reported = run.progress.len();
+        for p in &new {
+            log(&format!("script {}: {p}", run.name));
+        }
+        if let Some(t) = client {
+            let text: String = new.iter().map(|p| format!("step\t{p}\n")).collect();
+            if let Some(c) = self.clients.get_mut(&t) {
+                c.out.extend_from_slice(text.as_bytes());
+            }
+        }
+        match r {
+            Err(next) => next,
+            Ok(outcome) => {
+                let name = run.name.clone();
+                self.run = None;
+                let (line, code) = match &outcome {
+                    Outcome::Done => ("done\n".to_string(), 0),
+                    Outcome::TimedOut(why) => (format!("failed\t{why}\n"), 1),
+                };
+                log(&format!("script {name}: {}", line.trim_end().replace('\t', ": ")));
+                match client {
+                    Some(t) => {
+                        self.reply(t, &line, Mode::Closing);
+                        self.flush_client(t);
+                    }
+                    None => match self.after_script {
+                        AfterScript::Exit => self.exit = Some(code),
+                        AfterScript::Observe => self.engine.observer = true,
+                    },
+                }
+                None
+            }
+        }
+    }
+
+    /// Run until a signal (or the end of the start-up script, with
+    /// `--on-script-complete exit`); the exit status.
+    pub fn run(&mut self) -> i32 {
+        let mut events = Events::with_capacity(256);
+        let mut next_orders = Instant::now();
+        let mut next_script: Option<Instant> = Some(Instant::now());
+        loop {
+            let now = Instant::now();
+            let mut wake = next_orders;
+            if let Some(t) = next_script {
+                wake = wake.min(t);
+            }
+            if let Some(t) = self.engine.lcm.next_deadline() {
+                wake = wake.min(t);
+            }
+            let timeout = wake.saturating_duration_since(now).min(Duration::from_millis(500));
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                log(&format!("poll: {e}"));
+                return 1;
+            }
+            let now = Instant::now();
+            let mut ready = Vec::new();
+            for ev in events.iter() {
+                match ev.token() {
+                    LCM => {}
+                    LISTEN => self.accept(),
+                    SIG => {
+                        let mut b = [0u8; 16];
+                        while crate::sys::read(self.sig_rx.as_raw_fd(), &mut b).is_ok_and(|n| n > 0) {}
+                        log("signal: exiting");
+                        return self.exit.unwrap_or(0);
+                    }
+                    HUB => {
+                        if let Some(h) = &mut self.hub {
+                            let _ = h.turn(Some(Duration::ZERO));
+                        }
+                    }
+                    t => ready.push(t),
+                }
+            }
+            if let Some(h) = &mut self.hub {
+                let _ = h.turn(Some(Duration::ZERO));
+            }
+            self.engine.poll_lcm(now);
+            for n in std::mem::take(&mut self.engine.notes) {
+                log(&n);
+            }
+            for t in ready {
+                self.on_client(t, now);
+            }
+            self.feed_followers();
+            next_script = self.step_script(now);
+            next_orders = self.engine.tick(now);
+            if let Some(h) = &mut self.hub {
+                let _ = h.turn(Some(Duration::ZERO));
+            }
+            let tokens: Vec<Token> = self.clients.keys().copied().collect();
+            for t in tokens {
+                self.flush_client(t);
+            }
+            if let Some(code) = self.exit {
+                return code;
+            }
+        }
+    }
+}
+
+impl Drop for Sheriff {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.control);
+    }
+}
+
+/// Send one request to a running sheriff; the reply's lines.
+pub fn request(control: &std::path::Path, line: &str) -> io::Result<std::os::unix::net::UnixStream> {
+    let mut s = std::os::unix::net::UnixStream::connect(control)?;
+    s.write_all(line.as_bytes())?;
+    s.write_all(b"\n")?;
+    Ok(s)
+}
+
+/// Parse `status` reply lines into rows.
+pub fn parse_rows(text: &str) -> Vec<Row> {
+    text.lines().filter_map(Row::from_line).collect()
+}
