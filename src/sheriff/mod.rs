@@ -1,18 +1,20 @@
 //! The sheriff CLI's configuration layer (sheriff-bridge.md §5.3–§5.6):
-//! the config file and its scripts, and the import of the older JSON
-//! "ProcMan" format. Pure: no I/O beyond reading a file.
+//! the config file and its scripts ([`config`]), and the import of the
+//! older JSON "ProcMan" format ([`json`]). Pure: no I/O beyond reading a
+//! file.
 //!
-//! Floors: [`error`] (positions and the error type), [`cursor`] (walking a
-//! text by line and column); [`lex`] (config tokens), [`jsonvalue`] (a
-//! strict JSON reader); [`config`] (parse, save, validate); [`json`] (the
+//! Floors, from the ground: `error` (positions and [`config::ConfigError`],
+//! re-exported by [`config`]) and `cursor` (walking a text by line and
+//! column); `lex` (config tokens) and `jsonvalue` (a strict JSON reader
+//! that keeps positions); [`config`] (parse, save, validate); [`json`] (the
 //! import, on top of [`config`]).
 
 pub mod config;
-pub mod cursor;
-pub mod error;
+mod cursor;
+mod error;
 pub mod json;
-pub mod jsonvalue;
-pub mod lex;
+mod jsonvalue;
+mod lex;
 
 /// Helpers for the unit tests of this module.
 #[cfg(test)]
