@@ -1479,6 +1479,48 @@ script "s\"" {
         assert_eq!(validate(&c, "x"), Ok(()));
     }
 
+    /// Every prefix of the example and every one-character change to it
+    /// either fails at a place inside the text or parses to a
+    /// configuration that saves and parses back the same: no panics.
+    #[test]
+    fn damaged_files() {
+        let mut texts: Vec<String> = (0..=EXAMPLE.len()).filter_map(|i| EXAMPLE.get(..i)).map(String::from).collect();
+        for (i, c) in EXAMPLE.char_indices() {
+            for with in ['"', '{', '}', ';', '=', '\\', '\n', '-', '#', 'é', '7', 'x', ' '] {
+                texts.push(format!("{}{with}{}", &EXAMPLE[..i], &EXAMPLE[i + c.len_utf8()..]));
+            }
+        }
+        let (mut good, mut bad) = (0, 0);
+        for t in &texts {
+            match parse(t, "d.cfg") {
+                Ok(c) => {
+                    good += 1;
+                    assert_eq!(plain(cfg(&save(&c))), plain(c), "{t}");
+                }
+                Err(e) => {
+                    bad += 1;
+                    assert!(
+                        e.pos.line >= 1 && e.pos.line as usize <= t.matches('\n').count() + 1 && e.pos.col >= 1,
+                        "{e} in {t}"
+                    );
+                }
+            }
+        }
+        assert!(good > 100 && bad > 1000, "{good} parsed, {bad} refused");
+    }
+
+    /// A group path far deeper than a file may nest (a deputy may report
+    /// one) is ordered and saved without recursion.
+    #[test]
+    fn very_deep_group_paths() {
+        let deep = CmdDef { group: vec!["g"; 50_000].join("/"), ..CmdDef::new("deep", "x", "d") };
+        let c = Config { cmds: vec![CmdDef::new("top", "x", "d"), deep], scripts: vec![] };
+        let saved = save(&c);
+        assert_eq!(saved.matches("group \"g\" {").count(), 50_000);
+        assert!(saved.lines().all(|l| l.len() <= 4 * MAX_DEPTH + 30), "indentation is capped");
+        assert_eq!(tree_order(&c.cmds), [0, 1]);
+    }
+
     #[test]
     fn loading_files() {
         let dir = std::env::temp_dir().join(format!("dp-sheriff-config-{}", std::process::id()));

@@ -405,6 +405,32 @@ mod tests {
         assert_eq!(waits.count(), 0);
     }
 
+    /// Every prefix of the old example and every one-character change to
+    /// it imports or fails at a place inside the text: no panics.
+    #[test]
+    fn damaged_files() {
+        let mut texts: Vec<String> = (0..=OLD.len()).filter_map(|i| OLD.get(..i)).map(String::from).collect();
+        for (i, c) in OLD.char_indices() {
+            for with in ['"', '{', '}', '[', ']', ',', ':', '\\', '/', '1', 'é', ' '] {
+                texts.push(format!("{}{with}{}", &OLD[..i], &OLD[i + c.len_utf8()..]));
+            }
+        }
+        let mut good = 0;
+        for t in &texts {
+            match import(t, "d.json") {
+                Ok((cfg, _)) => {
+                    good += 1;
+                    assert_eq!(config::validate(&cfg, "d.json"), Ok(()), "{t}");
+                }
+                Err(e) => assert!(
+                    e.pos.line >= 1 && e.pos.line as usize <= t.matches('\n').count() + 1 && e.pos.col >= 1,
+                    "{e} in {t}"
+                ),
+            }
+        }
+        assert!(good > 100, "{good} imported");
+    }
+
     #[test]
     fn errors() {
         let p = |fields: &str| one(&format!("{{{fields}}}"));

@@ -3,22 +3,22 @@
 //! scripts (sheriff-bridge.md §5). It reaches daemonproxy only through
 //! deputies (bridges) on LCM.
 //!
-//! Floors: configuration — [`error`] (positions and the error type),
-//! [`cursor`] (walking a text by line and column), [`lex`] (config
-//! tokens), [`jsonvalue`] (a strict JSON reader), [`config`] (parse, save,
-//! validate; pure, no I/O beyond reading a file), [`json`] (import of the
-//! older JSON "ProcMan" format); [`model`] (the fleet and the decisions, no
-//! I/O), [`view`] (selections and tables), [`script`] (running scripts);
-//! [`engine`] (the sheriff on LCM), [`serve`] (the long-running sheriff and
-//! its control socket).
+//! Floors: configuration — `error` (positions and [`config::ConfigError`],
+//! re-exported by [`config`]) and `cursor` (walking a text by line and
+//! column), `lex` (config tokens) and `jsonvalue` (a strict JSON reader that
+//! keeps positions), [`config`] (parse, save, validate; pure, no I/O beyond
+//! reading a file), [`json`] (import of the older JSON "ProcMan" format);
+//! [`model`] (the fleet and the decisions, no I/O), [`view`] (selections and
+//! tables), [`script`] (running scripts); [`engine`] (the sheriff on LCM),
+//! [`serve`] (the long-running sheriff and its control socket).
 
 pub mod config;
-pub mod cursor;
+mod cursor;
 pub mod engine;
-pub mod error;
+mod error;
 pub mod json;
-pub mod jsonvalue;
-pub mod lex;
+mod jsonvalue;
+mod lex;
 pub mod model;
 pub mod script;
 pub mod serve;
