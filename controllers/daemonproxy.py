@@ -23,8 +23,11 @@ module gives you three ways in:
 
 Then, for example:
 
-    client.start("web", ["python3", "-m", "http.server"], fds=["null", "stderr", "stderr"])
+    client.start("web", ["python3", "-m", "http.server"], fds=["null", "stderr", "stderr"],
+                 tags=labels(user="ann", session="run42"))
     client.wait_state("web", "up", timeout=5)
+    client.query(session="run42", state="up")  # [{"name": "web", "state": "up", "pid": ..., ...}]
+    client.stat("web")                        # {"pid", "state", "cpu_ms", "rss_kb", ...} from /proc
     dump = client.statedump()                 # {"services": ..., "handles": ..., "signals": ...}
     for event in client.events():             # blocks; ends when daemonproxy hangs up
         if event.name == "service.state" and event.state == "down":
@@ -49,6 +52,15 @@ every line read is either handed to you or kept:
     events(), it is emptied and a single "overflow" event is queued, just as
     daemonproxy does with a controller that stops reading.  The answer to
     both is statedump().
+
+Extensions of daemonproxy 1.2 (see PROTOCOL EXTENSIONS in daemonproxy(8)):
+query() selects services by name pattern, labels and state in one round
+trip; stat() reads live figures (kernel state, CPU, memory, threads,
+descriptors); attach() watches a process daemonproxy did not start;
+signal_matching() signals every running service a query selects.
+labels() and parse_labels() are the tag conventions (user=, session=,
+group=).  A "limit=N/SECONDS" word in service.auto_up caps restarts; the
+broadcast service.limit event says when it stopped a service.
 
 Errors: DaemonproxyError (error text in .text, the message without the
 ', for command "..."' suffix in .message); DaemonproxyTimeout (also a
@@ -78,6 +90,9 @@ __all__ = [
     "ConnectionClosed",
     "valid_name",
     "parse_statedump",
+    "labels",
+    "parse_labels",
+    "glob_quote",
 ]
 
 #: Longest command line daemonproxy accepts, LF not counted.
@@ -91,11 +106,18 @@ BROADCASTS = frozenset(
         "service.args",
         "service.fds",
         "service.auto_up",
+        "service.limit",
         "fd.state",
         "signal",
         "overflow",
     }
 )
+
+#: Tag keys with a conventional meaning (see labels()).
+LABEL_KEYS = ("user", "session", "group")
+
+#: Fields of a service.stat line after the event name, in order.
+STAT_FIELDS = ("name", "pid", "state", "start", "uptime", "cpu_ms", "cpu_permille", "rss_kb", "threads", "fds")
 
 #: Default for every wait that has no timeout of its own (seconds).
 DEFAULT_TIMEOUT = 10.0
@@ -129,6 +151,57 @@ def valid_name(name):
     """True if NAME follows the protocol's rule for service and handle names:
     1-31 bytes of A-Z a-z 0-9 . _ -"""
     return isinstance(name, str) and _NAME.fullmatch(name) is not None
+
+
+def labels(user=None, session=None, group=None, **more):
+    """Tag words for service.tags by the label conventions: KEY=VALUE for
+    user, session, group and any other keyword given (None is left out).
+
+        labels(user="ann", session="run42")  ->  ["user=ann", "session=run42"]
+    """
+    pairs = [("user", user), ("session", session), ("group", group)] + sorted(more.items())
+    words = []
+    for key, value in pairs:
+        if value is None:
+            continue
+        value = str(value)
+        if "\t" in value or "\n" in value or "=" in key or not key:
+            raise ValueError("bad label %r=%r" % (key, value))
+        words.append("%s=%s" % (key, value))
+    return words
+
+
+def parse_labels(tags):
+    """The KEY=VALUE words of a tag list (or raw TAB-separated string) as a
+    dict; words without "=" are left out."""
+    if isinstance(tags, str):
+        tags = tags.split("\t") if tags else []
+    out = {}
+    for word in tags:
+        key, sep, value = word.partition("=")
+        if sep:
+            out[key] = value
+    return out
+
+
+def glob_quote(text):
+    """TEXT with daemonproxy's glob characters (* ? \\) quoted, to match it
+    exactly in a name= or tag= filter."""
+    return "".join("\\" + c if c in "*?\\" else c for c in str(text))
+
+
+def _filters(name=None, tags=(), state=None, labels_=None):
+    """Filter fields for service.query / service.stat *."""
+    fields = []
+    if name is not None:
+        fields.append("name=" + name)
+    for t in tags:
+        fields.append("tag=" + t)
+    for key, value in sorted((labels_ or {}).items()):
+        fields.append("tag=%s=%s" % (key, glob_quote(value)))
+    if state is not None:
+        fields.append("state=" + (state if isinstance(state, str) else ",".join(state)))
+    return fields
 
 
 def _value(text):
@@ -234,6 +307,30 @@ class Event:
     def downtime(self):
         """service.state: seconds since the process ended, or None."""
         return _value(self._state(7))
+
+    @property
+    def figures(self):
+        """service.stat: a dict of STAT_FIELDS ("-" becomes None, numbers int)."""
+        if self.name != "service.stat" or len(self.fields) < len(STAT_FIELDS):
+            return None
+        out = {k: _value(v) for k, v in zip(STAT_FIELDS, self.fields)}
+        out["name"] = self.fields[0]
+        out["state"] = self.fields[2] if self.fields[2] != "-" else None
+        return out
+
+    @property
+    def match(self):
+        """service.match: {"name", "state", "pid", "tags": [..], "labels": {..}}."""
+        if self.name != "service.match" or len(self.fields) < 3:
+            return None
+        tags = _split(self.raw.split("\t", 4)[4]) if len(self.fields) >= 4 else []
+        return {
+            "name": self.fields[0],
+            "state": self.fields[1],
+            "pid": _value(self.fields[2]),
+            "tags": tags,
+            "labels": parse_labels(tags),
+        }
 
     @property
     def args(self):
@@ -760,6 +857,72 @@ class Client:
     def delete(self, name, timeout=None):
         """Delete service NAME (refused while it is up)."""
         return self.command("service.delete", name, check=True, timeout=timeout)
+
+    # -- extensions: queries, figures, attach -------------------------------
+    def _listing(self, fields, item, end, timeout, retries=3):
+        """Send a listing command; return the Events named ITEM up to the END
+        line (repeated if an overflow cuts it short)."""
+        deadline = self._deadline(timeout)
+        for _ in range(retries):
+            self._write(self._format(fields), deadline)
+            lines = self.sync(self._left(deadline))
+            self._check(lines)
+            if any(e.name == "overflow" for e in lines) or not any(e.name == end for e in lines):
+                continue
+            return [e for e in lines if e.name == item]
+        raise DaemonproxyError("%s was cut short by overflow %d times" % (fields[0], retries))
+
+    def query(self, name=None, tags=(), state=None, timeout=None, **labels_):
+        """Services matching every filter, in name order, as dicts
+        {"name", "state", "pid", "tags", "labels"} (service.query).
+
+        NAME is a glob (* ? \\) on the service name; TAGS globs on tag words
+        ("session=run4*"); STATE "up", "down", "start", "limit" or a list of
+        them; keywords match labels exactly: query(session="run42", user="ann").
+        No filter at all lists every service."""
+        fields = ["service.query"] + _filters(name, tags, state, labels_)
+        return [e.match for e in self._listing(fields, "service.match", "service.query.end", timeout)]
+
+    def stat(self, name="*", tags=(), timeout=None, **labels_):
+        """Live figures from /proc (service.stat).  For one NAME: a dict of
+        STAT_FIELDS (DaemonproxyError "service is not running" if it is not
+        up).  For NAME "*" (or a glob): a list of such dicts for every
+        running service that matches, filtered like query()."""
+        if name != "*" and valid_name(name) and not tags and not labels_:
+            lines = self.sync_command(("service.stat", name), timeout)
+            return next(e.figures for e in lines if e.name == "service.stat")
+        filt = _filters(None if name == "*" else name, tags, None, labels_)
+        lines = self._listing(["service.stat", "*"] + filt, "service.stat", "service.stat.end", timeout)
+        return [e.figures for e in lines]
+
+    def sync_command(self, fields, timeout=None):
+        """Send one command and sync(); DaemonproxyError on an error reply;
+        returns every line before the sync token."""
+        deadline = self._deadline(timeout)
+        self._write(self._format(fields), deadline)
+        lines = self.sync(self._left(deadline))
+        self._check(lines)
+        return lines
+
+    def attach(self, name, pid, timeout=None):
+        """Watch process PID (not started by daemonproxy) as service NAME
+        (service.attach).  Returns its "up" service.state Event.  Its exit
+        later shows exit_reason "exit" with exit_value None (unknown)."""
+        lines = self.sync_command(("service.attach", name, int(pid)), timeout)
+        for e in lines:
+            if e.name == "service.state" and e.service == name and e.state == "up":
+                return e
+        return self.wait_state(name, "up", timeout=timeout)
+
+    def signal_matching(self, sig, name=None, tags=(), timeout=None, **labels_):
+        """Send SIG to every running service a query selects, e.g.
+        signal_matching("SIGTERM", session="run42"): two round trips
+        however many there are.  Returns the names signalled."""
+        deadline = self._deadline(timeout)
+        names = [m["name"] for m in self.query(name, tags, "up", timeout=self._left(deadline), **labels_)]
+        if names:
+            self.batch([("service.signal", n, sig) for n in names], timeout=self._left(deadline))
+        return names
 
     def state(self, name):
         """The last service.state Event seen for NAME, or None if unknown.

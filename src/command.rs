@@ -8,7 +8,8 @@ use arrayvec::ArrayString;
 /// A service or handle name: 1–31 bytes of `A-Za-z0-9._-` (§2.3).
 pub type Name = ArrayString<31>;
 
-/// Every command of protocol.md §3.
+/// Every command of protocol.md §3, and the extension commands
+/// `service.stat`, `service.query` and `service.attach`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub enum Cmd {
@@ -21,6 +22,9 @@ pub enum Cmd {
     ServiceStart,
     ServiceSignal,
     ServiceDelete,
+    ServiceStat,
+    ServiceQuery,
+    ServiceAttach,
     SocketCreate,
     SocketDelete,
     FdPipe,
@@ -49,6 +53,9 @@ const TABLE: &[(&[u8], Cmd)] = &[
     (b"service.start", Cmd::ServiceStart),
     (b"service.signal", Cmd::ServiceSignal),
     (b"service.delete", Cmd::ServiceDelete),
+    (b"service.stat", Cmd::ServiceStat),
+    (b"service.query", Cmd::ServiceQuery),
+    (b"service.attach", Cmd::ServiceAttach),
     (b"socket.create", Cmd::SocketCreate),
     (b"socket.delete", Cmd::SocketDelete),
     (b"fd.pipe", Cmd::FdPipe),

@@ -50,7 +50,9 @@ pub enum Input {
     Wait,
 }
 
-/// Where a paused `statedump` resumes (§3.2).
+/// Where a paused listing resumes: a `statedump` (§3.2), or the extension
+/// listings `service.stat *` and `service.query`, whose filters are kept
+/// in [`Controller::filters`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dump {
     /// Handles after the given name (`None`: from the start).
@@ -60,6 +62,10 @@ pub enum Dump {
     Services(Option<Name>, u8),
     /// Signal lines: how many were written.
     Signals(u8),
+    /// `service.stat *`: after the given name; lines written so far.
+    Stat(Option<Name>, u32),
+    /// `service.query`: after the given name; matches written so far.
+    Query(Option<Name>, u32),
 }
 
 /// One controller slot.
@@ -94,8 +100,11 @@ pub struct Controller {
     pub overflow: bool,
     /// Newest signal receipt this controller was told about (§8.2).
     pub signal_seen: u64,
-    /// A statedump in progress.
+    /// A statedump (or listing) in progress.
     pub dump: Option<Dump>,
+    /// The filters of the listing in progress (`service.query`,
+    /// `service.stat *`), validated, matched in place.
+    pub filters: ArrayVec<u8, IN_BUF>,
     /// `exit` was run, or input ended: close once output is flushed.
     pub closing: bool,
     /// Writing failed for good: drop output, close.
@@ -144,6 +153,7 @@ impl Controller {
             overflow: false,
             signal_seen: 0,
             dump: None,
+            filters: ArrayVec::new(),
             closing: false,
             broken: false,
             blocked_since: None,

@@ -1,6 +1,8 @@
 //! Running one command line (protocol.md §3): the table of command name →
 //! handler, each handler checking its arguments in the order the protocol
-//! gives and asking the supervisor for the effects and events.
+//! gives and asking the supervisor for the effects and events. The
+//! extension commands (`service.stat`, `service.query`, `service.attach`)
+//! are at the end.
 
 use crate::clock::{Mono, SEC, Seconds};
 use crate::command::{self, Args, Cmd, Name, NameKind, NotCommand};
@@ -9,11 +11,14 @@ use crate::fdops;
 use crate::handle::{self, Handles};
 use crate::line::Line;
 use crate::log::{Dest, FILTER_NAMES, Level};
+use crate::query;
 use crate::reply::Fail;
 use crate::service::{self, Field, State, Triggers};
 use crate::signame;
 use crate::supervisor::{End, Supervisor};
+use crate::sys;
 use std::ffi::OsStr;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 
 type Res<'a> = Result<(), Fail<'a>>;
@@ -113,6 +118,14 @@ impl Supervisor {
             Cmd::ServiceAutoUp => self.cmd_auto_up(a),
             Cmd::ServiceStart => self.cmd_service_start(a),
             Cmd::ServiceSignal => self.cmd_service_signal(a),
+            Cmd::ServiceStat => self.cmd_service_stat(slot, a),
+            Cmd::ServiceQuery => {
+                let filters = a.rest().unwrap_or(b"");
+                query::validate(filters).map_err(Fail::InvalidFilter)?;
+                self.start_listing(slot, Dump::Query(None, 0), filters);
+                Ok(())
+            }
+            Cmd::ServiceAttach => self.cmd_service_attach(a),
             Cmd::ServiceDelete => {
                 let name = service_name(a.next_field())?;
                 let i = self.services.find(&name).ok_or(Fail::Msg("No such service"))?;
@@ -398,6 +411,10 @@ impl Supervisor {
         if let Some(iv) = interval {
             s.interval = iv;
         }
+        // New triggers start a new count (and size its ring now, at
+        // configuration time).
+        s.restarts.configure(triggers.as_ref().and_then(|t| t.limit));
+        s.limited = false;
         s.triggers = triggers;
         s.backoff_ns = s.interval.ns;
         self.services.index_triggers(i);
@@ -448,6 +465,8 @@ impl Supervisor {
         self.services.schedule(i, when);
         if let Some(s) = self.services.get_mut(i) {
             s.start_frac = frac;
+            // A manual start resets the restart limit's count.
+            s.reset_limit();
         }
         self.emit_state(i);
         Ok(())
@@ -473,12 +492,78 @@ impl Supervisor {
             return Err(Fail::Msg("service is not running"));
         }
         let pid = s.pid;
+        if let Some(fd) = s.pidfd.as_ref().map(AsRawFd::as_raw_fd) {
+            // An attached process is not our child, so its number could be
+            // reused once it has gone: signal it through its pidfd. A group
+            // is signalled only while the leader (whose id names it) lives.
+            let r = match group {
+                false => sys::pidfd_send_signal(fd, sig),
+                true if sys::readable_now(fd) => Err(libc::ESRCH),
+                // SAFETY: plain killpg; the group leader is alive (above).
+                true => sys::cerr(unsafe { libc::killpg(pid, sig) }).map(|_| ()),
+            };
+            return r.map_err(|err| Fail::Kill { name, pid, group, err });
+        }
         // SAFETY: plain kill/killpg on a pid we forked and have not reaped.
         let rc = unsafe { if group { libc::killpg(pid, sig) } else { libc::kill(pid, sig) } };
         if rc != 0 {
             return Err(Fail::Kill { name, pid, group, err: crate::sys::errno() });
         }
         Ok(())
+    }
+
+    /// `service.stat\tNAME` or `service.stat\t*[\tFILTER...]` (an extension).
+    fn cmd_service_stat<'a>(&mut self, slot: usize, mut a: Args<'a>) -> Res<'a> {
+        let f = a.next_field();
+        if f == Some(b"*") {
+            let filters = a.rest().unwrap_or(b"");
+            query::validate(filters).map_err(Fail::InvalidFilter)?;
+            self.start_listing(slot, Dump::Stat(None, 0), filters);
+            return Ok(());
+        }
+        let name = service_name(f)?;
+        let i = self.services.find(&name).ok_or(Fail::Msg("No such service"))?;
+        if self.services.get(i).is_none_or(|s| s.state != State::Up) {
+            return Err(Fail::Msg("service is not running"));
+        }
+        self.stat_one(slot, i);
+        Ok(())
+    }
+
+    /// `service.attach\tNAME\tPID` (an extension): watch a process we did
+    /// not start through `pidfd_open(2)`. Creates the service.
+    fn cmd_service_attach<'a>(&mut self, mut a: Args<'a>) -> Res<'a> {
+        let name = service_name(a.next_field())?;
+        let pid = a.next_field().and_then(command::parse_int).ok_or(Fail::Msg("Expected integer"))?;
+        if !(1..=i64::from(i32::MAX)).contains(&pid) {
+            return Err(Fail::Msg("invalid pid"));
+        }
+        let pid = pid as i32;
+        if self.services.find(&name).and_then(|i| self.services.get(i)).is_some_and(|s| s.state == State::Up) {
+            return Err(Fail::Msg("service is running"));
+        }
+        if pid == sys::getpid() {
+            return Err(Fail::Msg("process is daemonproxy"));
+        }
+        let pidfd = sys::pidfd_open(pid).map_err(|e| match e {
+            libc::ESRCH => Fail::Msg("No such process"),
+            e => Fail::Errno("pidfd_open failed: ", e),
+        })?;
+        // Our children are reaped with waitpid: never watched twice. The
+        // pidfd pins the process, so these checks cannot race a reuse.
+        match sys::pidfd_wait(pidfd.as_raw_fd(), true) {
+            Ok(sys::PidfdWait::NotChild) => {}
+            Ok(_) => return Err(Fail::Msg("process is a child of daemonproxy")),
+            Err(e) => return Err(Fail::Errno("waitid failed: ", e)),
+        }
+        if sys::readable_now(pidfd.as_raw_fd()) {
+            return Err(Fail::Msg("No such process"));
+        }
+        if self.services.by_pid(pid).is_some() {
+            return Err(Fail::Msg("process is already attached"));
+        }
+        let i = self.services.find_or_create(&name)?;
+        self.attach(i, pid, pidfd).map_err(|e| Fail::Errno("can't watch process: ", e))
     }
 
     fn cmd_fd_pipe<'a>(&mut self, mut a: Args<'a>) -> Res<'a> {

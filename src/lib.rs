@@ -2,9 +2,9 @@
 //! to controller scripts and carries out their commands.
 //!
 //! Ground floor: [`command`] (parse), [`line`] and [`reply`] (encode),
-//! [`clock`], [`signame`], [`sys`], [`options`]. Tables and mechanisms:
-//! [`service`], [`handle`] and [`fdops`], [`controller`], [`spawn`],
-//! [`signal`], [`log`]. The loop: [`supervisor`] and [`dispatch`];
+//! [`clock`], [`signame`], [`sys`], [`options`], [`query`] (filters) and
+//! [`figures`] (/proc). Tables and mechanisms: [`service`], [`handle`] and
+//! [`fdops`], [`controller`], [`spawn`], [`signal`], [`log`]. The loop: [`supervisor`] and [`dispatch`];
 //! [`exit`] leaves it. The binary in `main.rs` only wires these together.
 //! [`client`] is the other side: parsing events, for programs that drive
 //! daemonproxy. The fleet layer — `procman` (LCM and the procman messages),
@@ -23,6 +23,7 @@ pub mod dispatch;
 pub mod exit;
 pub mod fatal;
 pub mod fdops;
+pub mod figures;
 pub mod handle;
 pub mod line;
 pub mod listener;
@@ -30,6 +31,7 @@ pub mod log;
 pub mod options;
 #[cfg(feature = "fleet")]
 pub mod procman;
+pub mod query;
 pub mod reply;
 pub mod service;
 #[cfg(feature = "fleet")]

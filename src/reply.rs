@@ -15,6 +15,8 @@ pub enum Fail<'a> {
     UnknownFlag(&'a [u8]),
     /// `unknown option "<FLAG>"`.
     UnknownOption(&'a [u8]),
+    /// `invalid filter "<FILTER>"` (`service.query`, `service.stat *`).
+    InvalidFilter(&'a [u8]),
     /// `can't kill <NAME> (pid|pgid <PID>): <strerror>`.
     Kill {
         /// Service name.
@@ -50,6 +52,9 @@ impl Fail<'_> {
             }
             Fail::UnknownOption(f) => {
                 out.s("unknown option \"").push(f).byte(b'"');
+            }
+            Fail::InvalidFilter(f) => {
+                out.s("invalid filter \"").push(f).byte(b'"');
             }
             Fail::Kill { name, pid, group, err } => {
                 out.s("can't kill ").s(&name).s(if group { " (pgid " } else { " (pid " });

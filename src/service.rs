@@ -10,15 +10,18 @@
 //! triggers list it, so a signal's arrival visits only those.
 //!
 //! Every structure is sized when a service is created (configuration
-//! time); starting, reaping and restarting services never allocates.
+//! time), or when `service.auto_up` sets a restart limit; starting,
+//! reaping, attaching and restarting services never allocates.
 
 use crate::clock::{Mono, SEC, Seconds};
 use crate::command::Name;
+use crate::figures::Sample;
 use crate::line::Line;
 use crate::signame;
 use crate::timer::Timers;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
+use std::os::fd::OwnedFd;
 
 /// A service's state (§5.1); `deleted` is not kept, the slot is freed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +41,9 @@ pub enum Exit {
     Code(i32),
     /// Killed by this signal.
     Signal(i32),
+    /// Ended, status unknown: an attached process that is not our child
+    /// (the kernel tells only its parent). Shown as `exit\t-`.
+    Unknown,
 }
 
 impl Exit {
@@ -47,6 +53,15 @@ impl Exit {
             Exit::Signal(libc::WTERMSIG(status))
         } else {
             Exit::Code(libc::WEXITSTATUS(status))
+        }
+    }
+
+    /// Decode the `si_code` and `si_status` of a `waitid` siginfo.
+    pub fn from_siginfo(code: i32, status: i32) -> Exit {
+        match code {
+            libc::CLD_EXITED => Exit::Code(status),
+            libc::CLD_KILLED | libc::CLD_DUMPED => Exit::Signal(status),
+            _ => Exit::Unknown,
         }
     }
 }
@@ -65,6 +80,95 @@ pub struct Backoff {
     pub stable_ns: i64,
 }
 
+/// Restart limit (an extension in the style of [EXT E7]), set by the
+/// trailing word `limit=N` or `limit=N/SECONDS` of `service.auto_up`: at
+/// most N automatic restarts (within any SECONDS), then the service stays
+/// down until `service.start` or a new `service.auto_up`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit {
+    /// Most automatic restarts (1..=[`MAX_LIMIT`]).
+    pub restarts: u32,
+    /// The window; `None`: since the last manual start.
+    pub window: Option<Seconds>,
+}
+
+/// Largest N of `limit=N[/SECONDS]` (each counts 8 bytes per service).
+pub const MAX_LIMIT: u32 = 1000;
+
+impl Limit {
+    /// Parse the value of `limit=`: `N` or `N/SECONDS`.
+    pub fn parse(v: &[u8]) -> Option<Limit> {
+        let (n, w) = match memchr::memchr(b'/', v) {
+            Some(p) => (&v[..p], Some(&v[p + 1..])),
+            None => (v, None),
+        };
+        let n = crate::command::parse_int(n).filter(|n| (1..=i64::from(MAX_LIMIT)).contains(n))?;
+        let window = match w {
+            None => None,
+            Some(w) => Some(Seconds::parse(w).filter(|s| s.ns > 0)?),
+        };
+        Some(Limit { restarts: n as u32, window })
+    }
+}
+
+/// The times of recent automatic restarts, for [`Limit`]: a ring sized
+/// when the limit is set (configuration time), so counting never
+/// allocates.
+#[derive(Debug, Default)]
+pub struct Restarts {
+    times: Box<[Mono]>,
+    len: usize,
+    next: usize,
+    /// Restarts counted since the last reset (for a limit without window).
+    count: u64,
+}
+
+impl Restarts {
+    /// Size the ring for `limit` (or drop it) and forget every restart.
+    pub fn configure(&mut self, limit: Option<Limit>) {
+        let want = match limit {
+            Some(Limit { window: Some(_), restarts }) => restarts as usize,
+            _ => 0,
+        };
+        if self.times.len() != want {
+            self.times = vec![Mono(0); want].into_boxed_slice();
+        }
+        self.clear();
+    }
+
+    /// Forget every restart (a manual start).
+    pub fn clear(&mut self) {
+        (self.len, self.next, self.count) = (0, 0, 0);
+    }
+
+    /// May an automatic restart happen at `now`? If so it is counted.
+    pub fn allow(&mut self, limit: Limit, now: Mono) -> bool {
+        let Some(window) = limit.window else {
+            if self.count >= u64::from(limit.restarts) {
+                return false;
+            }
+            self.count += 1;
+            return true;
+        };
+        let cap = self.times.len();
+        if cap == 0 {
+            return false;
+        }
+        if self.len < cap {
+            self.times[(self.next + self.len) % cap] = now;
+            self.len += 1;
+            return true;
+        }
+        // Full: the oldest of the last N restarts must lie a window back.
+        if now.0 - self.times[self.next].0 < window.ns {
+            return false;
+        }
+        self.times[self.next] = now;
+        self.next = (self.next + 1) % cap;
+        true
+    }
+}
+
 /// Parsed `auto_up` triggers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Triggers {
@@ -76,6 +180,8 @@ pub struct Triggers {
     pub signals: u64,
     /// Restart backoff, if configured.
     pub backoff: Option<Backoff>,
+    /// Restart limit, if configured.
+    pub limit: Option<Limit>,
 }
 
 impl Triggers {
@@ -83,13 +189,15 @@ impl Triggers {
     /// Parsing stops at the first empty word (§3.6). `None` for an unknown
     /// word (numbers are not accepted as trigger signals).
     pub fn parse(raw: &[u8]) -> Option<Triggers> {
-        let mut t = Triggers { raw: raw.to_vec(), always: false, signals: 0, backoff: None };
+        let mut t = Triggers { raw: raw.to_vec(), always: false, signals: 0, backoff: None, limit: None };
         let (mut max, mut factor, mut stable) = (None, 2000, None);
         for word in raw.split(|&b| b == b'\t') {
             if word.is_empty() {
                 break;
             }
-            if let Some(p) = memchr::memchr(b'=', word) {
+            if let Some(v) = word.strip_prefix(b"limit=") {
+                t.limit = Some(Limit::parse(v)?);
+            } else if let Some(p) = memchr::memchr(b'=', word) {
                 let (key, val) = (&word[..p], Seconds::parse(&word[p + 1..])?);
                 match key {
                     b"max" if val.ns > 0 => max = Some(val.ns),
@@ -173,6 +281,16 @@ pub struct Service {
     pub backoff_ns: i64,
     /// The controller slot of a running controller service.
     pub controller: Option<usize>,
+    /// The pidfd of an attached process (`service.attach`): up, but not
+    /// our child.
+    pub pidfd: Option<OwnedFd>,
+    /// The previous `service.stat` CPU sample of the current process.
+    pub sample: Option<Sample>,
+    /// Recent automatic restarts, counted against the restart limit.
+    pub restarts: Restarts,
+    /// The restart limit stopped the service: auto-up leaves it down until
+    /// `service.start` or `service.auto_up`.
+    pub limited: bool,
 }
 
 impl Service {
@@ -193,7 +311,17 @@ impl Service {
             triggers: None,
             backoff_ns: SEC,
             controller: None,
+            pidfd: None,
+            sample: None,
+            restarts: Restarts::default(),
+            limited: false,
         }
+    }
+
+    /// Is this an attached process (watched through a pidfd, not our
+    /// child)?
+    pub fn is_attached(&self) -> bool {
+        self.pidfd.is_some()
     }
 
     /// Does any `service.fds` entry name a `control.*` handle?
@@ -230,9 +358,27 @@ impl Service {
     /// counts (indexed by signal number)?
     pub fn auto_wanted(&self, count_of: impl Fn(i32) -> u64) -> bool {
         match &self.triggers {
+            _ if self.limited => false,
             None => false,
             Some(t) => t.always || (1..64).any(|s| t.has_signal(s) && count_of(s) > 0),
         }
+    }
+
+    /// Count an automatic restart at `now` against the restart limit; `false`
+    /// if the limit forbids it (the service is then `limited`).
+    pub fn restart_allowed(&mut self, now: Mono) -> bool {
+        let Some(limit) = self.triggers.as_ref().and_then(|t| t.limit) else {
+            return true;
+        };
+        let ok = self.restarts.allow(limit, now);
+        self.limited = !ok;
+        ok
+    }
+
+    /// A manual start (or new triggers): forget the restarts counted.
+    pub fn reset_limit(&mut self) {
+        self.restarts.clear();
+        self.limited = false;
     }
 
     /// When an automatic restart after an exit may happen:
@@ -282,10 +428,51 @@ pub fn write_state(out: &mut Line, s: &Service, now: Mono) {
             match e {
                 Exit::Code(c) => out.s("exit\t").int(i64::from(c)),
                 Exit::Signal(n) => out.s("signal\tSIG").s(signame::name_of(n)),
+                Exit::Unknown => out.s("exit\t-"),
             };
             out.tab().int(s.reap_at.secs_since(s.up_at)).tab().int(now.secs_since(s.reap_at));
         }
     }
+}
+
+/// Write `service.limit\tNAME\tTS\tN\tWINDOW` (an extension): the restart
+/// limit left the service down at second TS; WINDOW is `-` without one.
+pub fn write_limit(out: &mut Line, s: &Service, now: Mono) {
+    let Some(limit) = s.triggers.as_ref().and_then(|t| t.limit) else {
+        return;
+    };
+    out.s("service.limit\t").s(&s.name).tab().int(now.secs()).tab().int(i64::from(limit.restarts)).tab();
+    match limit.window {
+        Some(w) => w.write_to(out),
+        None => {
+            out.byte(b'-');
+        }
+    }
+}
+
+/// Write `service.match\tNAME\tSTATE\tPID\tTAGS` (an extension, one line per
+/// service a `service.query` matched): STATE as in `service.state`, PID of
+/// the running process or `-`, TAGS the raw `service.tags` value.
+pub fn write_match(out: &mut Line, s: &Service) {
+    out.s("service.match\t").s(&s.name).tab();
+    match s.state {
+        State::Up => out.s("up\t").int(i64::from(s.pid)),
+        State::Down => out.s("down\t-"),
+        State::Start => out.s("start\t-"),
+    };
+    out.tab().push(&s.tags);
+}
+
+/// How a service is matched by the filters of [`crate::query`].
+pub fn subject(s: &Service) -> crate::query::Subject<'_> {
+    use crate::query::{DOWN, LIMIT, START, UP};
+    let state = match s.state {
+        State::Up => UP,
+        State::Start => START,
+        State::Down if s.limited => DOWN | LIMIT,
+        State::Down => DOWN,
+    };
+    crate::query::Subject { name: s.name.as_bytes(), tags: &s.tags, state }
 }
 
 /// Write `service.state\tNAME\tdeleted\t-\t-\t-\t-\t-\t-`.
@@ -479,8 +666,33 @@ impl Services {
             s.state = State::Up;
             s.pid = pid;
             s.up_at = now;
+            s.sample = None;
             self.by_pid.insert(pid, i);
         }
+    }
+
+    /// The slot whose running process (child or attached) is `pid`.
+    pub fn by_pid(&self, pid: i32) -> Option<usize> {
+        self.by_pid.get(&pid).copied()
+    }
+
+    /// Record the exit of slot `i`'s process, found by slot (an attached
+    /// process whose pidfd became readable). The pid entry is dropped only
+    /// if it is still this slot's. `false` if the service was not up.
+    pub fn set_down_slot(&mut self, i: usize, exit: Exit, now: Mono) -> bool {
+        let Some(s) = self.slots.get_mut(i).and_then(Option::as_mut) else {
+            return false;
+        };
+        if s.state != State::Up {
+            return false;
+        }
+        if self.by_pid.get(&s.pid) == Some(&i) {
+            self.by_pid.remove(&s.pid);
+        }
+        s.state = State::Down;
+        s.exit = Some(exit);
+        s.reap_at = now;
+        true
     }
 
     /// Record an exit; returns the slot if `pid` was a service.
@@ -611,6 +823,63 @@ mod tests {
         s.up_at = s.reap_at;
         s.reap_at = s.up_at.plus(SEC / 1000);
         assert_eq!(s.restart_time(s.reap_at).0 - s.up_at.0, SEC / 100);
+    }
+
+    #[test]
+    fn restart_limit_in_a_window() {
+        let t = Triggers::parse(b"always\tlimit=3/10\tmax=1").unwrap();
+        assert_eq!(t.limit, Some(Limit { restarts: 3, window: Some(Seconds::whole(10)) }));
+        assert!(t.backoff.is_some());
+        assert_eq!(Triggers::parse(b"always\tlimit=2").unwrap().limit, Some(Limit { restarts: 2, window: None }));
+        for bad in ["limit=0/10", "limit=1001", "limit=3/0", "limit=3/", "limit=x", "limit=-1"] {
+            assert!(Triggers::parse(format!("always\t{bad}").as_bytes()).is_none(), "{bad}");
+        }
+        let mut s = Service::new(Name::from("x").unwrap());
+        s.triggers = Some(t);
+        s.restarts.configure(s.triggers.as_ref().and_then(|t| t.limit));
+        let at = |secs: i64| Mono(secs * SEC);
+        // Three restarts within 10 s, the fourth refused ...
+        assert!(s.restart_allowed(at(100)) && s.restart_allowed(at(101)) && s.restart_allowed(at(102)));
+        assert!(!s.restart_allowed(at(109)) && s.limited);
+        assert!(!s.auto_wanted(|_| 0));
+        // ... allowed again once the oldest lies 10 s back, and after a
+        // manual start.
+        s.reset_limit();
+        assert!(s.auto_wanted(|_| 0));
+        assert!(s.restart_allowed(at(110)) && s.restart_allowed(at(111)) && s.restart_allowed(at(112)));
+        assert!(!s.restart_allowed(at(119)));
+        assert!(s.restart_allowed(at(120)) && !s.limited);
+        assert_eq!(text(|l| write_limit(l, &s, at(120))), "service.limit\tx\t120\t3\t10");
+    }
+
+    #[test]
+    fn restart_limit_without_window() {
+        let mut s = Service::new(Name::from("y").unwrap());
+        s.triggers = Triggers::parse(b"always\tlimit=2");
+        s.restarts.configure(s.triggers.as_ref().and_then(|t| t.limit));
+        assert!(s.restart_allowed(Mono(0)) && s.restart_allowed(Mono(1000 * SEC)));
+        assert!(!s.restart_allowed(Mono(100_000 * SEC)));
+        assert_eq!(text(|l| write_limit(l, &s, Mono(5 * SEC))), "service.limit\ty\t5\t2\t-");
+    }
+
+    #[test]
+    fn attached_exit_and_match_lines() {
+        let mut t = Services::new(10);
+        let i = t.find_or_create(&Name::from("ext").unwrap()).unwrap();
+        t.set_up(i, 77, Mono(10 * SEC));
+        assert_eq!(t.by_pid(77), Some(i));
+        t.get_mut(i).unwrap().tags = b"user=ann\tsession=s1".to_vec();
+        assert_eq!(text(|l| write_match(l, t.get(i).unwrap())), "service.match\text\tup\t77\tuser=ann\tsession=s1");
+        assert!(t.set_down_slot(i, Exit::Unknown, Mono(12 * SEC)));
+        assert!(!t.set_down_slot(i, Exit::Unknown, Mono(12 * SEC)));
+        assert_eq!(t.by_pid(77), None);
+        assert_eq!(
+            text(|l| write_state(l, t.get(i).unwrap(), Mono(13 * SEC))),
+            "service.state\text\tdown\t12\t77\texit\t-\t2\t1"
+        );
+        assert_eq!(Exit::from_siginfo(libc::CLD_KILLED, 9), Exit::Signal(9));
+        assert_eq!(Exit::from_siginfo(libc::CLD_EXITED, 4), Exit::Code(4));
+        assert_eq!(text(|l| write_match(l, t.get(i).unwrap())), "service.match\text\tdown\t-\tuser=ann\tsession=s1");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The event loop: one thread, one `mio::Poll`, and every table.
 //!
 //! Each pass (protocol.md §2.5): take signal deliveries (and start the
-//! services they trigger), reap every exited child, fork the services whose
-//! start is due, then give each controller its turn — flush output, tell it
+//! services they trigger), reap every exited child, note the exits of
+//! attached processes (their pidfds polled readable), fork the services
+//! whose start is due, then give each controller its turn — flush output, tell it
 //! of new signals, continue a paused statedump, read input and run at most
 //! three commands. The poll timeout is the nearest deadline (a pending
 //! start, a log retry, a controller timeout), or zero while work is waiting.
@@ -10,6 +11,7 @@
 use crate::clock::{Mono, SEC};
 use crate::command::Name;
 use crate::controller::{self, Controller, Dump, IN_BUF, Input};
+use crate::figures::{self, Clocks, Figures, Sample};
 use crate::handle::{self, Handles};
 use crate::line::Line;
 use crate::listener::{self, Listener};
@@ -18,7 +20,9 @@ use crate::reply::{self, Fail};
 use crate::service::{self, Exit, Services, State};
 use crate::signal::{self, Signals};
 use crate::spawn::{Source, Spawner};
-use crate::{log, sys};
+use crate::sys::PidfdWait;
+use crate::{log, query, sys};
+use arrayvec::ArrayVec;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use std::io::ErrorKind;
@@ -41,6 +45,10 @@ fn in_token(slot: usize) -> Token {
 fn out_token(slot: usize) -> Token {
     Token(3 + 2 * slot)
 }
+
+/// Most readiness events one poll returns (and attached exits noted per
+/// turn).
+const EVENTS: usize = 64;
 
 /// Why the loop stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +109,13 @@ pub struct Supervisor {
     deadline_fd: Option<OwnedFd>,
     /// The deadline it is armed at.
     deadline_armed: Option<Mono>,
+    /// Service slots whose pidfd polled readable (an attached process may
+    /// have exited), handled in the next pass.
+    attach_ready: ArrayVec<usize, EVENTS>,
+    /// Clock tick and page size for `service.stat`.
+    clocks: Clocks,
+    /// The /proc we see is our pid namespace's (checked per `service.stat`).
+    proc_ok: bool,
 }
 
 impl Supervisor {
@@ -122,7 +137,7 @@ impl Supervisor {
             (0..slots).map(|k| Box::new(Controller::new(k, controller::Kind::Config, None, None, None))).collect();
         Ok(Supervisor {
             poll,
-            events: Events::with_capacity(64),
+            events: Events::with_capacity(EVENTS),
             wake_rx: rx,
             services,
             handles,
@@ -144,7 +159,17 @@ impl Supervisor {
             report_orphans: false,
             deadline_fd,
             deadline_armed: None,
+            attach_ready: ArrayVec::new(),
+            clocks: Clocks::get(),
+            proc_ok: false,
         })
+    }
+
+    /// The poll token of service slot `i`'s pidfd: after the controllers'
+    /// (their count is fixed), one per service slot, so a slot's token
+    /// never changes.
+    fn service_token(&self, i: usize) -> Token {
+        Token(2 + 2 * self.ctls.len() + i)
     }
 
     // ----- output -------------------------------------------------------
@@ -236,10 +261,11 @@ impl Supervisor {
             if arrived & (1 << k) == 0 {
                 continue;
             }
-            // A new receipt starts every down or pending service listing it.
+            // A new receipt starts every down or pending service listing it
+            // (unless its restart limit holds it).
             for j in 0..self.services.triggered_by(k).len() {
                 let Some(&i) = self.services.triggered_by(k).get(j) else { break };
-                if self.services.get(i).is_some_and(|s| s.state != State::Up) {
+                if self.services.get(i).is_some_and(|s| s.state != State::Up && !s.limited) {
                     let now = self.now;
                     self.start_at(i, now);
                 }
@@ -261,30 +287,96 @@ impl Supervisor {
                 let (how, v) = match exit {
                     Exit::Code(c) => ("exit", c),
                     Exit::Signal(s) => ("signal", s),
+                    Exit::Unknown => ("exit", -1),
                 };
                 let level = if self.report_orphans { Level::Info } else { Level::Debug };
                 self.log.msg(level, format_args!("reaped orphan pid {pid} ({how} {v})"));
                 continue;
             };
-            self.emit_state(i);
-            // An output-only controller (control.event alone) has no EOF to
-            // wait for: it goes with its service ([FIX F23]).
-            if let Some(slot) = self.services.get(i).and_then(|s| s.controller)
-                && let Some(Some(c)) = self.ctls.get(slot)
-                && c.in_fd.is_none()
-            {
-                self.end_controller(slot, true);
+            self.after_exit(i);
+        }
+    }
+
+    /// Note the exits of attached processes whose pidfd polled readable.
+    /// The kernel gives the status only if the process became our child
+    /// (we are PID 1 or a subreaper and its parent died): `waitid` on the
+    /// pidfd reaps it then; otherwise the status is unknown.
+    fn reap_attached(&mut self) {
+        while let Some(i) = self.attach_ready.pop() {
+            let Some(fd) = self.services.get(i).and_then(|s| s.pidfd.as_ref()).map(AsRawFd::as_raw_fd) else {
+                continue;
+            };
+            // A stale event (an earlier pidfd of this slot) is not readable.
+            if !sys::readable_now(fd) {
+                continue;
             }
-            // Auto-up case (3): rate-limited restart after an exit.
-            let now = self.now;
-            let signals = &self.signals;
-            if let Some(s) = self.services.get_mut(i)
-                && s.auto_wanted(|sig| signals.count_of(sig))
-            {
-                let at = s.restart_time(now);
-                self.start_at(i, at);
+            let exit = match sys::pidfd_wait(fd, false) {
+                Ok(PidfdWait::Exited(code, status)) => Exit::from_siginfo(code, status),
+                Ok(PidfdWait::Running) => continue,
+                Ok(PidfdWait::NotChild) | Err(_) => Exit::Unknown,
+            };
+            if self.services.set_down_slot(i, exit, self.now) {
+                self.after_exit(i);
             }
         }
+    }
+
+    /// Stop watching the pidfd of slot `i`, if it has one.
+    fn unwatch(&mut self, i: usize) {
+        if let Some(fd) = self.services.get_mut(i).and_then(|s| s.pidfd.take()) {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd.as_raw_fd()));
+        }
+    }
+
+    /// The process of slot `i` ended (already recorded as down): broadcast
+    /// it, end an output-only controller, and restart it if auto-up says so
+    /// and the restart limit allows.
+    fn after_exit(&mut self, i: usize) {
+        self.unwatch(i);
+        self.emit_state(i);
+        // An output-only controller (control.event alone) has no EOF to
+        // wait for: it goes with its service ([FIX F23]).
+        if let Some(slot) = self.services.get(i).and_then(|s| s.controller)
+            && let Some(Some(c)) = self.ctls.get(slot)
+            && c.in_fd.is_none()
+        {
+            self.end_controller(slot, true);
+        }
+        // Auto-up case (3): rate-limited restart after an exit.
+        let now = self.now;
+        let signals = &self.signals;
+        let Some(s) = self.services.get_mut(i) else {
+            return;
+        };
+        if !s.auto_wanted(|sig| signals.count_of(sig)) {
+            return;
+        }
+        if s.restart_allowed(now) {
+            let at = s.restart_time(now);
+            self.start_at(i, at);
+        } else {
+            let mut l = Line::new();
+            service::write_limit(&mut l, s, now);
+            self.broadcast(&l);
+        }
+    }
+
+    /// Put process `pid` (not our child) under watch as service `i`
+    /// through `pidfd`; the caller checked that the service is not up.
+    pub fn attach(&mut self, i: usize, pid: i32, pidfd: OwnedFd) -> Result<(), sys::Errno> {
+        let token = self.service_token(i);
+        let raw = pidfd.as_raw_fd();
+        if let Err(e) = self.poll.registry().register(&mut SourceFd(&raw), token, Interest::READABLE) {
+            return Err(e.raw_os_error().unwrap_or(libc::EINVAL));
+        }
+        self.services.cancel(i);
+        self.services.set_up(i, pid, self.now);
+        if let Some(s) = self.services.get_mut(i) {
+            s.pidfd = Some(pidfd);
+            s.reset_limit();
+        }
+        self.emit_state(i);
+        Ok(())
     }
 
     fn fork_due(&mut self) {
@@ -542,6 +634,10 @@ impl Supervisor {
         let mut l = Line::new();
         loop {
             l.clear();
+            // A listing's end line, and a stat sample to keep once its line
+            // went out.
+            let mut finished = false;
+            let mut sampled: Option<(usize, Sample)> = None;
             let next = match d {
                 Dump::Handles(after) => match self.handles.next_after(after.as_ref()) {
                     Some((name, h)) => {
@@ -588,6 +684,36 @@ impl Supervisor {
                     self.signals.write_event(&mut l, idx[usize::from(k)]);
                     Dump::Signals(k + 1)
                 }
+                Dump::Stat(after, n) | Dump::Query(after, n) => {
+                    let stat = matches!(d, Dump::Stat(..));
+                    // The next service by name that the filters match (for
+                    // `service.stat *`: that is up).
+                    let mut at = self.services.next_after(after.as_ref());
+                    let found = loop {
+                        let Some(s) = at.and_then(|i| self.services.get(i)) else { break None };
+                        if (!stat || s.state == State::Up) && query::matches(&c.filters, &service::subject(s)) {
+                            break at;
+                        }
+                        at = self.services.next_after(Some(&s.name));
+                    };
+                    match found.and_then(|i| Some((i, self.services.get(i)?))) {
+                        None => {
+                            l.s(if stat { "service.stat.end\t" } else { "service.query.end\t" }).int(i64::from(n));
+                            finished = true;
+                            d
+                        }
+                        Some((i, s)) if stat => {
+                            let f = Figures::read(s.pid, s.sample, &self.clocks, self.proc_ok);
+                            f.write_line(&mut l, &s.name, &self.clocks);
+                            sampled = f.sample().map(|x| (i, x));
+                            Dump::Stat(Some(s.name), n + 1)
+                        }
+                        Some((_, s)) => {
+                            service::write_match(&mut l, s);
+                            Dump::Query(Some(s.name), n + 1)
+                        }
+                    }
+                }
             };
             if !c.try_send(l.as_bytes()) {
                 // Make room (output is otherwise written only when the loop
@@ -598,8 +724,47 @@ impl Supervisor {
                     return false;
                 }
             }
+            if let Some((i, x)) = sampled
+                && let Some(s) = self.services.get_mut(i)
+            {
+                s.sample = Some(x);
+            }
+            if finished {
+                c.dump = None;
+                return true;
+            }
             d = next;
         }
+    }
+
+    /// Start a listing (`service.stat *`, `service.query`) for controller
+    /// `slot` with the (validated) `filters`; it runs like a statedump.
+    pub fn start_listing(&mut self, slot: usize, dump: Dump, filters: &[u8]) {
+        if matches!(dump, Dump::Stat(..)) {
+            self.proc_ok = figures::proc_is_ours();
+        }
+        if let Some(Some(c)) = self.ctls.get_mut(slot)
+            && c.has_output()
+        {
+            c.filters.clear();
+            let _ = c.filters.try_extend_from_slice(&filters[..filters.len().min(IN_BUF)]);
+            c.dump = Some(dump);
+        }
+    }
+
+    /// The `service.stat` line of one running service, for the issuer.
+    pub fn stat_one(&mut self, slot: usize, i: usize) {
+        let proc_ok = figures::proc_is_ours();
+        let Some(s) = self.services.get_mut(i) else {
+            return;
+        };
+        let f = Figures::read(s.pid, s.sample, &self.clocks, proc_ok);
+        if let Some(x) = f.sample() {
+            s.sample = Some(x);
+        }
+        let mut l = Line::new();
+        f.write_line(&mut l, &s.name, &self.clocks);
+        self.reply(slot, &l);
     }
 
     /// One controller's turn in a pass.
@@ -744,6 +909,7 @@ impl Supervisor {
         if signal::take_child_exited() {
             self.reap();
         }
+        self.reap_attached();
         self.fork_due();
         self.accept();
         for slot in 0..self.ctls.len() {
@@ -988,6 +1154,14 @@ impl Supervisor {
                     let _ = sys::read(fd.as_raw_fd(), &mut buf);
                 }
                 self.deadline_armed = None;
+                continue;
+            }
+            let svc_base = 2 + 2 * self.ctls.len();
+            if t.0 >= svc_base {
+                let i = t.0 - svc_base;
+                if !self.attach_ready.contains(&i) {
+                    let _ = self.attach_ready.try_push(i);
+                }
                 continue;
             }
             let slot = (t.0 - 2) / 2;

@@ -3,7 +3,7 @@
 //! Policy lives elsewhere; this module only turns `-1` into an error code and
 //! keeps the `unsafe` blocks in one place, each with its reason.
 
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 /// An `errno` value, kept as the plain integer so it can cross `fork()`.
 pub type Errno = i32;
@@ -170,4 +170,106 @@ pub fn timerfd_at(fd: RawFd, at: i64) -> Result<(), Errno> {
     };
     // SAFETY: spec is a valid itimerspec; the old value is not wanted.
     cerr(unsafe { libc::timerfd_settime(fd, libc::TFD_TIMER_ABSTIME, &spec, std::ptr::null_mut()) }).map(|_| ())
+}
+
+/// `pidfd_open(2)`: a descriptor (always close-on-exec) that refers to
+/// process `pid` for as long as it is open, whatever happens to the number.
+pub fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
+    // SAFETY: pidfd_open takes a pid and a flag word; no pointers.
+    let fd = cerr(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: the kernel just returned this descriptor; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `pidfd_send_signal(2)`: signal the process behind a pidfd. Unlike
+/// `kill(2)` this cannot reach another process that reused the number.
+pub fn pidfd_send_signal(pidfd: RawFd, sig: i32) -> Result<(), Errno> {
+    // SAFETY: no siginfo (NULL) and no flags.
+    cerr(unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd, sig, std::ptr::null::<libc::siginfo_t>(), 0) })
+        .map(|_| ())
+}
+
+/// What `waitid(P_PIDFD, ...)` says about the process behind a pidfd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PidfdWait {
+    /// Not a child of ours (`ECHILD`): the kernel gives us no status.
+    NotChild,
+    /// A child of ours that has not exited.
+    Running,
+    /// A child of ours that ended: `si_code` (`CLD_EXITED`, `CLD_KILLED`,
+    /// `CLD_DUMPED`) and `si_status` (exit status or signal number).
+    Exited(i32, i32),
+}
+
+/// `waitid(P_PIDFD, pidfd, WEXITED | WNOHANG)`; with `peek`, `WNOWAIT`
+/// too, so an exited child is left to be reaped later.
+pub fn pidfd_wait(pidfd: RawFd, peek: bool) -> Result<PidfdWait, Errno> {
+    // SAFETY: siginfo_t is plain old data; zero means "no child changed"
+    // for WNOHANG (waitid(2)).
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOHANG | if peek { libc::WNOWAIT } else { 0 };
+    // SAFETY: info is a valid out parameter.
+    let rc = unsafe { libc::waitid(libc::P_PIDFD, pidfd as libc::id_t, &mut info, flags) };
+    if rc != 0 {
+        return match errno() {
+            libc::ECHILD => Ok(PidfdWait::NotChild),
+            e => Err(e),
+        };
+    }
+    // SAFETY: waitid filled in a SIGCHLD siginfo (or left it zeroed).
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if pid == 0 { Ok(PidfdWait::Running) } else { Ok(PidfdWait::Exited(info.si_code, status)) }
+}
+
+/// Poll one descriptor for readability without waiting (a pidfd is
+/// readable once its process has exited, pidfd_open(2)).
+pub fn readable_now(fd: RawFd) -> bool {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd, zero timeout.
+    let rc = unsafe { libc::poll(&mut p, 1, 0) };
+    rc > 0 && p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0
+}
+
+/// `open(2)` a NUL-terminated path (built by the caller in a fixed buffer,
+/// so nothing is allocated), close-on-exec.
+pub fn open_cstr(path: &[u8], flags: i32) -> Result<OwnedFd, Errno> {
+    if path.last() != Some(&0) {
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: path is NUL-terminated (checked) and outlives the call.
+    let fd = cerr(unsafe { libc::open(path.as_ptr().cast(), flags | libc::O_CLOEXEC) })?;
+    // SAFETY: the kernel just returned this descriptor; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `getdents64(2)` into `buf`; returns the bytes filled (0 at the end).
+pub fn getdents64(fd: RawFd, buf: &mut [u8]) -> Result<usize, Errno> {
+    // SAFETY: buf is valid for writes of buf.len() bytes.
+    let n = cerr(unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) })?;
+    Ok(n as usize)
+}
+
+/// `readlink(2)` of a NUL-terminated path into `buf`; returns the length.
+pub fn readlink_cstr(path: &[u8], buf: &mut [u8]) -> Result<usize, Errno> {
+    if path.last() != Some(&0) {
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: path is NUL-terminated; buf is valid for buf.len() bytes.
+    let n = unsafe { libc::readlink(path.as_ptr().cast(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 { Err(errno()) } else { Ok(n as usize) }
+}
+
+/// `CLOCK_BOOTTIME` in nanoseconds (the clock /proc start times count on).
+pub fn boottime_ns() -> i64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid out parameter; CLOCK_BOOTTIME exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+}
+
+/// `sysconf(name)`, or `default` if the value is unknown.
+pub fn sysconf(name: i32, default: i64) -> i64 {
+    // SAFETY: sysconf takes an integer and has no side effects.
+    let v = unsafe { libc::sysconf(name) };
+    if v > 0 { v as i64 } else { default }
 }

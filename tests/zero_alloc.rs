@@ -2,7 +2,10 @@
 //! the real supervisor driven in this process through a socket controller,
 //! real children forked and reaped. After the configuration phase, the
 //! workload — 1,000 service starts and exits, 100,000 commands, 100
-//! statedumps, a controller overflow and its recovery — must not allocate.
+//! statedumps, a controller overflow and its recovery, and the extensions
+//! of issue 9 (200 `service.stat`, 110 `service.query` over 1,000 tagged
+//! services, 5 attached processes signalled, seen to exit and restarted,
+//! 20 restart-limit trips) — must not allocate.
 
 use daemonproxy::controller::Kind;
 use daemonproxy::handle::Handles;
@@ -89,6 +92,23 @@ impl Peer {
         Some(n)
     }
 
+    /// Run the loop until `done` returns true for a line.
+    fn until_n(&mut self, sup: &mut Supervisor, mut done: impl FnMut(&[u8]) -> bool) {
+        let end = Instant::now() + Duration::from_secs(60);
+        let mut l = [0u8; 4096];
+        loop {
+            while let Some(n) = self.line(&mut l) {
+                if done(&l[..n]) {
+                    return;
+                }
+            }
+            assert!(Instant::now() < end, "timed out waiting for a line");
+            if self.fill() == 0 {
+                turn(sup);
+            }
+        }
+    }
+
     /// Run the loop until a line equal to `want` arrives, calling `seen`
     /// for every line before it.
     fn until(&mut self, sup: &mut Supervisor, want: &[u8], mut seen: impl FnMut(&[u8])) {
@@ -107,6 +127,18 @@ impl Peer {
             }
         }
     }
+}
+
+/// Tagged services the queries run over.
+const QUERIED: usize = 1000;
+/// Processes attached (started outside the supervisor).
+const ATTACHED: usize = 5;
+
+/// Does `line` match `pat`, where a `*` field of the pattern matches any
+/// one field (no allocation)?
+fn like(pat: &[u8], line: &[u8]) -> bool {
+    let mut l = line.split(|&b| b == b'\t');
+    pat.split(|&b| b == b'\t').all(|p| l.next().is_some_and(|f| p == b"*" || p == f))
 }
 
 fn turn(sup: &mut Supervisor) {
@@ -141,6 +173,47 @@ fn main() {
     for _ in 0..5 {
         turn(&mut sup);
     }
+    // Issue 9: 1,000 tagged services to query, 3 running ones to stat, a
+    // crash loop with a restart limit, and services to attach processes
+    // to (their own crash loops stopped by their limit before counting).
+    let mut config = Vec::new();
+    for k in 0..QUERIED {
+        config.extend_from_slice(format!("service.tags\tq{k:03}\tuser=u{}\tsession=s{}\n", k % 7, k % 13).as_bytes());
+    }
+    for k in 0..3 {
+        config.extend_from_slice(format!("service.args\tr{k}\tsleep\t600\nservice.start\tr{k}\n").as_bytes());
+    }
+    config.extend_from_slice(b"service.args\tcrash\tfalse\nservice.auto_up\tcrash\t0.01\talways\tlimit=3/10\n");
+    for k in 0..ATTACHED {
+        config.extend_from_slice(
+            format!("service.args\ta{k}\ttrue\nservice.auto_up\ta{k}\t0.01\talways\tlimit=1/10\n").as_bytes(),
+        );
+    }
+    peer.write_all(&mut sup, &config);
+    let mut limited = 0;
+    peer.until_n(&mut sup, |l| {
+        limited += usize::from(l.starts_with(b"service.limit\t"));
+        limited == ATTACHED + 1
+    });
+    peer.write_all(&mut sup, b"echo\tconfigured-9\n");
+    peer.until(&mut sup, b"configured-9", |_| {});
+    // Processes that are not our children (their parent exits at once).
+    let out = std::process::Command::new("sh")
+        .args(["-c", &format!("for i in $(seq {ATTACHED}); do sleep 600 >/dev/null 2>&1 & echo $!; done")])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let outside: Vec<i32> = String::from_utf8(out.stdout).unwrap().lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(outside.len(), ATTACHED);
+    let attach: Vec<Vec<u8>> =
+        outside.iter().enumerate().map(|(k, pid)| format!("service.attach\ta{k}\t{pid}\n").into_bytes()).collect();
+    let signal: Vec<Vec<u8>> = (0..ATTACHED).map(|k| format!("service.signal\ta{k}\tSIGTERM\n").into_bytes()).collect();
+    let unknown_exit: Vec<Vec<u8>> = outside
+        .iter()
+        .enumerate()
+        .map(|(k, pid)| format!("service.state\ta{k}\tdown\t*\t{pid}\texit\t-").into_bytes())
+        .collect();
+    let session5 = (0..QUERIED).filter(|k| k % 13 == 5).count();
     let echo = b"echo\tping\n".repeat(1000);
     let start_line: Vec<Vec<u8>> = (0..10).map(|k| format!("service.start\ts{k}\n").into_bytes()).collect();
     let down: Vec<Vec<u8>> = (0..10).map(|k| format!("service.state\ts{k}\tdown\t").into_bytes()).collect();
@@ -198,6 +271,63 @@ fn main() {
         });
     }
 
+    // ---- issue 9: figures, queries, attach, restart limits -------------------
+    let mut stats = 0;
+    let mut stat_ends = 0;
+    for _ in 0..100 {
+        peer.write_all(&mut sup, b"service.stat\tr1\nservice.stat\t*\tname=r*\nservice.stat\t*\necho\tstat-done\n");
+        peer.until(&mut sup, b"stat-done", |l| {
+            stats += usize::from(like(b"service.stat\t*\t*\tS\t*\t*\t*\t*\t*\t1\t3", l));
+            stat_ends += usize::from(l == b"service.stat.end\t3");
+        });
+    }
+    let (mut matched, mut all, mut query_ends) = (0, 0, 0);
+    for round in 0..110 {
+        let q: &[u8] = if round < 100 { b"service.query\ttag=session=s5\tname=q*\n" } else { b"service.query\n" };
+        peer.write_all(&mut sup, q);
+        peer.write_all(&mut sup, b"echo\tquery-done\n");
+        peer.until(&mut sup, b"query-done", |l| {
+            if l.starts_with(b"service.match\tq") {
+                if round < 100 {
+                    matched += 1;
+                } else {
+                    all += 1;
+                }
+            }
+            query_ends += usize::from(l.starts_with(b"service.query.end\t"));
+        });
+    }
+    let mut unknown = 0;
+    let mut restarted_limited = 0;
+    for k in 0..ATTACHED {
+        peer.write_all(&mut sup, &attach[k]);
+        peer.write_all(&mut sup, &signal[k]);
+        // Down with unknown status, restarted from its args (`true`) once,
+        // then held by its limit.
+        peer.until_n(&mut sup, |l| {
+            unknown += usize::from(like(&unknown_exit[k], l));
+            l.starts_with(b"service.limit\ta")
+        });
+        restarted_limited += 1;
+    }
+    let mut crash_ups = 0;
+    for _ in 0..20 {
+        peer.write_all(&mut sup, b"service.start\tcrash\n");
+        peer.until_n(&mut sup, |l| {
+            crash_ups += usize::from(l.starts_with(b"service.state\tcrash\tup\t"));
+            l.starts_with(b"service.limit\tcrash\t")
+        });
+    }
+    peer.write_all(
+        &mut sup,
+        b"service.signal\tr0\tSIGKILL\nservice.signal\tr1\tSIGKILL\nservice.signal\tr2\tSIGKILL\n",
+    );
+    let mut r_down = 0;
+    peer.until_n(&mut sup, |l| {
+        r_down += usize::from(l.starts_with(b"service.state\tr"));
+        r_down == 3
+    });
+
     // ---- overflow and recovery -----------------------------------------------
     // Send more output than the socket and the 2 KiB buffer hold without
     // reading (the daemon must not block), then read everything.
@@ -229,11 +359,21 @@ fn main() {
         "starts and exits: {exits}, echo replies: {pings}, dumps: {dumped}, overflow: {overflow}, resync states: {resync}"
     );
     println!("allocations after configuration: {allocs}");
+    println!(
+        "stat lines: {stats}, stat ends: {stat_ends}, query matches: {matched} + {all}, query ends: {query_ends}, \
+         attached exits: {unknown}, limited after attach: {restarted_limited}, crash-loop runs: {crash_ups}"
+    );
+    let services = 10 + QUERIED + 3 + 1 + ATTACHED;
     assert_eq!(exits, 1000);
     assert_eq!(pings, 100_000);
-    assert_eq!(dumped, 100 * 10);
+    assert_eq!(dumped, 100 * services);
     assert!(overflow, "the stalled controller never saw overflow");
-    assert_eq!(resync, 10);
+    assert_eq!(resync, services);
+    assert_eq!(stats, 100 * (1 + 3 + 3));
+    assert_eq!(stat_ends, 200);
+    assert_eq!((matched, all, query_ends), (100 * session5, 10 * QUERIED, 110));
+    assert_eq!((unknown, restarted_limited), (ATTACHED, ATTACHED));
+    assert_eq!(crash_ups, 20 * 4);
     assert_eq!(allocs, 0, "the event loop allocated after start-up");
     println!("1 passed, 0 failed");
 }
