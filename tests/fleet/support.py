@@ -247,7 +247,7 @@ class Sheriff:
             self.lc.handle_timeout(20)
         return True
 
-    def wait_deputy(self, deputy, timeout=5):
+    def wait_deputy(self, deputy, timeout=10):
         """Wait for the deputy's first info: it has finished its discovery
         and listens to orders."""
         return self.wait(lambda: deputy in self.infos, timeout)

@@ -195,7 +195,7 @@ class Behaviour(FleetCase):
         env = dict(os.environ, BRIDGE_TEST_WORD="expanded")
         h = Host(self.procs, url, "dep-e", bridge_args=["--stop-on-exit"], env=env)
         s = Sheriff(url)
-        self.assertTrue(s.wait_deputy("dep-e"))
+        self.assertTrue(s.wait_deputy("dep-e"), h.bridge_log() + h.dp_log())
         cmds = [
             # NAME=VALUE for the child; $VAR from the bridge's environment
             cmd("env", "GREETING=hi sh -c 'echo $GREETING $BRIDGE_TEST_WORD; exec sleep 60'", 1),
