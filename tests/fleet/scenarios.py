@@ -114,6 +114,91 @@ def multihost(procs, url):
     assert s.status("host-a", "a1").pid == a1, "a1 was restarted"
 
 
+def multihost_sheriff(procs, url):
+    """daemonproxy-sheriff in the sheriff's namespace steering deputies in
+    NS_A and NS_B: a script starts a group across both and waits for it to
+    run; status figures match /proc; logs -f streams without loss."""
+    from support import binary
+    ns_a, ns_b = os.environ["NS_A"], os.environ["NS_B"]
+    a = Host(procs, url, "host-a", prefix=["ip", "netns", "exec", ns_a])
+    b = Host(procs, url, "host-b", prefix=["ip", "netns", "exec", ns_b])
+    tmp = a.dir
+    cfg = os.path.join(tmp, "fleet.cfg")
+    with open(cfg, "w") as f:
+        f.write("""group "grp" {
+    cmd "busy" { exec = "sh -c 'while :; do :; done'"; deputy = "host-a"; }
+    cmd "idle" { exec = "sleep 300"; deputy = "host-b"; }
+    cmd "flood" { exec = "seq 20000"; deputy = "host-b"; }
+}
+script "bringup" { start group "grp" wait "running"; }
+""")
+    ctl = os.path.join(tmp, "sheriff.sock")
+    sheriff = binary("daemonproxy-sheriff")
+    log = procs.open(os.path.join(tmp, "sheriff.log"))
+    procs.start([sheriff, "--lcm-url", url, "--control", ctl, "serve", cfg], stdout=log, stderr=log)
+    assert wait_until(lambda: os.path.exists(ctl), 5)
+
+    def cli(*args, timeout=30):
+        return subprocess.run([sheriff, "--control", ctl, *args], capture_output=True, timeout=timeout)
+
+    def rows():
+        out = cli("status").stdout.decode().splitlines()[1:]
+        return {tuple(l.split()[:2]): l.split() for l in out}
+
+    assert wait_until(lambda: len(rows()) == 3 and all(r[3] != "Unknown" for r in rows().values()), 10), rows()
+    follow = subprocess.Popen([sheriff, "--control", ctl, "logs", "flood", "--deputy", "host-b", "-n", "0", "-f"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    procs.procs.append(follow)
+    time.sleep(0.3)
+    r = cli("run", "bringup")
+    assert r.returncode == 0, r.stderr.decode()
+    st = rows()
+    busy, idle = st[("host-a", "busy")], st[("host-b", "idle")]
+    assert busy[3] == "Running" and idle[3] == "Running", st
+    assert a.statedump()["pm.busy"] == ("up", busy[4]) and b.statedump()["pm.idle"] == ("up", idle[4])
+    # figures against /proc, over the same second the deputy measures
+    clk, ncpu = os.sysconf("SC_CLK_TCK"), os.cpu_count() or 1
+    pid = int(busy[4])
+
+    def ticks():
+        with open(f"/proc/{pid}/stat") as f:
+            v = f.read().rsplit(")", 1)[1].split()
+        return int(v[11]) + int(v[12]), time.monotonic()
+
+    ok = False
+    for _ in range(8):
+        t0 = ticks()
+        time.sleep(1.0)
+        t1 = ticks()
+        proc_pct = 100.0 * (t1[0] - t0[0]) / clk / (t1[1] - t0[1]) / ncpu
+        shown = float(rows()[("host-a", "busy")][5])
+        if abs(shown - proc_pct) <= 0.1 * proc_pct:
+            ok = True
+            break
+    assert ok, f"CPU {shown}% shown, {proc_pct:.1f}% from /proc"
+    ipid = int(idle[4])
+    with open(f"/proc/{ipid}/status") as f:
+        vmrss = int(next(l for l in f if l.startswith("VmRSS:")).split()[1]) * 1024
+    shown = rows()[("host-b", "idle")][6]
+    mult = {"K": 1024, "M": 1 << 20, "G": 1 << 30}[shown[-1]]
+    shown_b = float(shown[:-1]) * mult
+    assert abs(shown_b - vmrss) <= 0.1 * vmrss + 64 * 1024, f"RSS {shown} shown, VmRSS {vmrss}"
+    # the flood's output, every line, through logs -f
+    os.set_blocking(follow.stdout.fileno(), False)
+    got = b""
+    end = time.monotonic() + 15
+    while got.count(b"\n") < 20000 and time.monotonic() < end:
+        try:
+            c = os.read(follow.stdout.fileno(), 1 << 20)
+        except BlockingIOError:
+            c = None
+        if c:
+            got += c
+        else:
+            time.sleep(0.02)
+    assert got == "".join(f"{i}\n" for i in range(1, 20001)).encode(), f"{got.count(b'{}')} lines followed"
+
+
 def main():
     name, url = sys.argv[1], sys.argv[2]
     procs = Procs()

@@ -52,6 +52,13 @@ class ThreeHosts(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr.decode(errors="replace")[-3000:])
         self.assertIn(b"multihost over", r.stdout)
 
+    def test_daemonproxy_sheriff_runs_a_group_across_hosts(self):
+        env = dict(os.environ, NS_A=self.ns["A"], NS_B=self.ns["B"])
+        r = subprocess.run(["ip", "netns", "exec", self.ns["S"], PYTHON, "scenarios.py", "multihost_sheriff", URL],
+                           cwd=HERE, env=env, capture_output=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr.decode(errors="replace")[-3000:])
+        self.assertIn(b"multihost_sheriff over", r.stdout)
+
 
 if __name__ == "__main__":
     unittest.main()
