@@ -19,7 +19,7 @@ MANDIR  ?= $(PREFIX)/share/man
 INSTALL ?= install
 
 # Binaries installed to $(SBINDIR).
-BINS     = daemonproxy daemonproxy-poweroff daemonproxy-bridge
+BINS     = daemonproxy daemonproxy-poweroff daemonproxy-bridge daemonproxy-sheriff
 RELEASE  = target/release
 MANPAGES = $(wildcard man/*.[1-9])
 SCRIPTS  = $(wildcard controllers/*.sh)
