@@ -93,11 +93,13 @@ lint:
 # benches need root (PID namespaces); peer-bench is the shared harness that
 # measures daemonproxy and its peers alike, if it is beside this checkout.
 PEER_BENCH ?= ../shared/peer-bench/run
-bench: all
+bench: all $(VENV_STAMP)
 	bench/run --bin $(RELEASE)/daemonproxy
 	bench/scale --bin $(RELEASE)/daemonproxy
 	bench/gap --bin $(RELEASE)/daemonproxy
 	bench/pid1 --bin $(RELEASE)/daemonproxy
+	$(VENV)/bin/python bench/bridge --bin $(RELEASE)
+	$(VENV)/bin/python bench/sheriff --bin $(RELEASE)
 	@if [ -x "$(PEER_BENCH)" ]; then \
 		echo "$(PEER_BENCH) --dp $(RELEASE)/daemonproxy"; \
 		"$(PEER_BENCH)" --dp $(RELEASE)/daemonproxy; \
