@@ -652,7 +652,13 @@ impl Deputy {
     /// Timers: stop escalation, respawns, start timeouts. Returns the next
     /// time something is due.
     pub fn tick(&mut self, now: Instant) -> Option<Instant> {
-        let ids: Vec<String> = self.cmds.keys().cloned().collect();
+        let due = |t: Option<Instant>| t.is_some_and(|t| now >= t);
+        let ids: Vec<String> = self
+            .cmds
+            .iter()
+            .filter(|(_, c)| due(c.stop.map(|s| s.kill_at)) || due(c.start_deadline) || due(c.respawn_at))
+            .map(|(k, _)| k.clone())
+            .collect();
         for id in &ids {
             let Some(c) = self.cmds.get_mut(id) else { continue };
             if let Some(st) = c.stop

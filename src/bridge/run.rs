@@ -90,6 +90,9 @@ const SUP: Token = Token(0);
 const LCM: Token = Token(1);
 const SIG: Token = Token(2);
 const PTY0: usize = 16;
+/// Infos sent because something changed are at most this often (a burst
+/// of changes gives one message, not one per change).
+const INFO_COALESCE: Duration = Duration::from_millis(2);
 
 /// A message to daemonproxy, with a descriptor to pass for `fd.take`.
 struct Outgoing {
@@ -304,6 +307,9 @@ pub struct Bridge {
     discovery_replies: VecDeque<Instant>,
     host_prev: Option<HostCpu>,
     host_now: Option<HostCpu>,
+    memory: Memory,
+    load: f32,
+    last_info: Option<Instant>,
     proc_prev: HashMap<i32, (u64, u64)>,
     stopping: Option<Instant>,
     exit_code: Option<i32>,
@@ -396,6 +402,9 @@ impl Bridge {
             discovery_replies: VecDeque::new(),
             host_prev: None,
             host_now: HostCpu::read(),
+            memory: Memory::read(),
+            load: -1.0,
+            last_info: None,
             proc_prev: HashMap::new(),
             stopping: None,
             exit_code: None,
@@ -425,8 +434,16 @@ impl Bridge {
         }
     }
 
-    /// Refresh the figures of §4.9 and publish `deputy_info_t`.
+    /// Publish `deputy_info_t`: the periodic one (and a discovery reply)
+    /// refreshes the figures of §4.9 first; one sent because something
+    /// changed reuses the last figures, so a burst of starts does not read
+    /// /proc for every command again and again.
     fn publish_info(&mut self, now: Instant) {
+        self.refresh_figures();
+        self.send_info(now);
+    }
+
+    fn refresh_figures(&mut self) {
         self.host_prev = self.host_now;
         self.host_now = HostCpu::read();
         let (prev, cur) = (self.host_prev.unwrap_or_default(), self.host_now.unwrap_or_default());
@@ -455,7 +472,12 @@ impl Bridge {
             }
         }
         self.proc_prev = seen;
-        let m = Memory::read();
+        self.memory = Memory::read();
+        self.load = load;
+    }
+
+    fn send_info(&mut self, now: Instant) {
+        let (m, load) = (self.memory, self.load);
         let cmds: Vec<CmdStatus> = self.deputy.statuses().iter().map(status_of).collect();
         let info = DeputyInfo {
             utime: auth::now_us(),
@@ -473,6 +495,7 @@ impl Bridge {
         }
         self.next_info = now + Duration::from_secs(1);
         self.info_wanted = false;
+        self.last_info = Some(now);
     }
 
     fn publish_output(&mut self, now: Instant) {
@@ -797,6 +820,9 @@ impl Bridge {
         if let Some(s) = self.stopping {
             at(s);
         }
+        if self.info_wanted {
+            at(self.last_info.map_or(now, |t| t + INFO_COALESCE));
+        }
         t.saturating_duration_since(now).max(Duration::from_micros(100)).min(Duration::from_secs(1))
     }
 
@@ -895,8 +921,12 @@ impl Bridge {
                 log(&format!("writing to daemonproxy: {e}"));
                 return 1;
             }
-            if self.discovering.is_none() && (self.info_wanted || now >= self.next_info) {
-                self.publish_info(now);
+            if self.discovering.is_none() {
+                if now >= self.next_info {
+                    self.publish_info(now);
+                } else if self.info_wanted && self.last_info.is_none_or(|t| now >= t + INFO_COALESCE) {
+                    self.send_info(now);
+                }
             }
             if self.batch.due(now) {
                 self.publish_output(now);

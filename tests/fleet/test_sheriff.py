@@ -55,7 +55,9 @@ class SheriffCase(unittest.TestCase):
         r = subprocess.run([binary("daemonproxy-sheriff"), "--lcm-url", self.url, "--control", control or self.control,
                             *args], capture_output=True, timeout=timeout)
         if check and r.returncode != 0:
-            self.fail(f"{args}: exit {r.returncode}\n{r.stdout.decode()}\n{r.stderr.decode()}")
+            st = subprocess.run([binary("daemonproxy-sheriff"), "--control", control or self.control, "status"],
+                                capture_output=True, timeout=10).stdout.decode()
+            self.fail(f"{args}: exit {r.returncode}\n{r.stdout.decode()}\n{r.stderr.decode()}\nstatus:\n{st}")
         return r
 
     def serve(self, *args, control=None):
@@ -100,12 +102,12 @@ class Verbs(SheriffCase):
         self.assertEqual(d1.statedump().get("pm.solo", ("down",))[0], "down")
 
         # start a command, a group (with its subgroups), restart, stop
-        r = self.cli("start", "solo", "--wait", "running", "--timeout", "10")
+        r = self.cli("start", "solo", "--wait", "running", "--timeout", "30")
         st = self.status()
         self.assertEqual(st[("dep-1", "solo")][3], "Running")
         solo_pid = st[("dep-1", "solo")][4]
         self.assertEqual(d1.statedump()["pm.solo"], ("up", solo_pid))
-        self.cli("start", "--group", "web", "--wait", "running", "--timeout", "10")
+        self.cli("start", "--group", "web", "--wait", "running", "--timeout", "30")
         st = self.status()
         for k in [("dep-1", "front"), ("dep-2", "db"), ("dep-2", "talker")]:
             self.assertEqual(st[k][3], "Running", st[k])
@@ -116,10 +118,10 @@ class Verbs(SheriffCase):
         out = self.cli("logs", "talker").stdout.decode()
         self.assertEqual(out, "".join(f"talk {i}\n" for i in range(5)))
 
-        self.cli("restart", "db", "--wait", "running", "--timeout", "10")
+        self.cli("restart", "db", "--wait", "running", "--timeout", "30")
         st = self.wait_status(lambda s: s[("dep-2", "db")][4] not in ("-", st[("dep-2", "db")][4]))
         self.assertEqual(st[("dep-2", "db")][3], "Running")
-        self.cli("stop", "--group", "web/back", "--wait", "stopped", "--timeout", "10")
+        self.cli("stop", "--group", "web/back", "--wait", "stopped", "--timeout", "30")
         st = self.status()
         self.assertTrue(st[("dep-2", "db")][3].startswith("Stopped"), st[("dep-2", "db")])
         self.assertEqual(st[("dep-1", "front")][3], "Running", "web/back only")
@@ -139,10 +141,10 @@ class Verbs(SheriffCase):
         self.assertRegex(dep, r"(?m)^dep-2\s+ok\s+")
 
         # a run-once command, then flush of what is stopped for good
-        self.cli("start", "once", "--wait", "stopped", "--timeout", "10")
+        self.cli("start", "once", "--wait", "stopped", "--timeout", "30")
         st = self.status()
         self.assertEqual((st[("dep-1", "once")][3], st[("dep-1", "once")][8]), ("Stopped (Error)", "exit 3"))
-        self.cli("stop", "--all", "--wait", "stopped", "--timeout", "10")
+        self.cli("stop", "--all", "--wait", "stopped", "--timeout", "30")
         self.cli("flush")
         self.wait_status(lambda s: not s, 10)
         self.assertNotIn("pm.solo", d1.statedump())
@@ -253,7 +255,7 @@ class Roles(SheriffCase):
         d1, d2 = self.deputies("dep-1", "dep-2")
         active = self.serve("serve", self.config())
         self.wait_status(lambda s: len(s) == 5 and all(r[3] != "Unknown" for r in s.values()))
-        self.cli("start", "--group", "web", "--wait", "running", "--timeout", "10")
+        self.cli("start", "--group", "web", "--wait", "running", "--timeout", "30")
         obs_ctl = os.path.join(self.tmp, "obs.sock")
         self.serve("--observe", "serve", control=obs_ctl)
 
