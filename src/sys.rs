@@ -273,3 +273,26 @@ pub fn sysconf(name: i32, default: i64) -> i64 {
     let v = unsafe { libc::sysconf(name) };
     if v > 0 { v as i64 } else { default }
 }
+
+/// Does the fnmatch(3) pattern `pattern` match `s` (no flags)? False if
+/// either holds a NUL byte.
+pub fn fnmatch(pattern: &str, s: &[u8]) -> bool {
+    let (Ok(p), Ok(t)) = (std::ffi::CString::new(pattern), std::ffi::CString::new(s)) else {
+        return false;
+    };
+    // SAFETY: two NUL-terminated strings; fnmatch only reads them.
+    unsafe { libc::fnmatch(p.as_ptr(), t.as_ptr(), 0) == 0 }
+}
+
+/// This host's name (gethostname(2)), or `localhost` if it has none.
+pub fn hostname() -> String {
+    let mut b = [0u8; 256];
+    // SAFETY: b is writable for its length; gethostname NUL-terminates
+    // within it on success.
+    let ok = unsafe { libc::gethostname(b.as_mut_ptr().cast(), b.len() - 1) } == 0;
+    let n = b.iter().position(|&c| c == 0).unwrap_or(0);
+    match std::str::from_utf8(&b[..n]) {
+        Ok(h) if ok && !h.is_empty() => h.to_string(),
+        _ => "localhost".into(),
+    }
+}

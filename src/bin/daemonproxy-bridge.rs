@@ -48,24 +48,12 @@ fn fail(msg: &str) -> ! {
     std::process::exit(1);
 }
 
-fn hostname() -> String {
-    let mut b = [0u8; 256];
-    // SAFETY: b is writable for its length; gethostname NUL-terminates
-    // within it on success.
-    let ok = unsafe { libc::gethostname(b.as_mut_ptr().cast(), b.len() - 1) } == 0;
-    let n = b.iter().position(|&c| c == 0).unwrap_or(0);
-    match std::str::from_utf8(&b[..n]) {
-        Ok(h) if ok && !h.is_empty() => h.to_string(),
-        _ => "localhost".into(),
-    }
-}
-
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut connection = None;
     let mut url_arg = None;
     let mut cfg = Config {
-        id: hostname(),
+        id: daemonproxy::sys::hostname(),
         read_only: false,
         local: LocalMode::Observe,
         allow_sheriff: Vec::new(),

@@ -183,11 +183,23 @@ fn main() {
 }
 
 fn serve_cmd(g: &Global, args: &[String]) -> i32 {
+    let cfg = args.first().map(PathBuf::from);
+    run_sheriff(g, g.settings(g.observe, false), cfg, args.get(1).cloned(), g.after)
+}
+
+/// Run a sheriff until it ends; its exit status (2 if it cannot start).
+fn run_sheriff(
+    g: &Global,
+    settings: Settings,
+    config: Option<PathBuf>,
+    script: Option<String>,
+    after: AfterScript,
+) -> i32 {
     let o = Options {
-        settings: g.settings(g.observe, false),
-        config: args.first().map(PathBuf::from),
-        script: args.get(1).cloned(),
-        after_script: g.after,
+        settings,
+        config,
+        script,
+        after_script: after,
         script_timeout: g.script_timeout,
         control: g.control.clone(),
         hub_port: g.hub_port,
@@ -536,23 +548,7 @@ fn run_cmd(g: &Global, args: &[String]) -> i32 {
     }
     let Some(cfg) = cfg else { fail("no sheriff running: give --config FILE") };
     // A sheriff of our own for the length of the script.
-    let o = Options {
-        settings: g.settings(false, false),
-        config: Some(cfg.into()),
-        script: Some(script),
-        after_script: AfterScript::Exit,
-        script_timeout: g.script_timeout,
-        control: g.control.clone(),
-        hub_port: g.hub_port,
-        local: g.local,
-    };
-    match Sheriff::new(o) {
-        Ok(mut s) => s.run(),
-        Err(e) => {
-            eprintln!("daemonproxy-sheriff: {e}");
-            2
-        }
-    }
+    run_sheriff(g, g.settings(false, false), Some(cfg.into()), Some(script), AfterScript::Exit)
 }
 
 fn import_cmd(args: &[String]) -> i32 {

@@ -201,15 +201,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(2);
 const NOTICE_EVERY: Duration = Duration::from_secs(30);
 const FAILED_START: i32 = 0xff00;
 
-/// Does `glob` (fnmatch(3)) match `s`?
-pub fn glob_match(glob: &str, s: &[u8]) -> bool {
-    let (Ok(g), Ok(t)) = (std::ffi::CString::new(glob), std::ffi::CString::new(s)) else {
-        return false;
-    };
-    // SAFETY: two NUL-terminated strings; fnmatch only reads them.
-    unsafe { libc::fnmatch(g.as_ptr(), t.as_ptr(), 0) == 0 }
-}
-
 /// The deputy's state.
 pub struct Deputy {
     /// Settings.
@@ -556,7 +547,7 @@ impl Deputy {
             if split.env.iter().any(|(n, _)| n.starts_with("LD_")) {
                 return self.refuse_start(id, runid, "LD_* assignments are refused under --allow-exec", now);
             }
-            if !self.cfg.allow_exec.iter().any(|g| glob_match(g, argv0)) {
+            if !self.cfg.allow_exec.iter().any(|g| crate::sys::fnmatch(g, argv0)) {
                 let msg = format!("program {} is not allowed (--allow-exec)", String::from_utf8_lossy(argv0));
                 return self.refuse_start(id, runid, &msg, now);
             }
@@ -717,7 +708,7 @@ impl Deputy {
             return self.notice_limited(&key("ro"), "", t, now);
         }
         if !self.cfg.allow_sheriff.is_empty()
-            && !self.cfg.allow_sheriff.iter().any(|g| glob_match(g, sheriff_id.as_bytes()))
+            && !self.cfg.allow_sheriff.iter().any(|g| crate::sys::fnmatch(g, sheriff_id.as_bytes()))
         {
             let t = format!("orders from sheriff {sheriff_id} ignored (not in --allow-sheriff)");
             return self.notice_limited(&key("sheriff"), "", t, now);

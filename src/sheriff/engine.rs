@@ -109,19 +109,6 @@ pub struct Engine {
     pub fresh_output: Vec<(String, String)>,
 }
 
-/// This host's name.
-pub fn hostname() -> String {
-    let mut b = [0u8; 256];
-    // SAFETY: b is writable for its length; gethostname NUL-terminates on
-    // success within it.
-    let ok = unsafe { libc::gethostname(b.as_mut_ptr().cast(), b.len() - 1) } == 0;
-    let n = b.iter().position(|&c| c == 0).unwrap_or(0);
-    match std::str::from_utf8(&b[..n]) {
-        Ok(h) if ok && !h.is_empty() => h.to_string(),
-        _ => "localhost".into(),
-    }
-}
-
 impl Engine {
     /// Open the endpoint and subscribe; a non-observer announces itself
     /// with one `discovery_t` (nonce 0).
@@ -131,7 +118,7 @@ impl Engine {
             lcm.subscribe(ch)?;
         }
         let start = auth::now_us();
-        let id = format!("{}:{}:{}", hostname(), std::process::id(), start);
+        let id = format!("{}:{}:{}", crate::sys::hostname(), std::process::id(), start);
         let signer = if s.auth.signs() { s.keys.first().cloned().map(Signer::new) } else { None };
         let verifier = Verifier::new(s.keys.iter().cloned()).map_err(|e| io::Error::other(e.to_string()))?;
         let mut e = Engine {

@@ -3,6 +3,7 @@
 
 use super::config::group_matches;
 use super::model::{Command, Fleet, Liveness};
+use crate::sys::fnmatch;
 use std::time::Instant;
 
 /// Which commands a verb or a query means.
@@ -18,12 +19,6 @@ pub struct Filter {
     pub all: bool,
 }
 
-fn glob(pattern: &str, s: &str) -> bool {
-    let (Ok(p), Ok(t)) = (std::ffi::CString::new(pattern), std::ffi::CString::new(s)) else { return false };
-    // SAFETY: two NUL-terminated strings, only read.
-    unsafe { libc::fnmatch(p.as_ptr(), t.as_ptr(), 0) == 0 }
-}
-
 impl Filter {
     /// Does it select anything at all (a verb needs a selector)?
     pub fn is_empty(&self) -> bool {
@@ -32,9 +27,9 @@ impl Filter {
 
     /// Does it select `c`?
     pub fn matches(&self, c: &Command) -> bool {
-        self.name.as_deref().is_none_or(|n| glob(n, &c.cmd.command_id))
+        self.name.as_deref().is_none_or(|n| fnmatch(n, c.cmd.command_id.as_bytes()))
             && self.group.as_deref().is_none_or(|g| group_matches(g, &c.cmd.group))
-            && self.deputy.as_deref().is_none_or(|d| glob(d, &c.deputy))
+            && self.deputy.as_deref().is_none_or(|d| fnmatch(d, c.deputy.as_bytes()))
     }
 
     /// The selected commands' keys.
