@@ -225,8 +225,12 @@ impl Sheriff {
         for c in &cfg.cmds {
             engine.fleet.define(&c.deputy, cmd_t(c));
         }
-        let _ = std::fs::remove_file(&o.control)
-            .or_else(|e| if e.kind() == io::ErrorKind::NotFound { Ok(()) } else { Err(e) });
+        // A socket that answers belongs to a sheriff that is serving: never
+        // take it over. A stale one (nobody listening) is replaced.
+        if std::os::unix::net::UnixStream::connect(&o.control).is_ok() {
+            return Err(format!("a sheriff is already serving on {}", o.control.display()));
+        }
+        let _ = std::fs::remove_file(&o.control);
         // SAFETY: umask takes an integer; the socket is created mode 0600.
         let old = unsafe { libc::umask(0o177) };
         let listener = UnixListener::bind(&o.control);
