@@ -190,6 +190,16 @@ impl Sheriff {
     /// line and column), bind the control socket, start the hub and the
     /// lone ranger if asked.
     pub fn new(mut o: Options) -> Result<Sheriff, String> {
+        // A socket that answers belongs to a sheriff that is serving: never
+        // take it over. A stale socket (nobody listening) is replaced;
+        // anything else at the path is left alone (binding then fails).
+        if std::os::unix::net::UnixStream::connect(&o.control).is_ok() {
+            return Err(format!("a sheriff is already serving on {}", o.control.display()));
+        }
+        use std::os::unix::fs::FileTypeExt;
+        if std::fs::symlink_metadata(&o.control).is_ok_and(|m| m.file_type().is_socket()) {
+            let _ = std::fs::remove_file(&o.control);
+        }
         let mut cfg = Config { cmds: Vec::new(), scripts: Vec::new() };
         if let Some(p) = &o.config {
             if o.settings.observer {
@@ -225,12 +235,6 @@ impl Sheriff {
         for c in &cfg.cmds {
             engine.fleet.define(&c.deputy, cmd_t(c));
         }
-        // A socket that answers belongs to a sheriff that is serving: never
-        // take it over. A stale one (nobody listening) is replaced.
-        if std::os::unix::net::UnixStream::connect(&o.control).is_ok() {
-            return Err(format!("a sheriff is already serving on {}", o.control.display()));
-        }
-        let _ = std::fs::remove_file(&o.control);
         // SAFETY: umask takes an integer; the socket is created mode 0600.
         let old = unsafe { libc::umask(0o177) };
         let listener = UnixListener::bind(&o.control);
