@@ -289,6 +289,10 @@ class Roles(SheriffCase):
     def test_second_sheriff_demotes_itself(self):
         self.deputies("dep-1")
         self.serve("serve", self.config())
+        # the same control socket is never taken over
+        r = self.cli("serve", self.config(), check=False, timeout=10)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn(b"already serving", r.stderr)
         self.wait_status(lambda s: ("dep-1", "solo") in s and s[("dep-1", "solo")][3] != "Unknown")
         other = os.path.join(self.tmp, "other.sock")
         p = self.serve("serve", self.config(), control=other)
