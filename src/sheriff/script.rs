@@ -191,3 +191,102 @@ fn verb_word(v: Verb) -> &'static str {
         Verb::Remove => "remove",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::procman::{CmdStatus, CmdT, DeputyInfo};
+
+    fn cfg() -> Config {
+        let text = r#"
+cmd "a" { exec = "sleep 1"; deputy = "d"; }
+group "g" { cmd "b" { exec = "sleep 2"; deputy = "d"; } }
+script "inner" { wait ms 30; }
+script "s" { start cmd "a" wait "running"; run_script "inner"; stop group "g" wait "stopped"; }
+"#;
+        super::super::config::parse(text, "t.cfg").expect("parses")
+    }
+
+    fn report(f: &mut Fleet, utime: i64, cmds: &[(&str, &str, i32, i32)]) {
+        let info = DeputyInfo {
+            utime,
+            deputy_id: "d".into(),
+            cpu_load: 0.0,
+            phys_mem_total_bytes: 0,
+            phys_mem_free_bytes: 0,
+            swap_total_bytes: 0,
+            swap_free_bytes: 0,
+            cmds: cmds
+                .iter()
+                .map(|&(id, group, pid, runid)| CmdStatus {
+                    cmd: CmdT {
+                        command_id: id.into(),
+                        exec_str: "x".into(),
+                        group: group.into(),
+                        auto_respawn: false,
+                        stop_signal: 2,
+                        stop_time_allowed: 7.0,
+                    },
+                    pid,
+                    actual_runid: runid,
+                    exit_code: if pid == 0 && runid > 0 { 2 } else { 0 },
+                    cpu_usage: 0.0,
+                    mem_vsize_bytes: 0,
+                    mem_rss_bytes: 0,
+                })
+                .collect(),
+        };
+        f.on_info(&info, utime, Instant::now(), true);
+    }
+
+    #[test]
+    fn steps_wait_pace_and_time_out() {
+        let c = cfg();
+        let mut f = Fleet::default();
+        report(&mut f, 1, &[("a", "", 0, 0), ("b", "g", 5, 1)]);
+        let mut run = Run::new(&c, "s", Some(Duration::from_secs(1))).unwrap();
+        let t0 = Instant::now();
+        let mut acted: Vec<(Vec<Key>, Verb)> = Vec::new();
+        // the start is handed out and stepping pauses so it can be applied
+        assert_eq!(run.step(&f, t0, &mut |k, v| acted.push((k.to_vec(), v))), Err(Some(t0)));
+        assert_eq!(acted, vec![(vec![("d".to_string(), "a".to_string())], Verb::Start)]);
+        for (k, v) in &acted {
+            f.act(&k[0], *v);
+        }
+        // not running yet: waiting
+        assert!(matches!(run.step(&f, t0, &mut |_, _| {}), Err(Some(_))));
+        report(&mut f, 2, &[("a", "", 7, 1), ("b", "g", 5, 1)]);
+        // running: then `wait ms 30` from run_script, inline
+        let r = run.step(&f, t0, &mut |_, _| {});
+        assert!(matches!(r, Err(Some(t)) if t == t0 + Duration::from_millis(30)), "{r:?}");
+        assert!(run.progress.contains(&"cmd \"a\" is running".to_string()));
+        // after the sleep the stop of the group, paced 100 ms after the start
+        let mut acted = Vec::new();
+        let t1 = t0 + Duration::from_millis(30);
+        assert_eq!(run.step(&f, t1, &mut |k, v| acted.push((k.to_vec(), v))), Err(Some(t0 + PACING)));
+        let t2 = t0 + PACING;
+        assert_eq!(run.step(&f, t2, &mut |k, v| acted.push((k.to_vec(), v))), Err(Some(t2)));
+        assert_eq!(acted, vec![(vec![("d".to_string(), "b".to_string())], Verb::Stop)]);
+        f.act(&("d".into(), "b".into()), Verb::Stop);
+        // b never stops: the wait times out after a second
+        assert!(matches!(run.step(&f, t2 + Duration::from_millis(500), &mut |_, _| {}), Err(Some(_))));
+        let end = run.step(&f, t2 + Duration::from_millis(1001), &mut |_, _| {});
+        assert!(matches!(end, Ok(Outcome::TimedOut(ref m)) if m.contains("group \"g\"")), "{end:?}");
+        // once it stops, the same script ends well
+        let mut run = Run::new(&c, "s", None).unwrap();
+        report(&mut f, 3, &[("a", "", 7, 1), ("b", "g", 0, 1)]);
+        let mut now = t2 + Duration::from_secs(5);
+        let mut outcome = None;
+        for _ in 0..20 {
+            match run.step(&f, now, &mut |_, _| {}) {
+                Ok(o) => {
+                    outcome = Some(o);
+                    break;
+                }
+                Err(next) => now = next.unwrap_or(now).max(now + Duration::from_millis(1)),
+            }
+        }
+        assert_eq!(outcome, Some(Outcome::Done));
+        assert!(Run::new(&c, "nope", None).is_err());
+    }
+}
