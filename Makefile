@@ -7,6 +7,7 @@
 #   make golden     rewrite tests/golden/*.hex with the real LCM library
 #   make check      formatting, clippy, and "make lint"
 #   make lint       man page and shell script lints only
+#   make fuzz       every cargo-fuzz target for FUZZ_SECONDS (default 60) each; see fuzz/README.md
 #   make bench      figures side by side with peers (about 15 minutes); see bench/README.md
 #   make install    PREFIX=/usr/local DESTDIR= ; binary to sbin/, man pages to share/man/
 #   make clean      remove build output
@@ -31,7 +32,7 @@ VENV        = .venv
 LCM_VERSION = 1.5.3
 VENV_STAMP  = $(VENV)/.lcm-$(LCM_VERSION)
 
-.PHONY: all run test check lint bench install uninstall clean venv golden
+.PHONY: all run test check lint bench fuzz install uninstall clean venv golden
 
 all:
 	$(CARGO) build --release
@@ -88,6 +89,32 @@ lint:
 	else \
 		echo "shellcheck not found; skipped"; \
 	fi
+
+# Each target runs for FUZZ_SECONDS on the stable toolchain without a
+# sanitizer; the first crash, hang (FUZZ_TIMEOUT s on one input) or
+# excessive memory stops make with an error and leaves the input in
+# fuzz/artifacts/TARGET/. New inputs go to fuzz/target/corpus/ (ignored by
+# git); the committed seeds in fuzz/corpus/ are only read.
+FUZZ_SECONDS ?= 60
+FUZZ_TIMEOUT ?= 10
+FUZZ_FLAGS   ?=
+FUZZ_TARGETS  = framing command arguments fd_flags lcm_decode lcm_datagram lcm_frame pma1 bridge_orders
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || { echo "cargo-fuzz not found: cargo install cargo-fuzz"; exit 1; }
+	cd fuzz && $(CARGO) fuzz build -s none
+	@set -e; cd fuzz; for t in $(FUZZ_TARGETS); do \
+		case $$t in lcm_*|pma1) d=dict/lcm.dict ;; bridge_*) d=dict/bridge.dict ;; *) d=dict/command.dict ;; esac; \
+		mkdir -p target/corpus/$$t corpus/$$t; \
+		echo "fuzz $$t: $(FUZZ_SECONDS) s"; \
+		if $(CARGO) fuzz run -s none $$t target/corpus/$$t corpus/$$t -- \
+			-dict=$$d -max_total_time=$(FUZZ_SECONDS) -timeout=$(FUZZ_TIMEOUT) -rss_limit_mb=2048 \
+			-print_final_stats=1 $(FUZZ_FLAGS) >target/fuzz-$$t.log 2>&1; then \
+			grep -E '^(Done|stat::peak_rss_mb)' target/fuzz-$$t.log; \
+		else \
+			grep -v '^WARNING' target/fuzz-$$t.log | tail -40; \
+			echo "fuzz $$t FAILED; the input is in fuzz/artifacts/$$t/"; exit 1; \
+		fi; \
+	done
 
 # Each script ends by itself and stops what it started. The PID-1 and gap
 # benches need root (PID namespaces); peer-bench is the shared harness that

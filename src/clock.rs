@@ -68,7 +68,8 @@ impl Seconds {
             }
             let mut scale = SEC / 10;
             for &d in f.iter().take(9) {
-                ns += i64::from(d - b'0') * scale;
+                // The largest whole part leaves less than a second of room.
+                ns = ns.checked_add(i64::from(d - b'0') * scale)?;
                 scale /= 10;
             }
         }
@@ -120,6 +121,10 @@ mod tests {
             (b"1.", None),
             (b".5", None),
             (b"1x", None),
+            // The largest whole part plus a fraction overflowed (found by
+            // fuzzing: a panic in debug builds, a wrapped value in release).
+            (b"9223372036.9", None),
+            (b"9223372036.854775807", Some((i64::MAX, "9223372036.854775807"))),
         ];
         for (input, want) in cases {
             let got = Seconds::parse(input);

@@ -303,6 +303,17 @@ impl Controller {
         progress
     }
 
+    /// Append bytes to the input buffer as a read would, as far as they fit;
+    /// returns how many were taken. The loop reads with
+    /// [`Controller::fill`]; this is the same framing without a descriptor,
+    /// for the framing fuzzer (`fuzz/fuzz_targets/framing.rs`).
+    pub fn feed(&mut self, bytes: &[u8]) -> usize {
+        let n = bytes.len().min(IN_BUF - self.in_len);
+        self.inbuf[self.in_len..self.in_len + n].copy_from_slice(&bytes[..n]);
+        self.in_len += n;
+        n
+    }
+
     /// `recvmsg` into the input buffer, queueing any descriptors received.
     fn recv(&mut self, fd: RawFd, log: &mut Log) -> Result<usize, sys::Errno> {
         const SPACE: usize = 8;

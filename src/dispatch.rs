@@ -1,20 +1,19 @@
-//! Running one command line (protocol.md §3): the table of command name →
-//! handler, each handler checking its arguments in the order the protocol
-//! gives and asking the supervisor for the effects and events. The
-//! extension commands (`service.stat`, `service.query`, `service.attach`)
-//! are at the end.
+//! Running one command line (protocol.md §3): [`crate::request`] parses it
+//! and checks what needs no state; each request is then carried out here —
+//! the checks that need the tables, in the order the protocol gives, then
+//! the effects and their events. The extension commands (`service.stat`,
+//! `service.query`, `service.attach`) are at the end.
 
 use crate::clock::{Mono, SEC, Seconds};
-use crate::command::{self, Args, Cmd, Name, NameKind, NotCommand};
+use crate::command::Name;
 use crate::controller::Dump;
-use crate::fdops;
-use crate::handle::{self, Handles};
+use crate::fdops::{self, PipeSpec};
+use crate::handle;
 use crate::line::Line;
 use crate::log::{Dest, FILTER_NAMES, Level};
-use crate::query;
 use crate::reply::Fail;
+use crate::request::{self, FilterStep, Parsed, Request, When};
 use crate::service::{self, Field, State, Triggers};
-use crate::signame;
 use crate::supervisor::{End, Supervisor};
 use crate::sys;
 use std::ffi::OsStr;
@@ -26,59 +25,45 @@ type Res<'a> = Result<(), Fail<'a>>;
 /// How far back `service.start WHEN` may lie ([FIX F5]).
 const START_GRACE: i64 = 100_000 * SEC;
 
-fn service_name(f: Option<&[u8]>) -> Result<Name, Fail<'static>> {
-    command::parse_name(f, NameKind::Service).map_err(Fail::Msg)
-}
-
-fn handle_name(f: Option<&[u8]>) -> Result<Name, Fail<'static>> {
-    command::parse_name(f, NameKind::Handle).map_err(Fail::Msg)
-}
-
-/// A handle name that may be (re)defined: not a constant.
-fn mutable_handle_name(f: Option<&[u8]>) -> Result<Name, Fail<'static>> {
-    let n = handle_name(f)?;
-    if Handles::is_constant(&n) {
-        return Err(Fail::Msg("File descriptor cannot be altered"));
-    }
-    Ok(n)
-}
-
 impl Supervisor {
     /// Run one command line from controller `slot`.
     pub fn execute(&mut self, slot: usize, line: &[u8]) {
-        let (name, args) = Args::split(line);
-        let Some(cmd) = Cmd::lookup(name) else {
-            if command::classify_unknown(line) == NotCommand::Unknown {
+        let req = match request::parse(line) {
+            Parsed::Ignore => return,
+            Parsed::Unknown(name) => {
                 let mut l = Line::new();
                 l.s("error\tUnknown command: ").push(name);
                 self.reply(slot, &l);
                 let mut m = Line::new();
                 m.s("controller[").int(slot as i64).s("] sent unknown command ").push(name);
                 self.log.bytes(Level::Error, &[m.as_bytes()]);
+                return;
             }
-            return;
+            Parsed::Command(req) => req,
         };
         if self.log.enabled(Level::Debug) {
             let mut m = Line::new();
             m.s("controller[").int(slot as i64).s("] command: \"").push(line).byte(b'"');
             self.log.bytes(Level::Debug, &[m.as_bytes()]);
         }
-        if let Err(f) = self.run_cmd(slot, cmd, args) {
+        if let Err(f) = req.and_then(|r| self.apply(slot, r)) {
             self.fail(slot, line, &f);
         }
     }
 
-    fn run_cmd<'a>(&mut self, slot: usize, cmd: Cmd, mut a: Args<'a>) -> Res<'a> {
-        match cmd {
-            Cmd::Echo => {
-                if let Some(text) = a.rest().filter(|t| !t.is_empty()) {
+    /// Carry out a parsed request: the checks that need state, then the
+    /// effects and their events.
+    fn apply<'a>(&mut self, slot: usize, req: Request<'a>) -> Res<'a> {
+        match req {
+            Request::Echo(text) => {
+                if !text.is_empty() {
                     let mut l = Line::new();
                     l.push(text);
                     self.reply(slot, &l);
                 }
                 Ok(())
             }
-            Cmd::Statedump => {
+            Request::Statedump => {
                 if let Some(Some(c)) = self.ctls.get_mut(slot)
                     && c.has_output()
                 {
@@ -86,48 +71,30 @@ impl Supervisor {
                 }
                 Ok(())
             }
-            Cmd::ServiceTags | Cmd::ServiceArgs => {
-                let name = service_name(a.next_field())?;
-                let value = a.rest().unwrap_or(b"");
-                let i = self.services.find_or_create(&name)?;
-                let (field, msg) = if cmd == Cmd::ServiceTags {
-                    (Field::Tags, "unable to set tags")
-                } else {
-                    (Field::Args, "unable to set argv")
-                };
-                if !self.services.fits(i, field, (!value.is_empty()).then_some(value)) {
-                    return Err(Fail::Msg(msg));
-                }
-                let Some(s) = self.services.get_mut(i) else {
-                    return Ok(());
-                };
-                let mut l = Line::new();
-                if cmd == Cmd::ServiceTags {
-                    s.tags.clear();
-                    s.tags.extend_from_slice(value);
-                    service::write_tags(&mut l, s);
-                } else {
-                    s.args.clear();
-                    s.args.extend_from_slice(value);
-                    service::write_args(&mut l, s);
-                }
-                self.broadcast(&l);
+            Request::Tags { name, value } => self.set_text(name, Field::Tags, value),
+            Request::Args { name, value } => self.set_text(name, Field::Args, value),
+            Request::Fds { name, list } => self.cmd_service_fds(slot, name, list),
+            Request::AutoUp { name, interval, triggers } => self.cmd_auto_up(name, interval, triggers),
+            Request::Start { name, when } => self.cmd_service_start(name, when),
+            Request::Signal { name, sig, group } => self.cmd_service_signal(name, sig, group),
+            Request::StatAll { filters } => {
+                self.start_listing(slot, Dump::Stat(None, 0), filters);
                 Ok(())
             }
-            Cmd::ServiceFds => self.cmd_service_fds(slot, a),
-            Cmd::ServiceAutoUp => self.cmd_auto_up(a),
-            Cmd::ServiceStart => self.cmd_service_start(a),
-            Cmd::ServiceSignal => self.cmd_service_signal(a),
-            Cmd::ServiceStat => self.cmd_service_stat(slot, a),
-            Cmd::ServiceQuery => {
-                let filters = a.rest().unwrap_or(b"");
-                query::validate(filters).map_err(Fail::InvalidFilter)?;
+            Request::StatOne { name } => {
+                let i = self.services.find(&name).ok_or(Fail::Msg("No such service"))?;
+                if self.services.get(i).is_none_or(|s| s.state != State::Up) {
+                    return Err(Fail::Msg("service is not running"));
+                }
+                self.stat_one(slot, i);
+                Ok(())
+            }
+            Request::Query { filters } => {
                 self.start_listing(slot, Dump::Query(None, 0), filters);
                 Ok(())
             }
-            Cmd::ServiceAttach => self.cmd_service_attach(a),
-            Cmd::ServiceDelete => {
-                let name = service_name(a.next_field())?;
+            Request::Attach { name, pid } => self.cmd_service_attach(name, pid),
+            Request::Delete { name } => {
                 let i = self.services.find(&name).ok_or(Fail::Msg("No such service"))?;
                 if self.services.get(i).is_some_and(|s| s.state == State::Up) {
                     return Err(Fail::Msg("service is running"));
@@ -138,69 +105,50 @@ impl Supervisor {
                 self.broadcast(&l);
                 Ok(())
             }
-            Cmd::SocketCreate => {
-                let (opts, path) = (a.next_field(), a.next_field());
-                let (Some(opts), Some(path)) = (opts, path) else {
-                    return Err(Fail::Msg("missing argument"));
-                };
-                if !opts.is_empty() && opts != b"-" {
-                    return Err(Fail::Msg("Invalid options"));
-                }
+            Request::SocketCreate { path } => {
                 if !self.socket_create(path) {
                     return Err(Fail::Msg("Failed to create control socket"));
                 }
                 Ok(())
             }
-            Cmd::SocketDelete => {
+            Request::SocketDelete => {
                 self.socket_delete();
                 Ok(())
             }
-            Cmd::FdTake => {
+            Request::FdTake { name } => {
                 let Some(Some(c)) = self.ctls.get_mut(slot) else {
                     return Ok(());
                 };
                 if c.taken.is_empty() {
                     return Err(Fail::Msg("No ancillary file descriptor received"));
                 }
+                // Taken off the queue first: on a bad name it is closed.
                 let fd = c.taken.remove(0);
-                let name = mutable_handle_name(a.next_field())?;
+                let name = name?;
                 if !self.handles.room_for(1) {
                     return Err(Fail::Msg("Unable to allocate new file descriptor object"));
                 }
                 self.define_handle(name, handle::Handle::inherited(fd));
                 Ok(())
             }
-            Cmd::FdPipe => self.cmd_fd_pipe(a),
-            Cmd::FdOpen => {
-                let name = mutable_handle_name(a.next_field())?;
-                let flags = a.next_field().ok_or(Fail::Msg("missing flags argument"))?;
-                let path = a.next_field().ok_or(Fail::Msg("missing path argument"))?;
-                if a.has_more() {
-                    return Err(Fail::Msg("unexpected argument after path"));
-                }
+            Request::FdPipe { read, write, spec } => self.cmd_fd_pipe(read, write, &spec),
+            Request::FdOpen { name, spec, path } => {
                 if !self.handles.room_for(1) {
                     return Err(Fail::Msg("Unable to allocate new file descriptor object"));
                 }
-                let h = fdops::open_file(flags, path)?;
+                let h = fdops::open_file(&spec?, path)?;
                 self.define_handle(name, h);
                 Ok(())
             }
-            Cmd::FdSocket => {
-                let name = mutable_handle_name(a.next_field())?;
-                let flags = a.next_field().ok_or(Fail::Msg("missing flags argument"))?;
-                let addr = a.next_field();
-                if a.has_more() {
-                    return Err(Fail::Msg("unexpected argument after address"));
-                }
+            Request::FdSocket { name, spec } => {
                 if !self.handles.room_for(1) {
                     return Err(Fail::Msg("Unable to allocate new file descriptor object"));
                 }
-                let h = fdops::make_socket(flags, addr)?;
+                let h = fdops::make_socket(&spec?)?;
                 self.define_handle(name, h);
                 Ok(())
             }
-            Cmd::FdDelete => {
-                let name = mutable_handle_name(a.next_field())?;
+            Request::FdDelete { name } => {
                 let old = self.handles.remove(&name).ok_or(Fail::Msg("No such file descriptor"))?;
                 drop(old);
                 self.refresh_log_fd();
@@ -209,42 +157,30 @@ impl Supervisor {
                 self.broadcast(&l);
                 Ok(())
             }
-            Cmd::Chdir => {
-                let path = a.next_field().ok_or(Fail::Msg("missing path argument"))?;
-                if a.has_more() {
-                    return Err(Fail::Msg("unexpected argument after path"));
-                }
+            Request::Chdir { path } => {
                 nix::unistd::chdir(OsStr::from_bytes(path)).map_err(|e| Fail::Errno("chdir failed: ", e as i32))
             }
-            Cmd::Exit => {
+            Request::Exit => {
                 if let Some(Some(c)) = self.ctls.get_mut(slot) {
                     c.drop_input();
                     c.closing = true;
                 }
                 Ok(())
             }
-            Cmd::LogFilter => {
+            Request::LogFilter(step) => {
                 let f = self.log.filter;
-                self.log.filter = match a.next_field() {
-                    None => f,
-                    Some(b"+") => (f + 1).min(6),
-                    Some(b"-") => f.saturating_sub(1),
-                    Some(v) => FILTER_NAMES
-                        .iter()
-                        .position(|n| n.as_bytes() == v)
-                        .ok_or(Fail::Msg("Invalid loglevel argument"))? as u8,
+                self.log.filter = match step {
+                    FilterStep::Show => f,
+                    FilterStep::Raise => (f + 1).min(6),
+                    FilterStep::Lower => f.saturating_sub(1),
+                    FilterStep::Set(v) => v,
                 };
                 let mut l = Line::new();
                 l.s("log.filter\t").s(FILTER_NAMES[usize::from(self.log.filter)]);
                 self.reply(slot, &l);
                 Ok(())
             }
-            Cmd::LogDest => {
-                let ty = a.next_field().ok_or(Fail::Msg("missing argument"))?;
-                if ty != b"fd" {
-                    return Err(Fail::Msg("Unknown logging type"));
-                }
-                let name = handle_name(a.next_field())?;
+            Request::LogDest { name } => {
                 if self.handles.get(name.as_bytes()).is_none() {
                     let mut l = Line::new();
                     l.s("warning\tfd \"").s(&name).s("\" does not exist");
@@ -255,72 +191,38 @@ impl Supervisor {
                 self.refresh_log_fd();
                 Ok(())
             }
-            Cmd::ConnEventTimeout => {
-                let mut t = [0i64; 2];
-                for v in &mut t {
-                    let f = a.next_field().ok_or(Fail::Msg("Expected integer"))?;
-                    *v = command::parse_int(f).ok_or(Fail::Msg("Expected integer"))?;
-                    if !(0..=0x7FFF_FFFF).contains(v) {
-                        return Err(Fail::Msg("invalid timeout (must be 0..7FFFFFFF)"));
-                    }
-                }
-                if t[0] > t[1] {
-                    return Err(Fail::Msg("reset timeout is greater than close timeout"));
-                }
+            Request::ConnEventTimeout { reset, close } => {
                 if let Some(Some(c)) = self.ctls.get_mut(slot) {
-                    c.reset_timeout = t[0];
-                    c.close_timeout = t[1];
+                    c.reset_timeout = reset;
+                    c.close_timeout = close;
                 }
                 Ok(())
             }
-            Cmd::SignalClear => {
-                let sig = signame::parse(a.next_field()).map_err(|e| Fail::Msg(e.message()))?;
-                let n = a.next_field().and_then(command::parse_int).ok_or(Fail::Msg("Expected integer"))?;
-                if n < 0 {
-                    return Err(Fail::Msg("invalid count"));
-                }
-                self.signals.clear(sig, n as u64);
+            Request::SignalClear { sig, count } => {
+                self.signals.clear(sig, count);
                 Ok(())
             }
-            Cmd::TerminateExecArgs => {
-                let v = a.rest().unwrap_or(b"");
-                if v.len() >= 256 {
-                    return Err(Fail::Msg("exec arguments exceed buffer size (255)"));
-                }
+            Request::TerminateExecArgs(v) => {
                 self.exec_args.clear();
                 self.exec_args.extend_from_slice(v);
                 // The fatal-signal handler must know before the next reply.
                 self.prepare_fatal();
                 Ok(())
             }
-            Cmd::TerminateGuard => {
-                let op = a.next_field();
-                if op != Some(b"+") && op != Some(b"-") {
-                    return Err(Fail::Msg("expected + or -"));
-                }
-                let code = a.next_field().and_then(command::parse_int).ok_or(Fail::Msg("Expected integer"))?;
-                if code == 0 {
-                    return Err(Fail::Msg("code cannot be 0"));
-                }
-                match (op, self.guard) {
-                    (Some(b"+"), 0) => self.guard = code,
-                    (Some(b"+"), _) => {
-                        return Err(Fail::Msg("terminate guard code is already set"));
-                    }
-                    (_, 0) => return Err(Fail::Msg("terminate guard was not set")),
-                    (_, g) if g != code => return Err(Fail::Msg("incorrect guard code")),
-                    _ => self.guard = 0,
+            Request::TerminateGuard { arm, code } => {
+                match (arm, self.guard) {
+                    (true, 0) => self.guard = code,
+                    (true, _) => return Err(Fail::Msg("terminate guard code is already set")),
+                    (false, 0) => return Err(Fail::Msg("terminate guard was not set")),
+                    (false, g) if g != code => return Err(Fail::Msg("incorrect guard code")),
+                    (false, _) => self.guard = 0,
                 }
                 self.prepare_fatal();
                 Ok(())
             }
-            Cmd::Terminate => {
-                let code = a.next_field().and_then(command::parse_int).ok_or(Fail::Msg("Expected integer"))?;
+            Request::Terminate { code, guard } => {
                 if self.guard != 0 {
-                    let g = a
-                        .next_field()
-                        .and_then(command::parse_int)
-                        .ok_or(Fail::Msg("terminate guard code required"))?;
+                    let g = guard.ok_or(Fail::Msg("terminate guard code required"))?;
                     if g != self.guard {
                         return Err(Fail::Msg("incorrect terminate guard code"));
                     }
@@ -334,6 +236,31 @@ impl Supervisor {
         }
     }
 
+    /// `service.tags` / `service.args`: creates the service, stores the raw
+    /// value (absent or empty clears) and broadcasts it.
+    fn set_text<'a>(&mut self, name: Name, field: Field, value: &'a [u8]) -> Res<'a> {
+        let i = self.services.find_or_create(&name)?;
+        let msg = if field == Field::Tags { "unable to set tags" } else { "unable to set argv" };
+        if !self.services.fits(i, field, (!value.is_empty()).then_some(value)) {
+            return Err(Fail::Msg(msg));
+        }
+        let Some(s) = self.services.get_mut(i) else {
+            return Ok(());
+        };
+        let mut l = Line::new();
+        if field == Field::Tags {
+            s.tags.clear();
+            s.tags.extend_from_slice(value);
+            service::write_tags(&mut l, s);
+        } else {
+            s.args.clear();
+            s.args.extend_from_slice(value);
+            service::write_args(&mut l, s);
+        }
+        self.broadcast(&l);
+        Ok(())
+    }
+
     /// Store a new handle under `name` (closing any old one after) and
     /// broadcast it.
     fn define_handle(&mut self, name: Name, h: handle::Handle) {
@@ -343,13 +270,8 @@ impl Supervisor {
         self.emit_fd(&name);
     }
 
-    fn cmd_service_fds<'a>(&mut self, slot: usize, mut a: Args<'a>) -> Res<'a> {
-        let name = service_name(a.next_field())?;
-        let list = a.rest().unwrap_or(b"");
+    fn cmd_service_fds<'a>(&mut self, slot: usize, name: Name, list: &'a [u8]) -> Res<'a> {
         let entries = || list.split(|&b| b == b'\t').filter(|_| !list.is_empty());
-        if entries().any(|e| !e.is_empty() && !command::valid_name(e)) {
-            return Err(Fail::Msg("invalid fd name"));
-        }
         let i = self.services.find_or_create(&name)?;
         if !self.services.fits(i, Field::Fds, Some(list)) {
             return Err(Fail::Msg("unable to set file descriptors"));
@@ -376,31 +298,7 @@ impl Supervisor {
         Ok(())
     }
 
-    fn cmd_auto_up<'a>(&mut self, mut a: Args<'a>) -> Res<'a> {
-        let name = service_name(a.next_field())?;
-        let iv = a.next_field().ok_or(Fail::Msg("Expected integer"))?;
-        let interval = if iv == b"-" {
-            None
-        } else if let Some(n) = command::parse_int(iv) {
-            if !(1..=0x7FFF_FFFF).contains(&n) {
-                return Err(Fail::Msg("invalid interval"));
-            }
-            Some(Seconds::whole(n))
-        } else {
-            // [EXT E3]: fractional seconds, down to 0.01.
-            let s = Seconds::parse(iv).ok_or(Fail::Msg("Expected integer"))?;
-            if s.ns < SEC / 100 || s.ns >= 0x8000_0000 * SEC {
-                return Err(Fail::Msg("invalid interval"));
-            }
-            Some(s)
-        };
-        let triggers = match a.rest() {
-            None => None,
-            Some(raw) => {
-                let t = Triggers::parse(raw).ok_or(Fail::Msg("unable to set auto_up triggers"))?;
-                (t.always || t.signals != 0).then_some(t)
-            }
-        };
+    fn cmd_auto_up<'a>(&mut self, name: Name, interval: Option<Seconds>, triggers: Option<Triggers>) -> Res<'a> {
         let i = self.services.find_or_create(&name)?;
         if !self.services.fits(i, Field::Triggers, triggers.as_ref().map(|t| &t.raw[..])) {
             return Err(Fail::Msg("unable to set auto_up triggers"));
@@ -428,13 +326,11 @@ impl Supervisor {
         Ok(())
     }
 
-    fn cmd_service_start<'a>(&mut self, mut a: Args<'a>) -> Res<'a> {
-        let name = service_name(a.next_field())?;
+    fn cmd_service_start<'a>(&mut self, name: Name, when: Result<When, Fail<'a>>) -> Res<'a> {
         let i = self.services.find(&name).ok_or(Fail::Msg("No such service"))?;
         let now = self.now;
-        let mut frac = false;
-        let when = match a.next_field() {
-            Some(b"-") => {
+        let (when, frac) = match when? {
+            When::Cancel => {
                 if self.services.get(i).is_none_or(|s| s.state != State::Start) {
                     return Err(Fail::Msg("no service.start pending"));
                 }
@@ -442,15 +338,13 @@ impl Supervisor {
                 self.emit_state(i);
                 return Ok(());
             }
-            None => now,
-            Some(w) => {
-                let s = Seconds::parse(w).ok_or(Fail::Msg("invalid timestamp"))?;
+            When::Now => (now, false),
+            When::At(s) => {
                 let t = Mono(s.ns);
-                if t.0 < now.0 - START_GRACE {
+                if t.0 < now.0.saturating_sub(START_GRACE) {
                     return Err(Fail::Msg("invalid timestamp"));
                 }
-                frac = s.frac && t > now;
-                t.max(now)
+                (t.max(now), s.frac && t > now)
             }
         };
         let Some(s) = self.services.get(i) else {
@@ -472,19 +366,14 @@ impl Supervisor {
         Ok(())
     }
 
-    fn cmd_service_signal<'a>(&mut self, mut a: Args<'a>) -> Res<'a> {
-        let name = service_name(a.next_field())?;
+    fn cmd_service_signal<'a>(
+        &mut self,
+        name: Name,
+        sig: Result<i32, Fail<'a>>,
+        group: Result<bool, Fail<'a>>,
+    ) -> Res<'a> {
         let i = self.services.find(&name).ok_or(Fail::Msg("No such service"))?;
-        let sig = signame::parse(a.next_field()).map_err(|e| Fail::Msg(e.message()))?;
-        let mut group = false;
-        if let Some(flags) = a.next_field() {
-            for f in flags.split(|&b| b == b',') {
-                if f != b"group" {
-                    return Err(Fail::UnknownOption(f));
-                }
-                group = true;
-            }
-        }
+        let (sig, group) = (sig?, group?);
         let Some(s) = self.services.get(i) else {
             return Ok(());
         };
@@ -512,33 +401,9 @@ impl Supervisor {
         Ok(())
     }
 
-    /// `service.stat\tNAME` or `service.stat\t*[\tFILTER...]` (an extension).
-    fn cmd_service_stat<'a>(&mut self, slot: usize, mut a: Args<'a>) -> Res<'a> {
-        let f = a.next_field();
-        if f == Some(b"*") {
-            let filters = a.rest().unwrap_or(b"");
-            query::validate(filters).map_err(Fail::InvalidFilter)?;
-            self.start_listing(slot, Dump::Stat(None, 0), filters);
-            return Ok(());
-        }
-        let name = service_name(f)?;
-        let i = self.services.find(&name).ok_or(Fail::Msg("No such service"))?;
-        if self.services.get(i).is_none_or(|s| s.state != State::Up) {
-            return Err(Fail::Msg("service is not running"));
-        }
-        self.stat_one(slot, i);
-        Ok(())
-    }
-
     /// `service.attach\tNAME\tPID` (an extension): watch a process we did
     /// not start through `pidfd_open(2)`. Creates the service.
-    fn cmd_service_attach<'a>(&mut self, mut a: Args<'a>) -> Res<'a> {
-        let name = service_name(a.next_field())?;
-        let pid = a.next_field().and_then(command::parse_int).ok_or(Fail::Msg("Expected integer"))?;
-        if !(1..=i64::from(i32::MAX)).contains(&pid) {
-            return Err(Fail::Msg("invalid pid"));
-        }
-        let pid = pid as i32;
+    fn cmd_service_attach<'a>(&mut self, name: Name, pid: i32) -> Res<'a> {
         if self.services.find(&name).and_then(|i| self.services.get(i)).is_some_and(|s| s.state == State::Up) {
             return Err(Fail::Msg("service is running"));
         }
@@ -566,17 +431,11 @@ impl Supervisor {
         self.attach(i, pid, pidfd).map_err(|e| Fail::Errno("can't watch process: ", e))
     }
 
-    fn cmd_fd_pipe<'a>(&mut self, mut a: Args<'a>) -> Res<'a> {
-        let r = mutable_handle_name(a.next_field())?;
-        let w = mutable_handle_name(a.next_field())?;
-        if r == w {
-            return Err(Fail::Msg("pipe ends must have different names"));
-        }
-        let spec = fdops::parse_pipe_flags(a.next_field())?;
+    fn cmd_fd_pipe<'a>(&mut self, r: Name, w: Name, spec: &PipeSpec) -> Res<'a> {
         if !self.handles.room_for(2) {
             return Err(Fail::Msg("failed to create pipe"));
         }
-        let (mut hr, mut hw) = fdops::make_pipe(&spec)?;
+        let (mut hr, mut hw) = fdops::make_pipe(spec)?;
         let id = self.handles.new_pipe_id();
         (hr.peer, hr.pipe_id) = (Some(w), id);
         (hw.peer, hw.pipe_id) = (Some(r), id);

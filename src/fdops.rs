@@ -19,7 +19,7 @@ fn nb(fd: &OwnedFd, prefix: &'static str) -> Result<(), Fail<'static>> {
     sys::set_nonblock(fd.as_raw_fd(), true).map_err(|e| Fail::Errno(prefix, e))
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Domain {
     Unix,
     Inet,
@@ -68,6 +68,7 @@ fn socket_flag(item: &[u8], dom: &mut Domain, ty: &mut SockType) -> bool {
 }
 
 /// `fd.pipe` flags, parsed.
+#[derive(Clone, Copy)]
 pub struct PipeSpec {
     nonblock: bool,
     socket: Option<(Domain, SockType)>,
@@ -91,42 +92,44 @@ pub fn parse_pipe_flags(flags: Option<&[u8]>) -> Result<PipeSpec, Fail<'_>> {
     Ok(spec)
 }
 
-/// Make the pipe or socketpair; returns the (read, write) handles, without
-/// peers filled in.
-pub fn make_pipe(spec: &PipeSpec) -> Result<(Handle, Handle), Fail<'static>> {
-    match spec.socket {
-        None => {
-            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                .map_err(|e| Fail::Errno("pipe() failed: ", e as i32))?;
-            let mut fr = Flags::new();
-            let mut fw = Flags::new();
-            if spec.nonblock {
-                nb(&r, "fcntl(O_NONBLOCK) failed: ")?;
-                nb(&w, "fcntl(O_NONBLOCK) failed: ")?;
-                push(&mut fr, b"nonblock,");
-                push(&mut fw, b"nonblock,");
-            }
-            push(&mut fr, b"from");
-            push(&mut fw, b"to");
-            Ok((Handle::new(Some(r), Kind::Pipe, &fr, b""), Handle::new(Some(w), Kind::Pipe, &fw, b"")))
-        }
-        Some((dom, ty)) => {
-            let (a, b) = sock::socketpair(dom.family(), ty, None, SockFlag::SOCK_CLOEXEC)
-                .map_err(|e| Fail::Errno("socketpair() failed: ", e as i32))?;
-            let mut f = Flags::new();
+impl PipeSpec {
+    /// The FLAGS text `fd.state` shows for one end (§4.2): a plain pipe's
+    /// `[nonblock,]from` / `[nonblock,]to`, a socketpair's
+    /// `DOMAIN,TYPE,[nonblock,]to` on both ends.
+    pub fn flags_text(&self, read_end: bool) -> Flags {
+        let mut f = Flags::new();
+        if let Some((dom, ty)) = self.socket {
             push(&mut f, dom.word());
             push(&mut f, b",");
             push(&mut f, type_word(ty));
             push(&mut f, b",");
-            if spec.nonblock {
-                nb(&a, "fcntl(O_NONBLOCK) failed: ")?;
-                nb(&b, "fcntl(O_NONBLOCK) failed: ")?;
-                push(&mut f, b"nonblock,");
-            }
-            push(&mut f, b"to");
-            Ok((Handle::new(Some(a), Kind::Pipe, &f, b""), Handle::new(Some(b), Kind::Pipe, &f, b"")))
         }
+        if self.nonblock {
+            push(&mut f, b"nonblock,");
+        }
+        push(&mut f, if read_end && self.socket.is_none() { b"from" } else { b"to" });
+        f
     }
+}
+
+/// Make the pipe or socketpair; returns the (read, write) handles, without
+/// peers filled in.
+pub fn make_pipe(spec: &PipeSpec) -> Result<(Handle, Handle), Fail<'static>> {
+    let (r, w) = match spec.socket {
+        None => {
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Fail::Errno("pipe() failed: ", e as i32))?
+        }
+        Some((dom, ty)) => sock::socketpair(dom.family(), ty, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(|e| Fail::Errno("socketpair() failed: ", e as i32))?,
+    };
+    if spec.nonblock {
+        nb(&r, "fcntl(O_NONBLOCK) failed: ")?;
+        nb(&w, "fcntl(O_NONBLOCK) failed: ")?;
+    }
+    Ok((
+        Handle::new(Some(r), Kind::Pipe, &spec.flags_text(true), b""),
+        Handle::new(Some(w), Kind::Pipe, &spec.flags_text(false), b""),
+    ))
 }
 
 /// Create the missing parent directories of `path` (mode 0700), ignoring
@@ -139,57 +142,100 @@ fn mkdir_parents(path: &[u8]) {
     }
 }
 
-/// `fd.open`: parse FLAGS, open PATH, describe the result.
-pub fn open_file<'a>(flags: &'a [u8], path: &[u8]) -> Result<Handle, Fail<'a>> {
-    let (mut read, mut write, mut append, mut create, mut trunc, mut nonblock, mut mkdir) =
-        (false, false, false, false, false, false, false);
+/// `fd.open` flags, parsed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenSpec {
+    read: bool,
+    write: bool,
+    append: bool,
+    create: bool,
+    trunc: bool,
+    nonblock: bool,
+    mkdir: bool,
+}
+
+/// Parse the FLAGS of `fd.open` (empty items ignored, `-` unknown).
+pub fn parse_open_flags(flags: &[u8]) -> Result<OpenSpec, Fail<'_>> {
+    let mut s = OpenSpec::default();
     for item in comma_items(flags) {
-        match item {
-            b"read" => read = true,
-            b"write" => write = true,
-            b"append" => append = true,
-            b"create" => create = true,
-            b"trunc" => trunc = true,
-            b"nonblock" => nonblock = true,
-            b"mkdir" => mkdir = true,
+        let on = match item {
+            b"read" => &mut s.read,
+            b"write" => &mut s.write,
+            b"append" => &mut s.append,
+            b"create" => &mut s.create,
+            b"trunc" => &mut s.trunc,
+            b"nonblock" => &mut s.nonblock,
+            b"mkdir" => &mut s.mkdir,
             _ => return Err(Fail::UnknownFlag(item)),
-        }
+        };
+        *on = true;
     }
-    use nix::fcntl::OFlag;
-    let mut of = OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
-    let mut f = Flags::new();
-    match (read, write) {
-        (true, true) => {
-            of |= OFlag::O_RDWR;
-            push(&mut f, b"read,write");
+    Ok(s)
+}
+
+impl OpenSpec {
+    /// The `open(2)` flags: `write` alone is write-only, `read,write`
+    /// read-write, anything else read-only; `O_NOCTTY` always.
+    pub fn oflag(&self) -> nix::fcntl::OFlag {
+        use nix::fcntl::OFlag;
+        let mut of = OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+        of |= match (self.read, self.write) {
+            (true, true) => OFlag::O_RDWR,
+            (false, true) => OFlag::O_WRONLY,
+            _ => OFlag::O_RDONLY,
+        };
+        for (on, flag) in [
+            (self.append, OFlag::O_APPEND),
+            (self.create, OFlag::O_CREAT),
+            (self.trunc, OFlag::O_TRUNC),
+            (self.nonblock, OFlag::O_NONBLOCK),
+        ] {
+            if on {
+                of |= flag;
+            }
         }
-        (false, true) => {
-            of |= OFlag::O_WRONLY;
-            push(&mut f, b"write");
-        }
-        _ => push(&mut f, b"read"),
+        of
     }
-    for (on, flag, word) in [
-        (append, OFlag::O_APPEND, &b",append"[..]),
-        (create, OFlag::O_CREAT, b",create"),
-        (trunc, OFlag::O_TRUNC, b",trunc"),
-        (nonblock, OFlag::O_NONBLOCK, b",nonblock"),
-        (mkdir, OFlag::empty(), b",mkdir"),
-    ] {
-        if on {
-            of |= flag;
-            push(&mut f, word);
+
+    /// The FLAGS text `fd.state` shows (§4.2): the access mode, then the
+    /// other flags in a fixed order.
+    pub fn flags_text(&self) -> Flags {
+        let mut f = Flags::new();
+        push(
+            &mut f,
+            match (self.read, self.write) {
+                (true, true) => b"read,write",
+                (false, true) => b"write",
+                _ => b"read",
+            },
+        );
+        for (on, word) in [
+            (self.append, &b",append"[..]),
+            (self.create, b",create"),
+            (self.trunc, b",trunc"),
+            (self.nonblock, b",nonblock"),
+            (self.mkdir, b",mkdir"),
+        ] {
+            if on {
+                push(&mut f, word);
+            }
         }
+        f
     }
-    if mkdir {
+}
+
+/// `fd.open`: open PATH as `spec` asks, describe the result.
+pub fn open_file(spec: &OpenSpec, path: &[u8]) -> Result<Handle, Fail<'static>> {
+    if spec.mkdir {
         mkdir_parents(path);
     }
-    let fd = nix::fcntl::open(OsStr::from_bytes(path), of, nix::sys::stat::Mode::from_bits_truncate(0o600))
+    let fd = nix::fcntl::open(OsStr::from_bytes(path), spec.oflag(), nix::sys::stat::Mode::from_bits_truncate(0o600))
         .map_err(|e| Fail::Errno("open failed: ", e as i32))?;
-    Ok(Handle::new(Some(fd), Kind::File, &f, path))
+    Ok(Handle::new(Some(fd), Kind::File, &spec.flags_text(), path))
 }
 
 /// A parsed `fd.socket` address.
+#[derive(Debug)]
 enum Addr {
     Unix(UnixAddr),
     Inet(SockaddrIn),
@@ -247,8 +293,23 @@ fn parse_addr(dom: Domain, spec: &[u8]) -> Option<Addr> {
     }
 }
 
-/// `fd.socket`: parse FLAGS and ADDRSPEC, make (and maybe bind) the socket.
-pub fn make_socket<'a>(flags: &'a [u8], addr: Option<&[u8]>) -> Result<Handle, Fail<'a>> {
+/// `fd.socket` flags and address, parsed.
+pub struct SocketSpec<'a> {
+    dom: Domain,
+    ty: SockType,
+    nonblock: bool,
+    mkdir: bool,
+    /// Bound: `bind`, `listen` or an ADDRSPEC was given.
+    binding: bool,
+    listen: Option<i32>,
+    /// ADDRSPEC as given (empty if none).
+    text: &'a [u8],
+    addr: Option<Addr>,
+}
+
+/// Parse the FLAGS and optional ADDRSPEC of `fd.socket` (§3.14), in the
+/// order their errors are reported: flags, a missing address, the address.
+pub fn parse_socket<'a>(flags: &'a [u8], addr: Option<&'a [u8]>) -> Result<SocketSpec<'a>, Fail<'a>> {
     let (mut dom, mut ty) = (Domain::Unix, SockType::Stream);
     let (mut nonblock, mut mkdir, mut bind, mut listen) = (false, false, false, None::<i32>);
     for item in comma_items(flags) {
@@ -270,51 +331,64 @@ pub fn make_socket<'a>(flags: &'a [u8], addr: Option<&[u8]>) -> Result<Handle, F
         }
     }
     let binding = bind || listen.is_some() || addr.is_some();
-    let addr_text: &[u8] = match addr {
+    let text: &[u8] = match addr {
         Some(a) => a,
         None if binding => return Err(Fail::Msg("expected address argument")),
         None => b"",
     };
-    let parsed = if addr.is_some() {
-        if dom == Domain::Unix && mkdir {
-            mkdir_parents(addr_text);
-        }
-        Some(parse_addr(dom, addr_text).ok_or(Fail::Msg("invalid address"))?)
-    } else {
-        None
+    let addr = match addr {
+        Some(a) => Some(parse_addr(dom, a).ok_or(Fail::Msg("invalid address"))?),
+        None => None,
     };
-    let fd =
-        sock::socket(dom.family(), ty, SockFlag::SOCK_CLOEXEC, None).map_err(|e| Fail::Errno("socket: ", e as i32))?;
-    if let Some(a) = &parsed {
+    Ok(SocketSpec { dom, ty, nonblock, mkdir, binding, listen, text, addr })
+}
+
+impl SocketSpec<'_> {
+    /// The FLAGS text `fd.state` shows (§4.2): `DOMAIN,TYPE`, then
+    /// `,bind` `,listen=N` `,mkdir` `,nonblock`.
+    pub fn flags_text(&self) -> Flags {
+        let mut f = Flags::new();
+        push(&mut f, self.dom.word());
+        push(&mut f, b",");
+        push(&mut f, type_word(self.ty));
+        if self.binding {
+            push(&mut f, b",bind");
+        }
+        if let Some(n) = self.listen {
+            let mut l = crate::line::Line::new();
+            l.s(",listen=").int(i64::from(n));
+            push(&mut f, l.as_bytes());
+        }
+        if self.mkdir {
+            push(&mut f, b",mkdir");
+        }
+        if self.nonblock {
+            push(&mut f, b",nonblock");
+        }
+        f
+    }
+}
+
+/// `fd.socket`: make (and maybe bind and listen on) the socket `spec`
+/// describes. A failure names the step (`bind: Address already in use`).
+pub fn make_socket(spec: &SocketSpec<'_>) -> Result<Handle, Fail<'static>> {
+    if spec.dom == Domain::Unix && spec.mkdir && spec.addr.is_some() {
+        mkdir_parents(spec.text);
+    }
+    let fd = sock::socket(spec.dom.family(), spec.ty, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(|e| Fail::Errno("socket: ", e as i32))?;
+    if let Some(a) = &spec.addr {
         sock::setsockopt(&fd, sock::sockopt::ReuseAddr, &true).map_err(|e| Fail::Errno("setsockopt: ", e as i32))?;
-        bind_addr(&fd, a, addr_text).map_err(|e| Fail::Errno("bind: ", e))?;
-        if let Some(n) = listen {
+        bind_addr(&fd, a, spec.text).map_err(|e| Fail::Errno("bind: ", e))?;
+        if let Some(n) = spec.listen {
             let bl = sock::Backlog::new(n).unwrap_or(sock::Backlog::MAXCONN);
             sock::listen(&fd, bl).map_err(|e| Fail::Errno("listen: ", e as i32))?;
         }
     }
-    if nonblock {
+    if spec.nonblock {
         sys::set_nonblock(fd.as_raw_fd(), true).map_err(|e| Fail::Errno("fcntl(O_NONBLOCK): ", e))?;
     }
-    let mut f = Flags::new();
-    push(&mut f, dom.word());
-    push(&mut f, b",");
-    push(&mut f, type_word(ty));
-    if binding {
-        push(&mut f, b",bind");
-    }
-    if let Some(n) = listen {
-        let mut l = crate::line::Line::new();
-        l.s(",listen=").int(i64::from(n));
-        push(&mut f, l.as_bytes());
-    }
-    if mkdir {
-        push(&mut f, b",mkdir");
-    }
-    if nonblock {
-        push(&mut f, b",nonblock");
-    }
-    Ok(Handle::new(Some(fd), Kind::Socket, &f, addr_text))
+    Ok(Handle::new(Some(fd), Kind::Socket, &spec.flags_text(), spec.text))
 }
 
 fn bind_addr(fd: &OwnedFd, a: &Addr, text: &[u8]) -> Result<(), i32> {
@@ -374,12 +448,12 @@ mod tests {
 
     #[test]
     fn socket_addresses() {
-        assert!(matches!(make_socket(b"bind", None), Err(Fail::Msg("expected address argument"))));
-        assert!(matches!(make_socket(b"tcp", Some(b"1.2.3.4:70000")), Err(Fail::Msg("invalid address"))));
-        assert!(matches!(make_socket(b"listen=0", Some(b"x")), Err(Fail::Msg("invalid listen queue length"))));
-        let h = make_socket(b"inet6,stream", None).ok().unwrap();
+        assert!(matches!(parse_socket(b"bind", None), Err(Fail::Msg("expected address argument"))));
+        assert!(matches!(parse_socket(b"tcp", Some(b"1.2.3.4:70000")), Err(Fail::Msg("invalid address"))));
+        assert!(matches!(parse_socket(b"listen=0", Some(b"x")), Err(Fail::Msg("invalid listen queue length"))));
+        let h = make_socket(&parse_socket(b"inet6,stream", None).ok().unwrap()).ok().unwrap();
         assert_eq!((flags(&h), &h.desc[..]), (&b"inet6,stream"[..], &b""[..]));
-        let h = make_socket(b"tcp,listen=11", Some(b"127.0.0.1:0")).ok().unwrap();
+        let h = make_socket(&parse_socket(b"tcp,listen=11", Some(b"127.0.0.1:0")).ok().unwrap()).ok().unwrap();
         assert_eq!(flags(&h), b"inet,stream,bind,listen=11");
         assert!(parse_addr(Domain::Inet6, b"[::1]:80").is_some());
         assert!(parse_addr(Domain::Inet6, b"*:80").is_some());

@@ -4,7 +4,9 @@
 //! Ground floor: [`command`] (parse), [`line`] and [`reply`] (encode),
 //! [`clock`], [`signame`], [`sys`], [`options`], [`query`] (filters) and
 //! [`figures`] (/proc). Tables and mechanisms: [`service`], [`handle`] and
-//! [`fdops`], [`controller`], [`spawn`], [`signal`], [`log`]. The loop: [`supervisor`] and [`dispatch`];
+//! [`fdops`], [`controller`], [`spawn`], [`signal`], [`log`]; [`request`] (a
+//! command line parsed and checked without state or I/O). The loop:
+//! [`supervisor`] and [`dispatch`];
 //! [`exit`] leaves it. The binary in `main.rs` only wires these together.
 //! [`client`] is the other side: parsing events, for programs that drive
 //! daemonproxy. The fleet layer — `procman` (LCM and the procman messages),
@@ -33,6 +35,7 @@ pub mod options;
 pub mod procman;
 pub mod query;
 pub mod reply;
+pub mod request;
 pub mod service;
 #[cfg(feature = "fleet")]
 pub mod sheriff;

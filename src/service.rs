@@ -396,8 +396,10 @@ impl Service {
         }
         let at = now.max(self.up_at.plus(self.backoff_ns));
         if ran < b.stable_ns {
-            let grown = (i128::from(self.backoff_ns) * i128::from(b.factor_milli) / 1000) as i64;
-            self.backoff_ns = grown.clamp(self.interval.ns, cap);
+            // Bounded by the cap before narrowing: a cap near i64::MAX times
+            // a factor would not fit back.
+            let grown = (i128::from(self.backoff_ns) * i128::from(b.factor_milli) / 1000).min(i128::from(cap));
+            self.backoff_ns = (grown as i64).max(self.interval.ns);
         }
         at
     }

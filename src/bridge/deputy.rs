@@ -786,17 +786,25 @@ impl Deputy {
             return;
         }
         let c = self.cmds.get_mut(id).expect("created above");
-        let retag = c.def != o.def;
-        if retag {
-            c.def = o.def.clone();
+        let (svc, runid) = (c.svc.clone(), c.pending_runid.unwrap_or(c.actual_runid));
+        // A new definition is adopted only if its tags fit a command line:
+        // daemonproxy would refuse a longer one, and the tags it keeps (what
+        // a restarted bridge resumes from) would no longer match ours.
+        let retag = (c.def != o.def).then(|| format!("service.tags\t{svc}\t{}", tags::format(&o.def, runid)));
+        match retag {
+            Some(line) if line.len() > 1023 => {
+                let t = "command refused: definition too long for daemonproxy";
+                self.notice_limited(&format!("long:{id}"), id, t, now);
+            }
+            Some(line) => {
+                c.def = o.def.clone();
+                self.send(line);
+            }
+            None => {}
         }
+        let c = self.cmds.get_mut(id).expect("created above");
         c.should_run = !o.force_quit;
         c.desired = o.desired_runid;
-        let (svc, runid) = (c.svc.clone(), c.pending_runid.unwrap_or(c.actual_runid));
-        if retag {
-            let t = tags::format(&c.def, runid);
-            self.send(format!("service.tags\t{svc}\t{t}"));
-        }
         let c = &self.cmds[id];
         let running = c.pid != 0 || c.pending_runid.is_some();
         let effective = c.pending_runid.unwrap_or(c.actual_runid);
@@ -1096,6 +1104,28 @@ mod tests {
         assert!(sends(&a).is_empty(), "a stopped command is not restarted: {a:?}");
         let s = t.status("x");
         assert_eq!((s.pid, s.actual_runid, s.exit_code), (0, 1, 9));
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/bridge_orders.rs): a new
+    /// definition whose tags do not fit a command line was sent anyway, so
+    /// daemonproxy refused it and kept tags that no longer matched.
+    #[test]
+    fn redefinition_too_long_for_a_command_line_is_refused() {
+        let mut t = T::new(cfg());
+        let x = def("x", "sleep 100", false);
+        t.orders(0, &[(x.clone(), 0, false)]);
+        let long = def("x", &format!("sleep {}", "1".repeat(1100)), false);
+        let a = t.orders(10, &[(long, 0, false)]);
+        assert!(a.iter().all(|x| !matches!(x, Action::Send(l) if l.len() > 1023)), "{a:?}");
+        assert!(
+            a.iter().any(|x| matches!(x, Action::Notice(_, n) if n.contains("definition too long"))),
+            "no notice: {a:?}"
+        );
+        assert_eq!(t.status("x").def, x, "the old definition is kept");
+        let y = def("x", "sleep 200", false);
+        let a = t.orders(20, &[(y.clone(), 0, false)]);
+        assert!(a.iter().any(|x| matches!(x, Action::Send(l) if l.starts_with("service.tags\tpm.x\t"))));
+        assert_eq!(t.status("x").def, y, "a definition that fits is adopted");
     }
 
     #[test]
