@@ -5,7 +5,7 @@
 #   make test       run every test (the cargo suites, then tests/python)
 #   make venv       the Python venv with the real LCM library the LCM tests use
 #   make golden     rewrite tests/golden/*.hex with the real LCM library
-#   make check      formatting, clippy, and "make lint"
+#   make check      formatting, clippy, "make lint", and the model test with more cases
 #   make lint       man page and shell script lints only
 #   make fuzz       every cargo-fuzz target for FUZZ_SECONDS (default 60) each; see fuzz/README.md
 #   make bench      figures side by side with peers (about 15 minutes); see bench/README.md
@@ -50,10 +50,14 @@ test: $(VENV_STAMP)
 	DAEMONPROXY=target/debug/daemonproxy python3 -m unittest discover -s tests/python
 	$(VENV)/bin/python -m unittest discover -s tests/fleet
 
-# The last line proves the PID-1 binary builds without the fleet crates.
+# The last line proves the PID-1 binary builds without the fleet crates;
+# before it, the model test runs many more cases than in "make test".
+MODEL_CASES ?= 1000
 check: lint
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	(cd fuzz && $(CARGO) fmt --check)
+	DAEMONPROXY_MODEL_CASES=$(MODEL_CASES) $(CARGO) test --test model
 	$(CARGO) check --no-default-features --bin daemonproxy
 
 venv: $(VENV_STAMP)
