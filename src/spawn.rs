@@ -140,6 +140,22 @@ impl Spawner {
             libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
 
             let n = self.map.len() as RawFd;
+            // Make room first: at the open-files limit (RLIMIT_NOFILE) the
+            // copies below would fail. This child's descriptor table is its
+            // own copy, and of it only the sources and the log go on.
+            let mut keep = [-1 as RawFd; 1025];
+            let mut k = 0;
+            for src in self.map.iter().take(1024) {
+                if let Source::Fd(fd) = *src {
+                    keep[k] = fd;
+                    k += 1;
+                }
+            }
+            if let Some(fd) = log_fd {
+                keep[k] = fd;
+                k += 1;
+            }
+            close_all_but(&mut keep[..k]);
             // Keep a private copy of the log destination above the map.
             let log = match log_fd {
                 Some(fd) => libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, n.max(3)),
@@ -243,6 +259,26 @@ fn write_all(fd: RawFd, mut b: &[u8]) {
             Err(_) => return,
         }
     }
+}
+
+/// Close every descriptor not in `keep` (sorted in place; duplicates and
+/// negative entries allowed). No allocation: for the forked child.
+fn close_all_but(keep: &mut [RawFd]) {
+    for i in 1..keep.len() {
+        let mut j = i;
+        while j > 0 && keep[j - 1] > keep[j] {
+            keep.swap(j - 1, j);
+            j -= 1;
+        }
+    }
+    let mut next: RawFd = 0;
+    for &fd in keep.iter().filter(|&&fd| fd >= 0) {
+        if fd > next {
+            close_from_to(next, fd - 1);
+        }
+        next = next.max(fd.saturating_add(1));
+    }
+    close_from_to(next, RawFd::MAX);
 }
 
 /// Close descriptors `first..=last`: `close_range(2)` where the kernel has

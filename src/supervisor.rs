@@ -35,6 +35,8 @@ const WAKE: Token = Token(0);
 pub const LISTENER: Token = Token(1);
 /// Token of the deadline timerfd.
 const DEADLINE: Token = Token(usize::MAX);
+/// How long a failed `accept` waits before the next try (ns).
+const ACCEPT_RETRY_NS: i64 = SEC / 4;
 /// Default number of controller slots ([EXT E2]).
 pub const DEFAULT_CONTROLLERS: usize = 16;
 
@@ -95,6 +97,11 @@ pub struct Supervisor {
     listener_ready: bool,
     /// `No free controllers` was logged for the current wait.
     accept_warned: bool,
+    /// `accept` failed for want of descriptors or memory: try again then
+    /// (the waiting connection raises no new readiness edge).
+    accept_retry: Option<Mono>,
+    /// That failure was logged; quiet until an accept succeeds.
+    accept_failed: bool,
     /// What the fatal-signal handler was last prepared with.
     fatal_prepared: Option<(Vec<u8>, bool, Option<RawFd>)>,
     /// Log orphans at info level (`--subreaper`), else at debug.
@@ -154,6 +161,8 @@ impl Supervisor {
             listener: None,
             listener_ready: false,
             accept_warned: false,
+            accept_retry: None,
+            accept_failed: false,
             socket_uids: Vec::new(),
             fatal_prepared: None,
             report_orphans: false,
@@ -986,10 +995,15 @@ impl Supervisor {
             }
         }
         self.listener_ready = false;
+        self.accept_retry = None;
     }
 
     /// Accept waiting connections while controller slots are free.
     fn accept(&mut self) {
+        if self.accept_retry.is_some_and(|t| t <= self.now) {
+            self.accept_retry = None;
+            self.listener_ready = self.listener.is_some();
+        }
         while self.listener_ready {
             let Some(l) = &self.listener else { return };
             if self.free_slot().is_none() {
@@ -1010,14 +1024,24 @@ impl Supervisor {
                         continue;
                     }
                     self.accept_warned = false;
+                    self.accept_failed = false;
                     self.add_controller(controller::Kind::Socket, Some(fd), Some(raw), Some(raw));
                 }
                 Ok(None) => self.listener_ready = false,
+                // The connection went before we took it: take the next.
+                Err(libc::ECONNABORTED | libc::EINTR | libc::EPROTO) => {}
                 Err(e) => {
-                    let mut eb = [0u8; 128];
-                    let t = sys::strerror(e, &mut eb);
-                    self.log.bytes(Level::Error, &[b"accept: ", t]);
+                    if !self.accept_failed {
+                        let mut eb = [0u8; 128];
+                        let t = sys::strerror(e, &mut eb);
+                        self.log.bytes(Level::Error, &[b"accept: ", t]);
+                        self.accept_failed = true;
+                    }
                     self.listener_ready = false;
+                    // Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS,
+                    // ENOMEM) passes when handles are freed; the connection
+                    // stays in the backlog until then.
+                    self.accept_retry = Some(self.now.plus(ACCEPT_RETRY_NS));
                 }
             }
         }
@@ -1035,6 +1059,9 @@ impl Supervisor {
         }
         if self.listener_ready && self.ctls.iter().any(Option::is_none) {
             earliest(now);
+        }
+        if let Some(t) = self.accept_retry {
+            earliest(t);
         }
         for c in self.ctls.iter().flatten() {
             let can_cmd = !c.closing && c.can_run();

@@ -185,13 +185,6 @@ impl Client {
 // ---------------------------------------------------------------------------
 // Small helpers
 
-/// A `/proc/PID/status` value in kB (`VmRSS`, `VmHWM`).
-fn status_kb(pid: i32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
-    let l = s.lines().find(|l| l.starts_with(&format!("{key}:"))).unwrap_or_else(|| panic!("no {key} in status"));
-    l.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 /// Whether a unix socket bound to `path` is listening (`/proc/net/unix`,
 /// flag `__SO_ACCEPTCON`): the path appears at bind(2), before listen(2),
 /// and a connect in between is refused.

@@ -197,6 +197,67 @@ pub fn kill(pid: i32, sig: i32) -> bool {
     unsafe { libc::kill(pid, sig) == 0 }
 }
 
+/// A `/proc/PID/status` value in kB (`VmRSS`, `VmHWM`).
+pub fn status_kb(pid: i32, key: &str) -> u64 {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    let l = s.lines().find(|l| l.starts_with(&format!("{key}:"))).unwrap_or_else(|| panic!("no {key} in status"));
+    l.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// How many descriptors process `pid` has open (`/proc/PID/fd`).
+pub fn fd_count(pid: i32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// A uid no account uses and no other test shares (the kernel needs no
+/// passwd entry): RLIMIT_NPROC then counts only the processes of the test
+/// that uses it.
+pub fn fresh_uid() -> u32 {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    160_000 + (std::process::id() % 100_000) * 4 + N.fetch_add(1, Ordering::SeqCst) as u32 % 4
+}
+
+/// Makes the daemon run as `uid` (group `uid`, no supplementary groups)
+/// with `RLIMIT_NPROC` = `nproc` and, if given, `RLIMIT_NOFILE` = `nofile`,
+/// set in the child before exec. As root, RLIMIT_NPROC is not enforced, so
+/// a test of it needs an unprivileged uid; `dir` is handed to that uid.
+pub fn unprivileged(c: &mut Command, dir: &Path, uid: u32, nproc: u64, nofile: Option<u64>) {
+    std::os::unix::fs::chown(dir, Some(uid), Some(uid)).expect("chown the test directory");
+    // SAFETY: the closure only makes raw syscalls (async-signal-safe).
+    unsafe {
+        c.pre_exec(move || {
+            let r = libc::rlimit { rlim_cur: nproc, rlim_max: nproc };
+            if libc::setrlimit(libc::RLIMIT_NPROC, &r) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(n) = nofile {
+                let r = libc::rlimit { rlim_cur: n, rlim_max: n };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(uid) != 0 || libc::setuid(uid) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Sets `RLIMIT_NOFILE` = `n` in the child before exec.
+pub fn nofile_limit(c: &mut Command, n: u64) {
+    // SAFETY: the closure only makes a raw syscall (async-signal-safe).
+    unsafe {
+        c.pre_exec(move || {
+            let r = libc::rlimit { rlim_cur: n, rlim_max: n };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Whether a process exists and is not a zombie.
 pub fn alive(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -611,13 +672,32 @@ impl Dp {
         Dp::start_under(&[], dir, args, socket, fds)
     }
 
+    /// `daemonproxy -i ARGS` in `dir`, with `setup` applied to the command
+    /// before it starts (for instance a `pre_exec` hook that sets rlimits
+    /// or drops privileges).
+    pub fn interactive_with(dir: TempDir, args: &[&str], setup: impl FnOnce(&mut Command)) -> Dp {
+        Dp::start_setup(&[], dir, args, false, &[], setup)
+    }
+
     fn start_under(wrapper: &[&str], dir: TempDir, args: &[&str], socket: bool, fds: &[(i32, i32)]) -> Dp {
+        Dp::start_setup(wrapper, dir, args, socket, fds, |_| {})
+    }
+
+    fn start_setup(
+        wrapper: &[&str],
+        dir: TempDir,
+        args: &[&str],
+        socket: bool,
+        fds: &[(i32, i32)],
+        setup: impl FnOnce(&mut Command),
+    ) -> Dp {
         let mut all = vec!["-i"];
         all.extend_from_slice(args);
         let mut c = command_under(wrapper, dir.path(), &all);
         if !fds.is_empty() {
             inherit(&mut c, fds);
         }
+        setup(&mut c);
         c.stderr(Stdio::piped());
         let (tx, rx) = mpsc::channel();
         let (mut child, input) = if socket {
@@ -843,6 +923,14 @@ impl Dp {
             }
             thread::sleep(ms(50));
         }
+    }
+
+    /// How long one `echo` takes to come back (lines before it are
+    /// dropped).
+    pub fn rtt(&mut self) -> Duration {
+        let t = Instant::now();
+        self.sync();
+        t.elapsed()
     }
 
     /// `sync()`, and the lines before the token must match `pats` exactly.
