@@ -275,6 +275,17 @@ impl Deputy {
 
     /// One event from daemonproxy.
     pub fn on_event(&mut self, ev: &Event<'_>, now: Instant) {
+        // daemonproxy names only valid services and handles; a line that
+        // does not is not one of its events, and a name in the view is one
+        // the bridge may put in a command line.
+        let name = match *ev {
+            Event::State(s) => Some(s.name),
+            Event::Tags(n, _) | Event::Args(n, _) | Event::AutoUp(n, _) | Event::Fd(n, _) | Event::Fds(n, _) => Some(n),
+            _ => None,
+        };
+        if name.is_some_and(|n| !crate::command::valid_name(n)) {
+            return;
+        }
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         match *ev {
             Event::State(s) => {
@@ -1126,6 +1137,21 @@ mod tests {
         let a = t.orders(20, &[(y.clone(), 0, false)]);
         assert!(a.iter().any(|x| matches!(x, Action::Send(l) if l.starts_with("service.tags\tpm.x\t"))));
         assert_eq!(t.status("x").def, y, "a definition that fits is adopted");
+    }
+
+    /// Found by fuzzing: an event line naming an invalid service (not one
+    /// daemonproxy sends) made a local command whose start line was
+    /// malformed (`service.start\t`).
+    #[test]
+    fn events_with_invalid_names_are_ignored() {
+        let mut c = cfg();
+        c.local = LocalMode::Control;
+        let mut t = T::new(c);
+        t.event(0, "service.state\t\tdown\t-\t-\t-\t-\t-\t-");
+        t.event(0, "service.args\tbad name\tsleep\t1");
+        assert!(t.d.services.is_empty(), "{:?}", t.d.services.keys().collect::<Vec<_>>());
+        t.event(0, "service.args\tok\tsleep\t1");
+        assert!(t.d.services.contains_key("ok"));
     }
 
     #[test]
