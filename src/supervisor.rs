@@ -1116,8 +1116,11 @@ impl Supervisor {
             self.final_flush();
             return Some(end);
         }
-        // Before sleeping, every controller's output goes out; while busy
-        // (timeout zero) it accumulates up to half a buffer first. Writing
+        // Before sleeping, every controller's output goes out. While busy
+        // (timeout zero), a controller with more commands waiting
+        // accumulates up to half a buffer first; one that waits for its
+        // answer gets it now, however busy others keep the loop (a flood
+        // on one connection must not delay an `echo` on another). Writing
         // can make a controller runnable again, so the timeout is computed
         // anew after any flush.
         let mut timeout = self.timeout();
@@ -1127,7 +1130,7 @@ impl Supervisor {
         for c in self.ctls.iter_mut().flatten() {
             if c.out_pending() > 0
                 && (c.writable || !c.out_polled)
-                && (!busy || c.out_pending() >= controller::OUT_BUF / 2)
+                && (!busy || c.out_pending() >= controller::OUT_BUF / 2 || !c.input_ready())
             {
                 c.flush(now);
                 flushed = true;
