@@ -68,20 +68,6 @@ macro_rules! need_namespaces {
     };
 }
 
-/// Host pids of the children of `pid` (every thread's list).
-fn children(pid: i32) -> Vec<i32> {
-    let mut v = Vec::new();
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            let f = t.path().join("children");
-            if let Ok(s) = std::fs::read_to_string(f) {
-                v.extend(s.split_whitespace().filter_map(|x| x.parse::<i32>().ok()));
-            }
-        }
-    }
-    v
-}
-
 /// The value of a `/proc/PID/status` field (`NSpid`, `SigCgt`, ...).
 fn status_field(pid: i32, key: &str) -> Option<String> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -204,6 +204,29 @@ pub fn status_kb(pid: i32, key: &str) -> u64 {
     l.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// CPU time process `pid` has used, user and system (`/proc/PID/stat`).
+pub fn cpu_time(pid: i32) -> Duration {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses.
+    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// The children of `pid` (every thread's list, `/proc/PID/task/*/children`).
+pub fn children(pid: i32) -> Vec<i32> {
+    let mut v = Vec::new();
+    for t in fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        if let Ok(s) = fs::read_to_string(t.path().join("children")) {
+            v.extend(s.split_whitespace().filter_map(|x| x.parse::<i32>().ok()));
+        }
+    }
+    v
+}
+
 /// How many descriptors process `pid` has open (`/proc/PID/fd`).
 pub fn fd_count(pid: i32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
@@ -674,7 +697,7 @@ impl Dp {
 
     /// `daemonproxy -i ARGS` in `dir`, with `setup` applied to the command
     /// before it starts (for instance a `pre_exec` hook that sets rlimits
-    /// or drops privileges).
+    /// or drops privileges, or another stderr, which is then not collected).
     pub fn interactive_with(dir: TempDir, args: &[&str], setup: impl FnOnce(&mut Command)) -> Dp {
         Dp::start_setup(&[], dir, args, false, &[], setup)
     }
@@ -697,8 +720,8 @@ impl Dp {
         if !fds.is_empty() {
             inherit(&mut c, fds);
         }
-        setup(&mut c);
         c.stderr(Stdio::piped());
+        setup(&mut c);
         let (tx, rx) = mpsc::channel();
         let (mut child, input) = if socket {
             let (ours, theirs) = UnixStream::pair().expect("socketpair");
@@ -717,7 +740,8 @@ impl Dp {
             (child, Input::Pipe(stdin))
         };
         let pid = child.id() as i32;
-        let err = Collector::spawn(child.stderr.take().unwrap());
+        // `setup` may have sent stderr elsewhere: nothing to collect then.
+        let err = child.stderr.take().map(Collector::spawn).unwrap_or_default();
         let mut dp = Dp {
             child,
             pid,
@@ -1030,10 +1054,14 @@ impl Dp {
         self.err.lines().iter().filter(|l| *l == line).count()
     }
 
-    /// Waits for the daemon to exit.
+    /// Waits for the daemon to exit (and for its stderr to be read: a
+    /// loaded machine may run the reader thread late).
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         match wait_child(&mut self.child, timeout) {
-            Some(st) => st,
+            Some(st) => {
+                self.err.wait_eof(secs(2));
+                st
+            }
             None => panic!("daemonproxy did not exit within {timeout:?}{}", self.context()),
         }
     }
