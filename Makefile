@@ -8,7 +8,7 @@
 #   make check      formatting, clippy, "make lint", and the model test with more cases
 #   make lint       man page and shell script lints only
 #   make fuzz       every cargo-fuzz target for FUZZ_SECONDS (default 60) each; see fuzz/README.md
-#   make bench      figures side by side with peers (about 15 minutes); see bench/README.md
+#   make bench      figures side by side with peers, and a 10-minute soak (about 25 minutes); see bench/README.md
 #   make install    PREFIX=/usr/local DESTDIR= ; binary to sbin/, man pages to share/man/
 #   make clean      remove build output
 
@@ -129,6 +129,7 @@ bench: all $(VENV_STAMP)
 	bench/scale --bin $(RELEASE)/daemonproxy
 	bench/gap --bin $(RELEASE)/daemonproxy
 	bench/pid1 --bin $(RELEASE)/daemonproxy
+	bench/soak --bin $(RELEASE)/daemonproxy
 	$(VENV)/bin/python bench/bridge --bin $(RELEASE)
 	$(VENV)/bin/python bench/sheriff --bin $(RELEASE)
 	@if [ -x "$(PEER_BENCH)" ]; then \
