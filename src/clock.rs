@@ -121,8 +121,9 @@ mod tests {
             (b"1.", None),
             (b".5", None),
             (b"1x", None),
-            // The largest whole part plus a fraction overflowed (found by
-            // fuzzing: a panic in debug builds, a wrapped value in release).
+            // The largest whole part plus a fraction overflowed (found while
+            // writing the fuzz targets: a panic in debug builds, a wrapped
+            // value in release).
             (b"9223372036.9", None),
             (b"9223372036.854775807", Some((i64::MAX, "9223372036.854775807"))),
         ];

@@ -260,3 +260,29 @@ fn log_to_a_pipe_whose_reader_is_gone() {
         "the log does not come back"
     );
 }
+
+#[test]
+fn log_on_a_descriptor_closed_at_start() {
+    // fd 2 closed before exec: daemonproxy puts /dev/null there (§6.2), so
+    // nothing it writes lands in a descriptor opened later, and the log can
+    // be pointed at a file.
+    let mut dp = Dp::interactive_with(TempDir::new("logclosed"), &[], |c| {
+        c.stderr(std::process::Stdio::null());
+        // SAFETY: close(2) is async-signal-safe.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(c, || {
+                libc::close(2);
+                Ok(())
+            });
+        }
+    });
+    let rtts = log_storm(&mut dp, 200);
+    check_never_blocks(&mut dp, &rtts, "log on a descriptor closed at start");
+    let fd2 = std::fs::read_link(format!("/proc/{}/fd/2", dp.pid())).expect("fd 2 of the daemon");
+    assert_eq!(fd2, std::path::Path::new("/dev/null"));
+    dp.cmd("fd.open\tlogf\twrite,create\tlog.txt", &["fd.state\tlogf\tfile\twrite,create\tlog.txt"]);
+    dp.cmd("log.dest\tfd\tlogf", &[]);
+    dp.cmd("bogus-after", &["error\tUnknown command: bogus-after"]);
+    let file = dp.dir.join("log.txt");
+    assert!(wait_until(T, || std::fs::read_to_string(&file).unwrap_or_default().contains("bogus-after")));
+}

@@ -331,7 +331,8 @@ fn gen_start(r: &mut Rng, m: &mut Model) -> Step {
     let future = mono() + 50_000 + r.below(1000) as i64;
     let when = match r.below(7) {
         0 | 1 => None,
-        // Found by fuzzing: this overflowed (a panic in a debug build).
+        // This overflowed (a panic in a debug build), found while writing
+        // the fuzz targets.
         6 => Some("9223372036.9".to_string()),
         2 => Some(future.to_string()),
         3 => Some("-".to_string()),
