@@ -127,9 +127,8 @@ fn sleeper(dp: &mut Dp, name: &str) -> i32 {
 fn nproc_limit_failed_fork_is_retried_by_auto_up() {
     let dir = TempDir::new("nproc");
     let uid = fresh_uid();
-    let path = dir.path().to_path_buf();
     // The daemon and two children.
-    let mut dp = Dp::interactive_with(dir, &["--subreaper"], |c| unprivileged(c, &path, uid, 3, None));
+    let mut dp = Dp::interactive_as(dir, &["--subreaper"], uid, 3);
     sleeper(&mut dp, "s1");
     sleeper(&mut dp, "s2");
     dp.args("s3", "sleep\t600");
@@ -156,8 +155,7 @@ fn nproc_limit_failed_fork_is_retried_by_auto_up() {
 fn fork_bomb_within_a_process_limit() {
     let dir = TempDir::new("bomb");
     let uid = fresh_uid();
-    let path = dir.path().to_path_buf();
-    let mut dp = Dp::interactive_with(dir, &["--subreaper"], |c| unprivileged(c, &path, uid, 24, None));
+    let mut dp = Dp::interactive_as(dir, &["--subreaper"], uid, 24);
     // Every process forks as long as it can; a failed fork waits a second
     // and tries again, so the limit stays taken. One process group.
     let bomb = "for (1..60) { my $p = fork; sleep 1 unless defined $p } sleep 600";

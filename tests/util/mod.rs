@@ -241,10 +241,10 @@ pub fn fresh_uid() -> u32 {
 }
 
 /// Makes the daemon run as `uid` (group `uid`, no supplementary groups)
-/// with `RLIMIT_NPROC` = `nproc` and, if given, `RLIMIT_NOFILE` = `nofile`,
-/// set in the child before exec. As root, RLIMIT_NPROC is not enforced, so
-/// a test of it needs an unprivileged uid; `dir` is handed to that uid.
-pub fn unprivileged(c: &mut Command, dir: &Path, uid: u32, nproc: u64, nofile: Option<u64>) {
+/// with `RLIMIT_NPROC` = `nproc`, set in the child before exec. As root,
+/// RLIMIT_NPROC is not enforced, so a test of it needs an unprivileged uid;
+/// `dir` is handed to that uid.
+pub fn unprivileged(c: &mut Command, dir: &Path, uid: u32, nproc: u64) {
     std::os::unix::fs::chown(dir, Some(uid), Some(uid)).expect("chown the test directory");
     // SAFETY: the closure only makes raw syscalls (async-signal-safe).
     unsafe {
@@ -252,12 +252,6 @@ pub fn unprivileged(c: &mut Command, dir: &Path, uid: u32, nproc: u64, nofile: O
             let r = libc::rlimit { rlim_cur: nproc, rlim_max: nproc };
             if libc::setrlimit(libc::RLIMIT_NPROC, &r) != 0 {
                 return Err(std::io::Error::last_os_error());
-            }
-            if let Some(n) = nofile {
-                let r = libc::rlimit { rlim_cur: n, rlim_max: n };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
             }
             if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(uid) != 0 || libc::setuid(uid) != 0 {
                 return Err(std::io::Error::last_os_error());
@@ -318,13 +312,18 @@ pub fn command(dir: &Path, args: &[&str]) -> Command {
 /// `unshare --pid --fork`); the process group is the wrapper's, and the
 /// wrapper must pass descriptors 0..2 on. An empty wrapper is `command`.
 pub fn command_under(wrapper: &[&str], dir: &Path, args: &[&str]) -> Command {
+    command_of(BIN, wrapper, dir, args)
+}
+
+/// `command_under` for another copy of the binary at `bin`.
+fn command_of(bin: &str, wrapper: &[&str], dir: &Path, args: &[&str]) -> Command {
     let mut c = match wrapper.split_first() {
         Some((prog, rest)) => {
             let mut c = Command::new(prog);
-            c.args(rest).arg(BIN);
+            c.args(rest).arg(bin);
             c
         }
-        None => Command::new(BIN),
+        None => Command::new(bin),
     };
     c.args(args).current_dir(dir).process_group(0);
     // SAFETY: the closure only makes raw syscalls (async-signal-safe).
@@ -699,14 +698,28 @@ impl Dp {
     /// before it starts (for instance a `pre_exec` hook that sets rlimits
     /// or drops privileges, or another stderr, which is then not collected).
     pub fn interactive_with(dir: TempDir, args: &[&str], setup: impl FnOnce(&mut Command)) -> Dp {
-        Dp::start_setup(&[], dir, args, false, &[], setup)
+        Dp::start_setup(BIN, &[], dir, args, false, &[], setup)
+    }
+
+    /// `daemonproxy -i ARGS` in `dir` as `uid` with `RLIMIT_NPROC` =
+    /// `nproc` (see `unprivileged`). The binary is copied into `dir` first:
+    /// the build directory may be closed to other users (a clone under
+    /// /root).
+    pub fn interactive_as(dir: TempDir, args: &[&str], uid: u32, nproc: u64) -> Dp {
+        let bin = dir.join("daemonproxy");
+        fs::copy(BIN, &bin).expect("copy the binary for another uid");
+        let path = dir.path().to_path_buf();
+        let bin = bin.to_str().expect("a UTF-8 temp path").to_string();
+        Dp::start_setup(&bin, &[], dir, args, false, &[], |c| unprivileged(c, &path, uid, nproc))
     }
 
     fn start_under(wrapper: &[&str], dir: TempDir, args: &[&str], socket: bool, fds: &[(i32, i32)]) -> Dp {
-        Dp::start_setup(wrapper, dir, args, socket, fds, |_| {})
+        Dp::start_setup(BIN, wrapper, dir, args, socket, fds, |_| {})
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn start_setup(
+        bin: &str,
         wrapper: &[&str],
         dir: TempDir,
         args: &[&str],
@@ -716,7 +729,7 @@ impl Dp {
     ) -> Dp {
         let mut all = vec!["-i"];
         all.extend_from_slice(args);
-        let mut c = command_under(wrapper, dir.path(), &all);
+        let mut c = command_of(bin, wrapper, dir.path(), &all);
         if !fds.is_empty() {
             inherit(&mut c, fds);
         }
