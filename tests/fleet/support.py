@@ -73,8 +73,11 @@ def have_netns():
 
 
 class Procs:
-    """Processes a test started; all ended (by pid, SIGKILL) at cleanup,
-    and the files opened for them closed."""
+    """Processes a test started, each in a process group of its own; every
+    group is ended (SIGKILL) at cleanup, and the files opened for them
+    closed. The group takes a daemonproxy's services with it: a test that
+    fails half-way must not leave a command running (a busy loop left by
+    one made every later run on the machine slower)."""
 
     def __init__(self):
         self.procs = []
@@ -87,12 +90,20 @@ class Procs:
 
     def start(self, argv, **kw):
         kw.setdefault("stdin", subprocess.DEVNULL)
+        kw.setdefault("start_new_session", True)
         p = subprocess.Popen(argv, **kw)
         self.procs.append(p)
         return p
 
     def stop_all(self):
         for p in reversed(self.procs):
+            # A group id stays allocated while any member lives, so this
+            # reaches only what the process left behind, even after it is
+            # gone itself.
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
             if p.poll() is None:
                 p.send_signal(signal.SIGKILL)
             try:
