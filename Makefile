@@ -52,7 +52,7 @@ test: $(VENV_STAMP)
 
 # The last line proves the PID-1 binary builds without the fleet crates;
 # before it, the model test runs many more cases than in "make test".
-MODEL_CASES ?= 1000
+MODEL_CASES ?= 10000
 check: lint
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
