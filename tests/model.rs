@@ -852,10 +852,15 @@ impl Case {
         let got = self.collect();
         self.tally.dumps += 1;
         let want = self.model.dump();
-        let ok = got.len() == want.len() && got.iter().zip(&want).all(|(g, w)| matches(w, g));
+        self.compare("statedump", &want, &got);
+    }
+
+    /// The daemon's lines must match the model's patterns one for one.
+    fn compare(&self, what: &str, want: &[String], got: &[String]) {
+        let ok = got.len() == want.len() && got.iter().zip(want).all(|(g, w)| matches(w, g));
         if !ok {
             self.fail(&format!(
-                "statedump differs from the model\n  model:\n    {}\n  daemon:\n    {}",
+                "{what} differs from the model\n  model:\n    {}\n  daemon:\n    {}",
                 want.iter().map(|s| vis(s)).collect::<Vec<_>>().join("\n    "),
                 got.iter().map(|s| vis(s)).collect::<Vec<_>>().join("\n    ")
             ));
@@ -898,14 +903,7 @@ fn run_case(seed: u64, steps: usize) -> Tally {
         done += batch;
         c.dp.send_raw(&bytes);
         let got = c.collect();
-        let ok = got.len() == want.len() && got.iter().zip(&want).all(|(g, w)| matches(w, g));
-        if !ok {
-            c.fail(&format!(
-                "replies differ from the model\n  model:\n    {}\n  daemon:\n    {}",
-                want.iter().map(|s| vis(s)).collect::<Vec<_>>().join("\n    "),
-                got.iter().map(|s| vis(s)).collect::<Vec<_>>().join("\n    ")
-            ));
-        }
+        c.compare("the replies", &want, &got);
         if r.chance(8) {
             c.check_dump();
         }

@@ -18,17 +18,6 @@ fn proc_stat(pid: i32) -> (String, i64, i64, i64) {
     (rest[0].to_string(), n(11) + n(12), n(17), n(19))
 }
 
-/// VmRSS in kB from /proc/PID/status.
-fn vm_rss(pid: i32) -> i64 {
-    let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let l = s.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS line");
-    l.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-fn open_fds(pid: i32) -> i64 {
-    fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as i64
-}
-
 fn clk_tck() -> i64 {
     // SAFETY: sysconf has no side effects.
     unsafe { libc::sysconf(libc::_SC_CLK_TCK) }
@@ -83,11 +72,11 @@ fn check_against_proc(s: &Sample, pid: i32, threads: i64) {
         s.after * 1000 / tck
     );
     let rss = num(s, 8);
-    let want = vm_rss(pid);
+    let want = status_kb(pid, "VmRSS") as i64;
     assert!((rss - want).abs() * 10 <= want, "RSS_KB {rss} vs VmRSS {want}");
     assert_eq!(num(s, 9), thr, "threads");
     assert_eq!(num(s, 9), threads, "threads of the child");
-    assert_eq!(num(s, 10), open_fds(pid), "open fds");
+    assert_eq!(num(s, 10), fd_count(pid) as i64, "open fds");
 }
 
 #[test]

@@ -200,6 +200,9 @@ const MAX_BACKOFF: u64 = 1000;
 const START_TIMEOUT: Duration = Duration::from_secs(2);
 const NOTICE_EVERY: Duration = Duration::from_secs(30);
 const FAILED_START: i32 = 0xff00;
+/// The longest command line daemonproxy takes (its input buffer less the
+/// LF); a longer one is refused whole.
+const MAX_LINE: usize = crate::controller::IN_BUF - 1;
 
 /// The deputy's state.
 pub struct Deputy {
@@ -261,6 +264,12 @@ impl Deputy {
         }
         self.noticed.insert(key.to_string(), now);
         self.notice(id, text);
+    }
+
+    /// A definition whose `service.tags` line would not fit [`MAX_LINE`].
+    fn refuse_long_definition(&mut self, id: &str, now: Instant) {
+        let t = "command refused: definition too long for daemonproxy";
+        self.notice_limited(&format!("long:{id}"), id, t, now);
     }
 
     // ----- daemonproxy's side ---------------------------------------------
@@ -585,7 +594,7 @@ impl Deputy {
             c.has_output = true;
         }
         let lines = [format!("service.args\t{svc}\t{args}"), format!("service.tags\t{svc}\t{tags}")];
-        if lines.iter().any(|l| l.len() > 1023) {
+        if lines.iter().any(|l| l.len() > MAX_LINE) {
             return self.refuse_start(id, runid, "command line too long for daemonproxy", now);
         }
         if take {
@@ -803,10 +812,7 @@ impl Deputy {
         // a restarted bridge resumes from) would no longer match ours.
         let retag = (c.def != o.def).then(|| format!("service.tags\t{svc}\t{}", tags::format(&o.def, runid)));
         match retag {
-            Some(line) if line.len() > 1023 => {
-                let t = "command refused: definition too long for daemonproxy";
-                self.notice_limited(&format!("long:{id}"), id, t, now);
-            }
+            Some(line) if line.len() > MAX_LINE => self.refuse_long_definition(id, now),
             Some(line) => {
                 c.def = o.def.clone();
                 self.send(line);
@@ -883,18 +889,13 @@ impl Deputy {
         let c = new_command(def.clone(), svc.clone(), true);
         let t = tags::format(def, 0);
         let line = format!("service.tags\t{svc}\t{t}");
-        if line.len() > 1023 {
-            self.notice_limited(
-                &format!("long:{}", def.id),
-                &def.id,
-                "command refused: definition too long for daemonproxy",
-                now,
-            );
+        if line.len() > MAX_LINE {
+            self.refuse_long_definition(&def.id, now);
             return false;
         }
         if let Ok(e) = exec::split_env(def.exec.as_bytes()) {
             let a = format!("service.args\t{svc}\t{}", String::from_utf8_lossy(&e.service_args()));
-            if a.len() <= 1023 {
+            if a.len() <= MAX_LINE {
                 self.send(a);
             }
         }
@@ -1127,7 +1128,7 @@ mod tests {
         t.orders(0, &[(x.clone(), 0, false)]);
         let long = def("x", &format!("sleep {}", "1".repeat(1100)), false);
         let a = t.orders(10, &[(long, 0, false)]);
-        assert!(a.iter().all(|x| !matches!(x, Action::Send(l) if l.len() > 1023)), "{a:?}");
+        assert!(a.iter().all(|x| !matches!(x, Action::Send(l) if l.len() > MAX_LINE)), "{a:?}");
         assert!(
             a.iter().any(|x| matches!(x, Action::Notice(_, n) if n.contains("definition too long"))),
             "no notice: {a:?}"

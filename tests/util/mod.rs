@@ -275,6 +275,19 @@ pub fn nofile_limit(c: &mut Command, n: u64) {
     }
 }
 
+/// Echo round trips measured while something attacks the daemon: the
+/// median and the 95th percentile under 10 ms, and no single one beyond
+/// 100 ms (the machine is shared; a scheduling hiccup is not the daemon
+/// blocking). Prints the figures.
+pub fn assert_round_trips(rtts: &[Duration], what: &str) {
+    let mut v = rtts.to_vec();
+    v.sort();
+    let (med, p95, max) = (v[v.len() / 2], v[v.len() * 95 / 100], v[v.len() - 1]);
+    println!("{what}: {} echo round trips, median {med:?}, p95 {p95:?}, max {max:?}", v.len());
+    assert!(med < ms(10) && p95 < ms(10), "{what}: round trips median {med:?}, p95 {p95:?}");
+    assert!(max < ms(100), "{what}: a round trip of {max:?}");
+}
+
 /// Whether a process exists and is not a zombie.
 pub fn alive(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
