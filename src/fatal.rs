@@ -9,8 +9,12 @@
 //! A signal handler may only make async-signal-safe calls, so everything it
 //! needs (the resolved program path, argv, the environment with the two
 //! variables, the log lines) is prepared ahead by [`prepare`] and published
-//! through an atomic pointer. The handler itself calls `write`, `signal`,
-//! `sigprocmask`, `execve` and `_exit` only.
+//! through an atomic pointer. The handler itself calls `poll`, `setitimer`,
+//! `write`, `signal`, `sigprocmask`, `execve` and `_exit` only.
+//!
+//! Its log writes never hang daemonproxy: a destination that does not poll
+//! writable is skipped, and a write is cut off after 1/16 s by `ITIMER_REAL`
+//! as the log's own writes are (src/log.rs; docs/nonblocking.md).
 
 use crate::line::Line;
 use std::ffi::{CString, c_char};
@@ -125,10 +129,14 @@ pub fn prepare(exec_args: &[u8], guarded: bool, log_fd: Option<i32>) {
     }
 }
 
+/// One write of `b` to the log that cannot block: skipped if the
+/// destination is full, cut off by SIGALRM otherwise (the alarm is disarmed
+/// before returning, so an exec'd exit program never inherits it).
 fn raw_write(fd: i32, b: &[u8]) {
-    if fd >= 0 {
-        // SAFETY: b is a valid buffer; write is async-signal-safe.
-        unsafe { libc::write(fd, b.as_ptr().cast(), b.len()) };
+    if fd >= 0 && crate::sys::writable_now(fd) {
+        crate::sys::alarm_usec(1_000_000 / 16);
+        let _ = crate::sys::write(fd, b);
+        crate::sys::alarm_usec(0);
     }
 }
 
@@ -140,6 +148,18 @@ extern "C" fn on_fatal(sig: libc::c_int) {
     }
     // SAFETY: p points at a live Prep (see prepare()).
     let prep = unsafe { &*p };
+    // The interrupted code may be about to read errno (guarded: it goes on).
+    // SAFETY: the thread's own errno slot.
+    let saved_errno = unsafe { *libc::__errno_location() };
+    // SIGALRM must be able to cut a write off, even if the fault came while
+    // it was blocked (around a fork).
+    // SAFETY: async-signal-safe calls on a local set.
+    unsafe {
+        let mut alrm: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut alrm);
+        libc::sigaddset(&mut alrm, libc::SIGALRM);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &alrm, std::ptr::null_mut());
+    }
     let k = FATAL.iter().position(|&s| s == sig).unwrap_or(0);
     if let Some(path) = &prep.path {
         raw_write(prep.log_fd, &prep.exec_line);
@@ -163,6 +183,8 @@ extern "C" fn on_fatal(sig: libc::c_int) {
         // SAFETY: _exit is async-signal-safe.
         unsafe { libc::_exit(FATAL_CODE) };
     }
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = saved_errno };
 }
 
 /// Install the handlers for the fatal signals.

@@ -225,12 +225,22 @@ impl OpenSpec {
 }
 
 /// `fd.open`: open PATH as `spec` asks, describe the result.
+///
+/// The open itself never blocks the loop: it is always made with
+/// `O_NONBLOCK` (a FIFO without a writer opens for reading at once, one
+/// without a reader fails to open for writing with `ENXIO`, a serial line
+/// does not wait for its carrier; fifo(7), open(2)), which is cleared
+/// afterwards unless `nonblock` was asked for (docs/nonblocking.md).
 pub fn open_file(spec: &OpenSpec, path: &[u8]) -> Result<Handle, Fail<'static>> {
     if spec.mkdir {
         mkdir_parents(path);
     }
-    let fd = nix::fcntl::open(OsStr::from_bytes(path), spec.oflag(), nix::sys::stat::Mode::from_bits_truncate(0o600))
+    let of = spec.oflag() | nix::fcntl::OFlag::O_NONBLOCK;
+    let fd = nix::fcntl::open(OsStr::from_bytes(path), of, nix::sys::stat::Mode::from_bits_truncate(0o600))
         .map_err(|e| Fail::Errno("open failed: ", e as i32))?;
+    if !spec.nonblock {
+        sys::set_nonblock(fd.as_raw_fd(), false).map_err(|e| Fail::Errno("open failed: ", e))?;
+    }
     Ok(Handle::new(Some(fd), Kind::File, &spec.flags_text(), path))
 }
 
@@ -410,6 +420,10 @@ fn bind_addr(fd: &OwnedFd, a: &Addr, text: &[u8]) -> Result<(), i32> {
 }
 
 /// Is `path` a socket owned by our euid that refuses connections?
+///
+/// The probe's connect is non-blocking: a live socket whose backlog is full
+/// answers `EAGAIN` at once (unix(7)) instead of making the loop wait for
+/// room — which could be forever when that socket is our own control socket.
 pub fn stale_socket(path: &[u8], addr: &UnixAddr) -> bool {
     let Ok(st) = nix::sys::stat::lstat(OsStr::from_bytes(path)) else {
         return false;
@@ -417,7 +431,9 @@ pub fn stale_socket(path: &[u8], addr: &UnixAddr) -> bool {
     if st.st_mode & libc::S_IFMT != libc::S_IFSOCK || st.st_uid != sys::geteuid() {
         return false;
     }
-    let Ok(probe) = sock::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None) else {
+    let Ok(probe) =
+        sock::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)
+    else {
         return false;
     };
     matches!(sock::connect(probe.as_raw_fd(), addr), Err(nix::errno::Errno::ECONNREFUSED))

@@ -195,6 +195,7 @@ fn main() {
     sup.exec_args = opts.exit_exec.clone();
     sup.guard = opts.exit_guard;
     sup.socket_uids = opts.socket_uids.clone();
+    sup.socket_perm = opts.socket_perm;
     sup.prepare_fatal();
     daemonproxy::fatal::install();
     daemonproxy::fatal::install_panic_hook();

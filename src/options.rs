@@ -78,6 +78,8 @@ pub struct Options {
     pub controllers: Option<usize>,
     /// `--socket-allow-uid UID`, repeatable.
     pub socket_uids: Vec<u32>,
+    /// `--socket-mode MODE` and `--socket-group GROUP`.
+    pub socket_perm: crate::listener::Perm,
     /// `--subreaper`: become a child subreaper outside PID 1.
     pub subreaper: bool,
 }
@@ -186,6 +188,8 @@ fn parse_into(o: &mut Options, args: &[OsString]) -> Result<(), Stop> {
                     let uid = count_arg(&v, "uid")?;
                     o.socket_uids.push(u32::try_from(uid).map_err(|_| Stop::Error("uid out of range".into()))?);
                 }
+                b"socket-mode" => o.socket_perm.mode = mode_arg(&take(&mut i, &what)?)?,
+                b"socket-group" => o.socket_perm.gid = Some(group_arg(&take(&mut i, &what)?)?),
                 b"verbose" => o.verbosity += 1,
                 b"quiet" => o.verbosity -= 1,
                 b"help" => return Err(Stop::Help),
@@ -248,6 +252,30 @@ fn count_arg(v: &OsStr, what: &str) -> Result<usize, Stop> {
     Ok(b.iter().fold(0usize, |a, &d| a * 10 + usize::from(d - b'0')))
 }
 
+/// An octal permission mode of at most 0777 (`660`, `0660`).
+fn mode_arg(v: &OsStr) -> Result<u32, Stop> {
+    let b = v.as_bytes();
+    let bad = || Stop::Error("Expected an octal mode of at most 0777 for --socket-mode".into());
+    if b.is_empty() || b.len() > 4 || !b.iter().all(|c| (b'0'..=b'7').contains(c)) {
+        return Err(bad());
+    }
+    let m = b.iter().fold(0u32, |a, &d| a * 8 + u32::from(d - b'0'));
+    if m > 0o777 { Err(bad()) } else { Ok(m) }
+}
+
+/// A group name or number.
+fn group_arg(v: &OsStr) -> Result<u32, Stop> {
+    let b = v.as_bytes();
+    if !b.is_empty() && b.len() <= 10 && b.iter().all(u8::is_ascii_digit) {
+        return u32::try_from(count_arg(v, "group").unwrap_or(usize::MAX))
+            .map_err(|_| Stop::Error("gid out of range".into()));
+    }
+    match nix::unistd::Group::from_name(&arg_str(v)) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        _ => Err(Stop::Error(format!("Unknown group \"{}\"", arg_str(v)))),
+    }
+}
+
 fn pool_arg(v: &OsStr) -> Result<Pool, Stop> {
     parse_pool(v.as_bytes()).ok_or_else(|| {
         Stop::Error("Expected 'N' or 'NxM' where N and M are integers and M has an optional size suffix".into())
@@ -308,6 +336,15 @@ mod tests {
         let (o, s) = p(&["-i", "--controller-pool", "4", "--socket-allow-uid", "1000", "--socket-allow-uid", "7"]);
         assert_eq!((o.controllers, o.socket_uids, s), (Some(4), vec![1000, 7], None));
         assert!(matches!(p(&["-i", "--controller-pool", "x"]).1, Some(Stop::Error(_))));
+        let (o, s) = p(&["-i", "--socket-mode", "0660", "--socket-group", "0"]);
+        assert_eq!((o.socket_perm, s), (crate::listener::Perm { mode: 0o660, gid: Some(0) }, None));
+        assert_eq!(p(&["-i", "--socket-mode", "666"]).0.socket_perm.mode, 0o666);
+        assert_eq!(p(&["-i"]).0.socket_perm.mode, 0o600);
+        for bad in ["1777", "0800", "", "rw", "77777"] {
+            assert!(matches!(p(&["-i", "--socket-mode", bad]).1, Some(Stop::Error(_))), "{bad}");
+        }
+        assert_eq!(p(&["-i", "--socket-group", "root"]).0.socket_perm.gid, Some(0));
+        assert!(matches!(p(&["-i", "--socket-group", "no-such-group-x"]).1, Some(Stop::Error(_))));
     }
 
     #[test]

@@ -1,14 +1,22 @@
 //! The only place daemonproxy starts a process (protocol.md §5.3).
 //!
-//! Everything the child needs — argv, the descriptor map, the messages it may
-//! have to log — is built in reusable buffers *before* the fork. The child
-//! then makes raw `libc` calls only: reset signal dispositions and mask,
-//! place descriptors at 0..n-1 without clobbering sources, close the rest,
-//! `execvp`. A failed exec logs and exits with status 3.
+//! Everything the child needs — argv and the descriptor map — is built in
+//! reusable buffers *before* the fork. The child then makes raw `libc` calls
+//! only: reset signal dispositions and mask, place descriptors at 0..n-1
+//! without clobbering sources, close the rest, `execvp`. A failed exec exits
+//! with status 3.
+//!
+//! The child never writes anything: with `CLONE_VFORK` daemonproxy is
+//! suspended until the child execs or exits, so one blocking write (to a
+//! log pipe nobody reads, say) would hang the supervisor for good. Instead
+//! the child stores the errno of what failed in memory it shares with the
+//! parent (`CLONE_VM`), and the parent logs it through its own log, which
+//! never blocks (docs/nonblocking.md).
 
 use crate::line::Line;
 use std::ffi::c_char;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Exit status of a child whose exec (or set-up) failed.
 pub const EXEC_FAILED: i32 = 3;
@@ -30,10 +38,7 @@ pub struct Spawner {
     pub map: Vec<Source>,
     /// The child must abort (a handle was missing at exec time).
     pub abort: bool,
-    /// The message it logs first (empty if the log filter hides it).
-    pub abort_msg: Line,
-    /// Messages the child logs before exec (zero-length names).
-    pub warn_msg: Line,
+    /// `exec(ARG0, ...) failed: ` for the parent's log line.
     exec_msg: Line,
     /// The child's stack until it execs.
     stack: Vec<u8>,
@@ -53,15 +58,13 @@ impl Spawner {
             argv: Vec::with_capacity(256),
             map: Vec::with_capacity(64),
             abort: false,
-            abort_msg: Line::new(),
-            warn_msg: Line::new(),
             exec_msg: Line::new(),
             stack: vec![0; CHILD_STACK],
         }
     }
 
     /// Prepare argv from the raw TAB-separated `service.args` value.
-    pub fn set_args(&mut self, args: &[u8], log_errors: bool) {
+    pub fn set_args(&mut self, args: &[u8]) {
         self.argv_buf.clear();
         self.argv.clear();
         if args.is_empty() {
@@ -82,15 +85,19 @@ impl Spawner {
             self.argv.push(std::ptr::null());
         }
         self.exec_msg.clear();
-        if log_errors {
-            let arg0 = args.split(|&b| b == b'\t').next().unwrap_or(b"");
-            self.exec_msg.s("error: exec(").push(arg0).s(", ...) failed: ");
-        }
+        let arg0 = args.split(|&b| b == b'\t').next().unwrap_or(b"");
+        self.exec_msg.s("exec(").push(arg0).s(", ...) failed: ");
     }
 
-    /// Start the child and exec. `log_fd` receives the child's own
-    /// messages. Returns the child's pid, or the errno of `clone`.
-    pub fn spawn(&mut self, log_fd: Option<RawFd>) -> Result<i32, i32> {
+    /// The start of the log message for a failed exec (strerror follows).
+    pub fn exec_msg(&self) -> &[u8] {
+        self.exec_msg.as_bytes()
+    }
+
+    /// Start the child and exec. Returns the child's pid and, if its
+    /// set-up or exec failed (it then exits with [`EXEC_FAILED`]), the errno
+    /// of the failure; or the errno of `clone`.
+    pub fn spawn(&mut self) -> Result<Spawned, i32> {
         let mut all: libc::sigset_t = unsafe_zeroed_sigset();
         let mut old: libc::sigset_t = unsafe_zeroed_sigset();
         // SAFETY: valid sigset pointers. Blocking every signal around fork
@@ -104,7 +111,7 @@ impl Spawner {
         // it execs or exits. Unlike fork() nothing is copied, so the cost
         // does not grow with daemonproxy's memory. The child only makes raw
         // syscalls on memory prepared above and never returns.
-        let arg = ChildArg { spawner: self as *const Spawner, log_fd: log_fd.unwrap_or(-1) };
+        let arg = ChildArg { spawner: self as *const Spawner, err: AtomicI32::new(0) };
         let len = self.stack.len();
         // SAFETY: the top of our own stack buffer, aligned down to 16 bytes.
         let top = unsafe { self.stack.as_mut_ptr().add(len) } as usize & !15;
@@ -121,12 +128,20 @@ impl Spawner {
         let err = if pid < 0 { crate::sys::errno() } else { 0 };
         // SAFETY: restores the mask saved above.
         unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-        if pid < 0 { Err(err) } else { Ok(pid) }
+        if pid < 0 {
+            return Err(err);
+        }
+        // The child has exec'd or exited by now (CLONE_VFORK); what it
+        // stored is visible to us (same memory, and the kernel's wake-up
+        // orders it before this load).
+        let e = arg.err.load(Ordering::SeqCst);
+        Ok(Spawned { pid, exec_errno: (e != 0).then_some(e) })
     }
 
-    /// The child's side. Only raw syscalls on prepared memory.
-    unsafe fn child(&self, log_fd: Option<RawFd>) -> ! {
-        let log_fd = log_fd.filter(|&fd| fd >= 0);
+    /// The child's side. Only raw syscalls on prepared memory; nothing that
+    /// can block (see the module comment). `err` receives the errno of a
+    /// failure before the child exits.
+    unsafe fn child(&self, err: &AtomicI32) -> ! {
         // SAFETY: the clone child, on its own stack, while the parent is
         // suspended; pointers come from buffers prepared before the clone.
         unsafe {
@@ -142,34 +157,20 @@ impl Spawner {
             let n = self.map.len() as RawFd;
             // Make room first: at the open-files limit (RLIMIT_NOFILE) the
             // copies below would fail. This child's descriptor table is its
-            // own copy, and of it only the sources and the log go on.
-            let mut keep = [-1 as RawFd; 1025];
+            // own copy, and of it only the sources go on.
+            let mut keep = [-1 as RawFd; 1024];
             let mut k = 0;
-            for src in self.map.iter().take(1024) {
+            for src in self.map.iter().take(keep.len()) {
                 if let Source::Fd(fd) = *src {
                     keep[k] = fd;
                     k += 1;
                 }
             }
-            if let Some(fd) = log_fd {
-                keep[k] = fd;
-                k += 1;
-            }
             close_all_but(&mut keep[..k]);
-            // Keep a private copy of the log destination above the map.
-            let log = match log_fd {
-                Some(fd) => libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, n.max(3)),
-                None => -1,
-            };
-            if !self.warn_msg.is_empty() && log >= 0 {
-                write_all(log, self.warn_msg.as_bytes());
-            }
             if self.abort {
-                if log >= 0 && !self.abort_msg.is_empty() {
-                    write_all(log, self.abort_msg.as_bytes());
-                }
-                // Not abort() or raise(): with CLONE_VM the C library's
-                // idea of "this thread" is still the parent's.
+                // The parent has logged why. Not abort() or raise(): with
+                // CLONE_VM the C library's idea of "this thread" is still
+                // the parent's.
                 libc::syscall(libc::SYS_kill, libc::syscall(libc::SYS_getpid), libc::SIGABRT);
                 libc::_exit(128 + libc::SIGABRT);
             }
@@ -180,7 +181,7 @@ impl Spawner {
                 if let Source::Fd(fd) = *src {
                     high[i] = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, n.max(3));
                     if high[i] < 0 {
-                        self.fail(log);
+                        fail(err);
                     }
                 }
             }
@@ -188,7 +189,7 @@ impl Spawner {
                 match *src {
                     Source::Fd(_) => {
                         if libc::dup2(high[i], i as RawFd) < 0 {
-                            self.fail(log);
+                            fail(err);
                         }
                     }
                     Source::Closed => {
@@ -196,43 +197,44 @@ impl Spawner {
                     }
                 }
             }
-            // Close everything else ([FIX F14]: not just below 1024), except
-            // the close-on-exec log copy kept for an exec failure message.
-            if log >= 0 {
-                close_from_to(n, log - 1);
-                close_from_to(log + 1, RawFd::MAX);
-            } else {
-                close_from_to(n, RawFd::MAX);
-            }
+            // Close everything else ([FIX F14]: not just below 1024).
+            close_from_to(n, RawFd::MAX);
             if !self.argv[0].is_null() {
                 libc::execvp(self.argv[0], self.argv.as_ptr());
             } else {
                 *libc::__errno_location() = libc::ENOENT;
             }
-            self.fail(log)
+            fail(err)
         }
     }
+}
 
-    /// Log `error: exec(ARG0, ...) failed: <strerror>` and exit 3.
-    unsafe fn fail(&self, log: RawFd) -> ! {
-        // SAFETY: child-side only; strerror_r writes into a stack buffer.
-        unsafe {
-            let err = *libc::__errno_location();
-            if log >= 0 && !self.exec_msg.is_empty() {
-                let mut eb = [0u8; 128];
-                let mut l = self.exec_msg.clone();
-                l.push(crate::sys::strerror(err, &mut eb)).byte(b'\n');
-                write_all(log, l.as_bytes());
-            }
-            libc::_exit(EXEC_FAILED)
-        }
+/// A started child.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spawned {
+    /// Its pid.
+    pub pid: i32,
+    /// The errno of its failed set-up or exec (it has exited with
+    /// [`EXEC_FAILED`]), `None` if it exec'd (or aborted as asked).
+    pub exec_errno: Option<i32>,
+}
+
+/// Child side: hand errno to the parent and exit with [`EXEC_FAILED`].
+fn fail(err: &AtomicI32) -> ! {
+    // SAFETY: child-side only; errno is thread-local storage we may read;
+    // _exit never returns.
+    unsafe {
+        let e = *libc::__errno_location();
+        err.store(if e == 0 { libc::EINVAL } else { e }, Ordering::SeqCst);
+        libc::_exit(EXEC_FAILED)
     }
 }
 
 /// What `clone` hands the child.
 struct ChildArg {
     spawner: *const Spawner,
-    log_fd: RawFd,
+    /// Written by the child on failure, read by the parent after clone.
+    err: AtomicI32,
 }
 
 /// Stack size of the spawned child until it execs.
@@ -242,23 +244,12 @@ extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: arg is the ChildArg set up by spawn(), alive while we run.
     let a = unsafe { &*arg.cast::<ChildArg>() };
     // SAFETY: the Spawner is alive and unchanged while the parent waits.
-    unsafe { (*a.spawner).child(Some(a.log_fd)) }
+    unsafe { (*a.spawner).child(&a.err) }
 }
 
 fn unsafe_zeroed_sigset() -> libc::sigset_t {
     // SAFETY: sigset_t is plain old data; all-zero is a valid (empty) set.
     unsafe { std::mem::zeroed() }
-}
-
-fn write_all(fd: RawFd, mut b: &[u8]) {
-    while !b.is_empty() {
-        match crate::sys::write(fd, b) {
-            Ok(0) => return,
-            Ok(n) => b = &b[n..],
-            Err(libc::EINTR) => {}
-            Err(_) => return,
-        }
-    }
 }
 
 /// Close every descriptor not in `keep` (sorted in place; duplicates and

@@ -109,6 +109,9 @@ pub struct Supervisor {
     /// Uids besides root and our own whose control connections are accepted
     /// (`--socket-allow-uid`).
     pub socket_uids: Vec<u32>,
+    /// Mode and group of the control socket's file (`--socket-mode`,
+    /// `--socket-group`).
+    pub socket_perm: listener::Perm,
     /// A timerfd armed at the next deadline: `epoll_wait` counts its
     /// timeout in whole milliseconds (rounded up), which would make every
     /// sub-second interval ([EXT E3]) up to 1 ms late. `None` if it could
@@ -164,6 +167,7 @@ impl Supervisor {
             accept_retry: None,
             accept_failed: false,
             socket_uids: Vec::new(),
+            socket_perm: listener::Perm::default(),
             fatal_prepared: None,
             report_orphans: false,
             deadline_fd,
@@ -457,15 +461,13 @@ impl Supervisor {
         let sp = &mut self.spawner;
         sp.map.clear();
         sp.abort = false;
-        sp.abort_msg.clear();
-        sp.warn_msg.clear();
+        // Whatever goes wrong is logged here, by us: the child never
+        // writes (src/spawn.rs).
         let fds: &[u8] = s.fds.as_deref().unwrap_or(b"null\tnull\tnull");
         if !fds.is_empty() {
             for entry in fds.split(|&b| b == b'\t') {
                 if entry.is_empty() {
-                    if self.log.enabled(Level::Warning) {
-                        sp.warn_msg.s("warning: ignoring zero-length file descriptor name\n");
-                    }
+                    log!(self.log, Warning, "ignoring zero-length file descriptor name");
                     continue;
                 }
                 if entry == b"-" {
@@ -478,20 +480,23 @@ impl Supervisor {
                 } else if let Some(fd) = self.handles.fd_of(entry) {
                     sp.map.push(Source::Fd(fd));
                 } else {
-                    if !sp.abort && self.log.enabled(Level::Error) {
-                        sp.abort_msg.s("error: file descriptor \"").push(entry).s("\" does not exist\n");
+                    if !sp.abort {
+                        self.log.bytes(Level::Error, &[b"file descriptor \"", entry, b"\" does not exist"]);
                     }
                     sp.abort = true;
                     sp.map.push(Source::Closed);
                 }
             }
         }
-        sp.set_args(&s.args, self.log.enabled(Level::Error));
-        // Pending log lines go out first, so the child's own messages
-        // follow them.
-        self.log.flush(self.now);
-        match self.spawner.spawn(self.log.fd()) {
-            Ok(pid) => {
+        sp.set_args(&s.args);
+        match self.spawner.spawn() {
+            Ok(child) => {
+                let pid = child.pid;
+                if let Some(e) = child.exec_errno {
+                    let mut eb = [0u8; 128];
+                    let t = sys::strerror(e, &mut eb);
+                    self.log.bytes(Level::Error, &[self.spawner.exec_msg(), t]);
+                }
                 if let Some((ours, _theirs, slot, input, output)) = pair {
                     let fd = ours.as_raw_fd();
                     let _ = sys::set_nonblock(fd, true);
@@ -962,7 +967,7 @@ impl Supervisor {
     pub fn socket_create(&mut self, path: &[u8]) -> bool {
         self.socket_delete();
         let mut removed = false;
-        let r = listener::create(path, &mut removed);
+        let r = listener::create(path, self.socket_perm, &mut removed);
         let shown = String::from_utf8_lossy(path).into_owned();
         if removed {
             log!(self.log, Info, "Unlinked control socket {shown}");

@@ -716,6 +716,99 @@ fn socket_create_and_delete() {
 }
 
 #[test]
+fn socket_delete_after_chdir_unlinks_only_its_own_socket() {
+    // Issue 14 #12: a relative control socket path is remembered by the
+    // directory it was bound in, not re-read against a later cwd.
+    let mut dp = Dp::interactive(&[]);
+    let d = dp.dir.path().to_path_buf();
+    for sub in ["a", "b", "c"] {
+        std::fs::create_dir(d.join(sub)).unwrap();
+    }
+    let theirs = UnixListener::bind(d.join("b/ctl.sock")).unwrap();
+    dp.cmd("chdir\ta", &[]);
+    dp.cmd("socket.create\t-\tctl.sock", &[]);
+    assert!(d.join("a/ctl.sock").exists());
+    dp.cmd("chdir\t../b", &[]);
+    dp.cmd("socket.delete", &[]);
+    assert!(!d.join("a/ctl.sock").exists(), "its own socket (a/ctl.sock) must be unlinked");
+    assert!(d.join("b/ctl.sock").exists(), "another program's socket (b/ctl.sock) must stay");
+    drop(UnixStream::connect(d.join("b/ctl.sock")).expect("theirs still listens"));
+    // Our socket replaced by someone else's (same uid, same path): not ours
+    // any more, so neither socket.delete nor the exit removes it.
+    dp.cmd("chdir\t../c", &[]);
+    dp.cmd("socket.create\t-\tctl.sock", &[]);
+    std::fs::remove_file(d.join("c/ctl.sock")).unwrap();
+    let replaced = UnixListener::bind(d.join("c/ctl.sock")).unwrap();
+    dp.cmd("chdir\t..", &[]);
+    dp.cmd("socket.delete", &[]);
+    assert!(d.join("c/ctl.sock").exists(), "a socket that replaced ours must stay");
+    // And at a normal exit ([EXT E6]), after another chdir.
+    dp.cmd("socket.create\t-\ta/ctl2.sock", &[]);
+    dp.cmd("chdir\tb", &[]);
+    let (st, _) = dp.finish();
+    assert_eq!(st.code(), Some(0));
+    assert!(!d.join("a/ctl2.sock").exists(), "the exit unlinks its own socket");
+    assert!(d.join("b/ctl.sock").exists() && d.join("c/ctl.sock").exists());
+    drop((theirs, replaced));
+}
+
+/// Runs the perl client as `nobody` on a socket the daemon made
+/// reachable itself (no chmod by the test); returns what it printed.
+fn connect_as(uid: u32, sock: &Path) -> String {
+    let out = Command::new("perl")
+        .arg("-e")
+        .arg(PERL_CLIENT)
+        .arg(sock)
+        .current_dir("/")
+        .uid(uid)
+        .gid(65534)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run perl as another uid");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() { text } else { format!("failed: {}", String::from_utf8_lossy(&out.stderr).trim()) }
+}
+
+#[test]
+fn socket_mode_and_group_let_an_allowed_uid_in() {
+    // Issue 14 #13: --socket-allow-uid alone leaves the socket 0600, so the
+    // uid cannot even connect; --socket-mode and --socket-group make it
+    // reachable, and SO_PEERCRED still decides who is served.
+    let dir = TempDir::new("sockperm");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = dir.join("ctl.sock");
+    let s = sock.to_str().unwrap().to_string();
+    let p = Proc::start_in(dir, &["-S", &s, "--socket-allow-uid", "65534"]);
+    assert!(wait_until(T, || listening(&sock)), "no socket; stderr:\n{}", p.err.text());
+    assert_eq!(mode_of(&sock), (true, 0o600));
+    assert!(connect_as(65534, &sock).contains("Permission denied"), "0600 keeps uid 65534 out");
+    drop(p);
+
+    let dir = TempDir::new("sockperm2");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = dir.join("ctl.sock");
+    let s = sock.to_str().unwrap().to_string();
+    let args = ["-S", &s, "--socket-allow-uid", "65534", "--socket-mode", "0660", "--socket-group", "65534"];
+    let mut p = Proc::start_in(dir, &args);
+    assert!(wait_until(T, || listening(&sock)), "no socket; stderr:\n{}", p.err.text());
+    let m = std::fs::symlink_metadata(&sock).unwrap();
+    assert_eq!((mode_of(&sock), m.gid()), ((true, 0o660), 65534));
+    assert_eq!(connect_as(65534, &sock), "ok\n", "the allowed uid is served");
+    // Another uid in the group reaches the socket but is not served.
+    assert_eq!(connect_as(65533, &sock), "EOF\n");
+    wait_log(&p, "warning: refused control connection from uid 65533");
+    assert!(p.running());
+    // socket.create from a controller gets the same mode and group.
+    let mut c = Client::connect(&sock);
+    c.send("socket.create\t-\tctl2.sock");
+    c.sync_expect(&[]);
+    let sock2 = sock.with_file_name("ctl2.sock");
+    assert_eq!((mode_of(&sock2), std::fs::symlink_metadata(&sock2).unwrap().gid()), ((true, 0o660), 65534));
+    assert_eq!(connect_as(65534, &sock2), "ok\n");
+}
+
+#[test]
 fn dash_s_socket_is_mode_0600() {
     let (p, sock) = socket_daemon("mode", &[]);
     assert_eq!(mode_of(&sock), (true, 0o600));
