@@ -79,6 +79,7 @@ import secrets
 import select
 import socket
 import stat
+import struct
 import subprocess
 import time
 
@@ -523,22 +524,37 @@ class Client:
         return client
 
     @classmethod
-    def connect(cls, path, *, timeout=DEFAULT_TIMEOUT, **kwargs):
+    def connect(cls, path, *, timeout=DEFAULT_TIMEOUT, server_uids=(), **kwargs):
         """Connect to daemonproxy's control socket at PATH.
 
         daemonproxy accepts connections from root and its own uid only
         (unless started with an option allowing more).  A new controller
         first receives the pending signals, then live events; call
         statedump() to learn the current state.
+
+        Before anything is sent, the server's uid is read with SO_PEERCRED:
+        it must be root, our own effective uid, or one of SERVER_UIDS.
+        Otherwise whoever bound PATH first (in a shared directory, say)
+        would receive our commands; DaemonproxyError is raised instead.
         """
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(timeout)
             sock.connect(path)
+            cred = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            _pid, uid, _gid = struct.unpack("3i", cred)
+            if uid not in (0, os.geteuid()) and uid not in server_uids:
+                raise DaemonproxyError(
+                    "refusing to talk to %s: the process listening there runs as uid %d, "
+                    "not root or uid %d" % (path, uid, os.geteuid())
+                )
             sock.setblocking(False)
         except OSError as e:
             sock.close()
             raise DaemonproxyError("cannot connect to %s: %s" % (path, e)) from e
+        except DaemonproxyError:
+            sock.close()
+            raise
         fd = sock.fileno()
         return cls(fd, fd, sock=sock, timeout=timeout, closers=[sock.close], **kwargs)
 

@@ -8,6 +8,7 @@ Run: python3 -m unittest discover -s tests/python -v
 import os
 import select
 import signal
+import socket
 import sys
 import textwrap
 import time
@@ -274,24 +275,62 @@ class OverSocket(DaemonTestCase):
         self.assertEqual(slow.statedump()["services"]["x"]["tags"], ["final"])
 
 
-CONTROLLER = textwrap.dedent(
-    """\
-    import os, sys
-    sys.path.insert(0, %r)
-    import daemonproxy as dp
 
-    c = dp.Client.from_service_fds(timeout=5)
-    print("stray output")   # fd 1 is /dev/null now: no command is sent
-    me = [n for n, s in c.statedump()["services"].items() if s["pid"] == os.getpid()]
-    c.start("child", ["sh", "-c", "exit 5"])
-    ev = c.wait_state("child", "down", timeout=5)
-    r, w = os.pipe()
-    c.send_fd("from.ctl", w)
-    c.command("service.tags", "result", "me=" + ",".join(me), "child=%%s" %% ev.exit_value, check=True)
-    for ev in c.events():
-        pass
-    """
-)
+    @unittest.skipUnless(os.geteuid() == 0, "needs root to listen as another uid")
+    def test_refuses_a_server_of_another_uid(self):
+        # Issue 14: whoever binds the path first would otherwise receive our
+        # commands.  A listener run as uid 65534 in a directory it may write.
+        os.chmod(self.dir, 0o755)
+        shared = self.path("shared")
+        os.mkdir(shared)
+        os.chmod(shared, 0o1777)
+
+        def impostor(path):
+            """Fork a listener as uid 65534; returns (pid, pipe reading
+            "ready" then what it received)."""
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    os.close(r)
+                    os.setgid(65534)
+                    os.setuid(65534)
+                    s = socket.socket(socket.AF_UNIX)
+                    s.bind(path)
+                    s.listen(4)
+                    os.write(w, b"ready\n")
+                    c, _ = s.accept()
+                    c.settimeout(2)
+                    try:
+                        got = c.recv(100)
+                    except OSError:
+                        got = b""
+                    os.write(w, b"got %r\n" % got)
+                finally:
+                    os._exit(0)
+            os.close(w)
+            return pid, os.fdopen(r)
+
+        sock = os.path.join(shared, "ctl.sock")
+        pid, out = impostor(sock)
+        try:
+            self.assertEqual(out.readline().strip(), "ready")
+            with self.assertRaises(dp.DaemonproxyError) as e:
+                dp.Client.connect(sock, timeout=2)
+            self.assertIn("runs as uid 65534", str(e.exception))
+            self.assertEqual(out.readline().strip(), "got b''", "nothing may be sent")
+        finally:
+            os.waitpid(pid, 0)
+            out.close()
+        # A server uid the caller names is trusted.
+        pid, out = impostor(sock + "2")
+        try:
+            self.assertEqual(out.readline().strip(), "ready")
+            c = dp.Client.connect(sock + "2", timeout=2, server_uids=(65534,))
+            c.close(timeout=1)
+        finally:
+            os.waitpid(pid, 0)
+            out.close()
 
 
 class AsControllerService(DaemonTestCase):
