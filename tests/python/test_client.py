@@ -274,8 +274,6 @@ class OverSocket(DaemonTestCase):
         self.assertLess(len(seen), n)
         self.assertEqual(slow.statedump()["services"]["x"]["tags"], ["final"])
 
-
-
     @unittest.skipUnless(os.geteuid() == 0, "needs root to listen as another uid")
     def test_refuses_a_server_of_another_uid(self):
         # Issue 14: whoever binds the path first would otherwise receive our
@@ -331,6 +329,26 @@ class OverSocket(DaemonTestCase):
         finally:
             os.waitpid(pid, 0)
             out.close()
+
+
+CONTROLLER = textwrap.dedent(
+    """\
+    import os, sys
+    sys.path.insert(0, %r)
+    import daemonproxy as dp
+
+    c = dp.Client.from_service_fds(timeout=5)
+    print("stray output")   # fd 1 is /dev/null now: no command is sent
+    me = [n for n, s in c.statedump()["services"].items() if s["pid"] == os.getpid()]
+    c.start("child", ["sh", "-c", "exit 5"])
+    ev = c.wait_state("child", "down", timeout=5)
+    r, w = os.pipe()
+    c.send_fd("from.ctl", w)
+    c.command("service.tags", "result", "me=" + ",".join(me), "child=%%s" %% ev.exit_value, check=True)
+    for ev in c.events():
+        pass
+    """
+)
 
 
 class AsControllerService(DaemonTestCase):
