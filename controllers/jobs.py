@@ -8,7 +8,7 @@ and events into JSON.  Standard library only (http.server), Python 3.9+,
 and controllers/daemonproxy.py next to it.
 
     # talk to a running daemonproxy over its control socket
-    python3 jobs.py --socket /run/daemonproxy.sock
+    python3 jobs.py --socket /run/daemonproxy.sock --token-file /etc/jobs.token
     # or start a private one ("daemonproxy -i"; stopping jobs.py ends it)
     python3 jobs.py --daemonproxy /usr/sbin/daemonproxy --listen 127.0.0.1:0
 
@@ -28,8 +28,8 @@ the kernel picks the port).  The API, all JSON:
            monotonic clock, like daemonproxy's events), "output", "argv"}
 
 Errors: 400 bad JSON, bad name or argv (or daemonproxy refused it; the
-text is in "error"), 404 no such job, 409 name taken (by a job or any other
-service), 503 daemonproxy is gone.
+text is in "error"), 401 no or wrong token, 404 no such job, 409 name
+taken (by a job or any other service), 503 daemonproxy is gone.
 
 What a job is in daemonproxy terms, for "POST /jobs" with name NAME:
 
@@ -47,10 +47,17 @@ The "job=1" tag tells jobs from other services: jobs.py lists and touches
 only those, and on start-up it adopts the jobs it finds (their output path
 is the description of the NAME.out handle).
 
-Security: there is no authentication.  Anyone who can reach the port can
-run any command, and write any file, as the user daemonproxy runs as.
-That is why it listens on 127.0.0.1 by default; keep it behind your web
-backend.
+Security: whoever can make requests can run any command, and write any
+file, as the user daemonproxy runs as (often root).  So every request must
+carry the token of --token-file (default ./jobs.token) as
+"Authorization: Bearer TOKEN", or it gets 401 and nothing happens; the
+token is compared in constant time.  A missing token file is created with
+32 random bytes (mode 0600, never through a symbolic link, never over an
+existing file); an existing one must be a regular file of ours that no
+group or other user may read or write, else jobs.py refuses to start.
+Give the token to your web backend only.  It listens on 127.0.0.1 by
+default: the token is sent in clear text, so do not expose the port
+beyond the machine without TLS in front of it.
 
 How it follows daemonproxy: one daemonproxy.Client, used under one lock
 by the HTTP threads and by a pump thread that reads events as they come;
@@ -60,12 +67,15 @@ after a sync() (so a GET sees everything that happened before it).  An
 """
 
 import argparse
+import hmac
 import http.server
 import json
 import os
+import secrets
 import select
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
@@ -373,8 +383,22 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _authorized(self):
+        given = self.headers.get("Authorization", "")
+        want = "Bearer " + self.server.token
+        return hmac.compare_digest(given.encode("utf-8", "replace"), want.encode())
+
     def _route(self, method):
         path = self.path.split("?", 1)[0].rstrip("/")
+        if not self._authorized():
+            data = b'{"error": "unauthorized: send Authorization: Bearer TOKEN (see --token-file)"}\n'
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Bearer realm="jobs"')
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         try:
             if path == "/jobs":
                 if method == "GET":
@@ -425,6 +449,32 @@ class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
 
+def load_token(path):
+    """The token in PATH, which is created (mode 0600, O_EXCL|O_NOFOLLOW)
+    with a fresh random one if missing.  An existing file must be a regular
+    file owned by us that nobody else may read or write."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    with os.fdopen(fd) as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("%s is not a regular file" % path)
+        if st.st_uid != os.geteuid():
+            raise ValueError("%s belongs to uid %d, not to us (uid %d)" % (path, st.st_uid, os.geteuid()))
+        if st.st_mode & 0o077:
+            raise ValueError("%s is mode %04o: group and others must have no access" % (path, st.st_mode & 0o7777))
+        token = f.read(4096).strip()
+    if len(token) < 16:
+        raise ValueError("%s holds no token of at least 16 characters" % path)
+    return token
+
+
 def parse_listen(text):
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
@@ -455,8 +505,17 @@ def main(argv=None):
         "--kill-timeout", metavar="SECONDS", type=float, default=5.0,
         help="DELETE: seconds between SIGTERM and SIGKILL (default 5)",
     )
+    ap.add_argument(
+        "--token-file", metavar="FILE", default="jobs.token",
+        help="the token every request must carry (default ./jobs.token; created if missing)",
+    )
     ap.add_argument("-v", "--verbose", action="store_true", help="log every request to stderr")
     args = ap.parse_args(argv)
+    try:
+        token = load_token(args.token_file)
+    except (OSError, ValueError) as e:
+        print("jobs.py: token file: %s" % e, file=sys.stderr)
+        return 1
 
     output_dir = os.path.abspath(args.output_dir)
     os.makedirs(output_dir, mode=0o700, exist_ok=True)
@@ -475,6 +534,7 @@ def main(argv=None):
     server = Server((host, port), Handler)
     server.jobs = jobs
     server.verbose = args.verbose
+    server.token = token
 
     lost = threading.Event()
 

@@ -40,13 +40,19 @@ class JobsServer:
             self.stop()
             raise AssertionError("jobs.py did not start: %r\n%s" % (line, self.log_text()))
         self.base = "http://" + line.split()[-1]
+        with open(os.path.join(cwd, "jobs.token")) as f:
+            self.token = f.read().strip()
 
-    def request(self, method, path, body=None, raw=None):
-        """(status, decoded JSON body)."""
+    def request(self, method, path, body=None, raw=None, token=None):
+        """(status, decoded JSON body).  TOKEN: the bearer token sent
+        (default the right one; "" sends no Authorization header)."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         req = urllib.request.Request(self.base + path, data=data, method=method)
         if data is not None:
             req.add_header("Content-Type", "application/json")
+        token = self.token if token is None else token
+        if token:
+            req.add_header("Authorization", "Bearer " + token)
         try:
             with urllib.request.urlopen(req, timeout=15) as resp:
                 return resp.status, json.loads(resp.read())
@@ -191,6 +197,22 @@ class SpawnedDaemonproxy(unittest.TestCase):
         self.assertEqual(status, 200, gone)
         self.assertEqual(gone["signal"], "SIGKILL")
 
+    def test_requests_without_the_token_are_refused(self):
+        # Issue 14: anyone on the machine can reach 127.0.0.1; only the
+        # holder of the token may run commands.
+        s = self.server
+        mode = os.stat(os.path.join(self.dir, "jobs.token")).st_mode & 0o777
+        self.assertEqual(mode, 0o600)
+        marker = os.path.join(self.dir, "pwned")
+        for token in ("", "wrong", s.token[:-1], s.token + "x"):
+            status, err = s.request("POST", "/jobs", {"name": "pwn", "argv": ["touch", marker]}, token=token)
+            self.assertEqual(status, 401, (token, err))
+            self.assertEqual(s.request("GET", "/jobs", token=token)[0], 401)
+            self.assertEqual(s.request("DELETE", "/jobs/napper", token=token)[0], 401)
+        time.sleep(0.3)
+        self.assertFalse(os.path.exists(marker), "an unauthorized request ran a command")
+        self.assertEqual(s.request("GET", "/jobs/pwn")[0], 404)
+
     def test_hundred_jobs(self):
         s = self.server
         names = []
@@ -213,6 +235,47 @@ class SpawnedDaemonproxy(unittest.TestCase):
                 self.assertEqual(f.read(), "output of %d\n" % i)
         for name in names:
             self.assertEqual(s.request("DELETE", "/jobs/" + name)[0], 200)
+
+
+class TokenFile(DaemonTestCase):
+    def start_jobs(self, *extra):
+        return subprocess.run(
+            [sys.executable, JOBS, "--daemonproxy", binary(), "--listen", "127.0.0.1:0"] + list(extra),
+            cwd=self.dir, capture_output=True, text=True, timeout=10,
+        )
+
+    def test_a_planted_or_exposed_token_file_is_refused(self):
+        # A token file someone else could read, or one that is a symlink,
+        # FIFO or another user's file, stops jobs.py before it listens.
+        loose = self.path("loose.token")
+        with open(loose, "w") as f:
+            f.write("0123456789abcdef0123456789abcdef\n")
+        os.chmod(loose, 0o644)
+        os.symlink(loose, self.path("link.token"))
+        os.mkfifo(self.path("fifo.token"), 0o600)
+        theirs = self.path("theirs.token")
+        with open(theirs, "w") as f:
+            f.write("0123456789abcdef0123456789abcdef\n")
+        os.chmod(theirs, 0o600)
+        if os.geteuid() == 0:
+            os.chown(theirs, 65534, 65534)
+        short = self.path("short.token")
+        with open(short, "w") as f:
+            f.write("abc\n")
+        os.chmod(short, 0o600)
+        cases = [
+            (loose, "group and others must have no access"),
+            (self.path("link.token"), "Too many levels of symbolic links"),
+            (self.path("fifo.token"), "not a regular file"),
+            (short, "no token of at least 16 characters"),
+        ]
+        if os.geteuid() == 0:
+            cases.append((theirs, "belongs to uid 65534"))
+        for path, why in cases:
+            r = self.start_jobs("--token-file", path)
+            self.assertEqual(r.returncode, 1, (path, r.stdout, r.stderr))
+            self.assertNotIn("listening", r.stdout)
+            self.assertIn(why, r.stderr, path)
 
 
 class OverTheSocket(DaemonTestCase):
