@@ -174,8 +174,8 @@ mod tests {
 
     #[test]
     fn refuses_to_replace_a_regular_file() {
-        let dir = std::env::temp_dir().join(format!("dp-listener-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
+        // A fresh private directory (mkdtemp: random name, mode 0700).
+        let dir = nix::unistd::mkdtemp(&std::env::temp_dir().join("dp-listener-XXXXXX")).unwrap();
         let file = dir.join("plain");
         std::fs::write(&file, b"data").unwrap();
         let mut removed = false;

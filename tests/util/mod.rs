@@ -47,14 +47,14 @@ pub struct TempDir {
 }
 
 impl TempDir {
-    /// Creates `$TMPDIR/dp-<tag>-<pid>-<n>`. Keep `tag` short: unix socket
+    /// Creates `$TMPDIR/dp-<tag>-XXXXXX` with mkdtemp(3) (a fresh name
+    /// nobody could have planted), then mode 0755 so that tests running a
+    /// process as another uid can reach it. Keep `tag` short: unix socket
     /// paths inside it must stay below 108 bytes.
     pub fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!("dp-{}-{}-{}", tag, std::process::id(), n));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).expect("create temp dir");
+        let template = std::env::temp_dir().join(format!("dp-{tag}-XXXXXX"));
+        let path = nix::unistd::mkdtemp(&template).expect("create temp dir");
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod temp dir");
         TempDir { path }
     }
 
