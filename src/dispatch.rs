@@ -189,6 +189,7 @@ impl Supervisor {
                 self.log.dest = Dest::Handle(name);
                 self.log.set_fd(None);
                 self.refresh_log_fd();
+                self.log.flush_now(self.now);
                 Ok(())
             }
             Request::ConnEventTimeout { reset, close } => {

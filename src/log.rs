@@ -220,6 +220,22 @@ impl Log {
         self.len == 0
     }
 
+    /// Write out what is buffered right away, as far as the destination
+    /// takes it (a few cut-off attempts at most): for `log.dest`, so that
+    /// the buffer — and the count of messages lost to the old destination
+    /// — goes to the new one before anything else is logged, and nothing
+    /// after the switch is counted as lost (§10.2; the C original wrote
+    /// its buffer when `log.dest` ran).
+    pub fn flush_now(&mut self, now: Mono) {
+        self.retry = Retry::Ready;
+        for _ in 0..4 {
+            let before = self.len;
+            if self.flush(now) || self.len == before {
+                return;
+            }
+        }
+    }
+
     /// When the loop must wake up for the log: `Some(now)` for "at once".
     pub fn deadline(&self, now: Mono) -> Option<Mono> {
         if self.len == 0 || self.fd.is_none() {

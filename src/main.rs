@@ -219,6 +219,7 @@ fn main() {
         setup_fail(&mut sup.log, "Can't create controller socket");
     }
     let mut nonblock_restore = false;
+    let mut stdin_nonblock_restore = false;
     if opts.interactive {
         let _ = sys::set_nonblock(0, true);
         let _ = sys::set_nonblock(1, true);
@@ -240,14 +241,24 @@ fn main() {
                 log!(sup.log, Error, "stdin not available");
                 setup_fail(&mut sup.log, "Unable to process config file");
             } else {
+                // A live stream (issue 15): each line runs as it arrives,
+                // read without blocking like any controller's input; the
+                // flag is taken off again at exit (the descriptor may be
+                // shared with whoever started us).
+                let _ = sys::set_nonblock(0, true);
+                stdin_nonblock_restore = true;
                 repoint_to_null(&mut sup.handles, "stdin", null_raw);
                 sup.add_controller(Kind::Config, None, Some(0), None);
             }
         } else {
             match std::fs::File::open(cfg) {
                 Ok(f) => {
+                    // Opening a FIFO waits here, at start-up, for its first
+                    // writer (as fopen did in 1.1); its lines are then read
+                    // without blocking, each run as it arrives.
                     let fd = OwnedFd::from(f);
                     let raw = fd.as_raw_fd();
+                    let _ = sys::set_nonblock(raw, true);
                     sup.add_controller(Kind::Config, Some(fd), Some(raw), None);
                 }
                 Err(e) => {
@@ -281,8 +292,10 @@ fn main() {
     }
 
     let End::Normal(code) = sup.run();
-    if nonblock_restore {
+    if nonblock_restore || stdin_nonblock_restore {
         let _ = sys::set_nonblock(0, false);
+    }
+    if nonblock_restore {
         let _ = sys::set_nonblock(1, false);
     }
     // [EXT E6]: the control socket path goes with a normal exit.

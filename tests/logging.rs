@@ -282,3 +282,44 @@ fn log_on_a_descriptor_closed_at_start() {
     let file = dp.dir.join("log.txt");
     assert!(wait_until(T, || std::fs::read_to_string(&file).unwrap_or_default().contains("bogus-after")));
 }
+
+#[test]
+fn log_dest_flushes_at_once_so_nothing_after_it_is_lost() {
+    // Issue 15 §1b: with the buffer full and messages counted as lost, a
+    // switch of the log to a file followed by more logging must keep the
+    // messages after the switch. Flushed only at the end of a pass, a line
+    // logged in the same pass as `log.dest` was counted as lost (so the
+    // outcome depended on where the pass, 3 commands, happened to end).
+    // Each round sends the switch both ways: as the 4-line write of the
+    // issue, and with `fd.open` sent before, so that `log.dest`, the
+    // filter and the echo are surely one pass.
+    for round in 0..20 {
+        for early_open in [false, true] {
+            let full = std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+            let mut dp = Dp::interactive_with(TempDir::new("dest"), &[], |c| {
+                c.stderr(full);
+            });
+            let burst: String = (0..500).map(|k| format!("unknown-{k}\n")).collect();
+            dp.send_raw(burst.as_bytes());
+            dp.sync();
+            let open = "fd.open\tlog.w\twrite,create\tlog.txt\n";
+            if early_open {
+                dp.send_raw(open.as_bytes());
+                dp.sync();
+            }
+            let switch = "log.dest\tfd\tlog.w\nlog.filter\ttrace\necho\tX\n";
+            let write = if early_open { switch.to_string() } else { format!("{open}{switch}") };
+            dp.send_raw(write.as_bytes());
+            dp.wait_match("X", T);
+            let file = dp.dir.join("log.txt");
+            let want = "debug: controller[0] command: \"echo\tX\"";
+            let text = || std::fs::read_to_string(&file).unwrap_or_default();
+            let what = format!("round {round}, fd.open {}", if early_open { "before" } else { "in the same write" });
+            assert!(wait_until(T, || text().lines().any(|l| l == want)), "{what}: no {want:?} in:\n{}", text());
+            let t = text();
+            let lost = t.lines().position(|l| l.starts_with("warning: lost ") && l.ends_with(" log messages"));
+            let echo = t.lines().position(|l| l == want);
+            assert!(lost.is_some() && lost < echo, "{what}: the lost count comes first:\n{t}");
+        }
+    }
+}

@@ -3,6 +3,7 @@
 //! F16, `-i`, `-v`/`-q`.
 
 mod util;
+use std::io::Write;
 use util::*;
 
 const HELP_TAIL: &str = "options:
@@ -284,4 +285,70 @@ fn interactive_and_config_from_stdin_conflict() {
     assert_eq!(code, 3, "stderr:\n{}", p.stderr_text());
     let err = p.stderr_lines();
     assert!(err.contains(&"error: stdin not available".to_string()), "{err:#?}");
+}
+
+// ---------------------------------------------------------------------------
+// `-c` is a live stream (issue 15 §1): every line runs as it arrives.
+
+/// Waits until `path` exists; the effect of one streamed command.
+fn wait_file(path: &std::path::Path, what: &str, p: &Proc) {
+    assert!(
+        wait_until(secs(2), || path.exists()),
+        "{what}: {} never appeared while the stream stayed open; stderr:\n{}",
+        path.display(),
+        p.err.text()
+    );
+}
+
+#[test]
+fn config_stdin_runs_each_line_as_it_arrives() {
+    // The issue's example: a service that prints, then 5 s of an open pipe.
+    let mut p = Proc::start("cstream", &["-c", "-"]);
+    p.write_stdin(
+        b"service.args\tfoo\tsh\t-c\techo hello\nservice.fds\tfoo\tstdin\tstdout\tstderr\nservice.start\tfoo\n",
+    );
+    assert!(
+        wait_until(secs(2), || p.out.text().contains("hello")),
+        "hello must be printed while the pipe stays open; stderr:\n{}",
+        p.err.text()
+    );
+    // The service's stdin was /dev/null, not the command stream.
+    p.write_stdin(b"terminate\t0\n");
+    assert_eq!(p.exit_code(T), 0);
+    assert_eq!(p.stdout_text(), "hello\n");
+}
+
+#[test]
+fn config_stdin_slow_writer() {
+    // 50 lines, one every 100 ms; each one's effect is there before the
+    // next is written.
+    let mut p = Proc::start("cslow", &["-c", "-"]);
+    let dir = p.dir.path().to_path_buf();
+    for i in 0..50 {
+        p.write_stdin(format!("fd.open\tf{i}\twrite,create\tf{i}.txt\n").as_bytes());
+        wait_file(&dir.join(format!("f{i}.txt")), &format!("line {i}"), &p);
+        std::thread::sleep(ms(100));
+    }
+    p.close_stdin();
+    // The stream's end does not end daemonproxy (§7.2).
+    std::thread::sleep(ms(200));
+    assert!(p.running());
+}
+
+#[test]
+fn config_fifo_runs_each_line_as_it_arrives() {
+    let dir = TempDir::new("cfifo");
+    let fifo = dir.join("cmds");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let fifo_s = fifo.to_str().unwrap().to_string();
+    let path = dir.path().to_path_buf();
+    let mut p = Proc::start_in(dir, &["-c", &fifo_s]);
+    // daemonproxy waits for the writer at start-up, then reads line by line.
+    let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    for i in 0..10 {
+        w.write_all(format!("fd.open\tf{i}\twrite,create\tf{i}.txt\n").as_bytes()).unwrap();
+        wait_file(&path.join(format!("f{i}.txt")), &format!("fifo line {i}"), &p);
+    }
+    w.write_all(b"terminate\t0\n").unwrap();
+    assert_eq!(p.exit_code(T), 0);
 }
