@@ -14,10 +14,10 @@ pub const SEC: i64 = 1_000_000_000;
 impl Mono {
     /// The current monotonic time.
     pub fn now() -> Mono {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: ts is a valid out parameter; CLOCK_MONOTONIC always exists.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        Mono(ts.tv_sec * SEC + ts.tv_nsec)
+        // CLOCK_MONOTONIC always exists; the zero fallback is never taken.
+        let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
+        Mono(ts.tv_sec() * SEC + ts.tv_nsec())
     }
 
     /// Whole seconds, truncated (what events print).

@@ -11,7 +11,7 @@ use crate::command::Name;
 use crate::log::Log;
 use crate::sys;
 use arrayvec::ArrayVec;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 /// Input buffer size: the longest command line plus its LF.
 pub const IN_BUF: usize = 1024;
@@ -316,44 +316,13 @@ impl Controller {
 
     /// `recvmsg` into the input buffer, queueing any descriptors received.
     fn recv(&mut self, fd: RawFd, log: &mut Log) -> Result<usize, sys::Errno> {
-        const SPACE: usize = 8;
-        // u64 elements keep the control buffer aligned for cmsghdr.
-        let mut cbuf = [0u64; 16];
-        let mut iov =
-            libc::iovec { iov_base: self.inbuf[self.in_len..].as_mut_ptr().cast(), iov_len: IN_BUF - self.in_len };
-        // SAFETY: msghdr is plain old data; zero is a valid start.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        // SAFETY: CMSG_SPACE is a pure computation.
-        msg.msg_controllen = (unsafe { libc::CMSG_SPACE((SPACE * size_of::<RawFd>()) as u32) } as usize)
-            .min(std::mem::size_of_val(&cbuf));
-        // SAFETY: msg points at valid buffers that outlive the call.
-        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) };
-        if n < 0 {
-            return Err(sys::errno());
-        }
-        // SAFETY: walking the control messages the kernel filled in, within
-        // msg_controllen, with the libc CMSG helpers.
-        unsafe {
-            let mut cm = libc::CMSG_FIRSTHDR(&msg);
-            while !cm.is_null() {
-                if (*cm).cmsg_level == libc::SOL_SOCKET && (*cm).cmsg_type == libc::SCM_RIGHTS {
-                    let data = libc::CMSG_DATA(cm).cast::<RawFd>();
-                    let count = ((*cm).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / size_of::<RawFd>();
-                    for k in 0..count {
-                        let raw = std::ptr::read_unaligned(data.add(k));
-                        let owned = OwnedFd::from_raw_fd(raw);
-                        if self.taken.try_push(owned).is_err() {
-                            crate::log!(log, Error, "No room for ancillary file descriptor {raw}");
-                        }
-                    }
-                }
-                cm = libc::CMSG_NXTHDR(&msg, cm);
+        let taken = &mut self.taken;
+        sys::recv_with_fds(fd, &mut self.inbuf[self.in_len..], |owned| {
+            let raw = owned.as_raw_fd();
+            if taken.try_push(owned).is_err() {
+                crate::log!(log, Error, "No room for ancillary file descriptor {raw}");
             }
-        }
-        Ok(n as usize)
+        })
     }
 
     /// Take the next piece of input, copying a complete line into `out`.

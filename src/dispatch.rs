@@ -389,17 +389,13 @@ impl Supervisor {
             let r = match group {
                 false => sys::pidfd_send_signal(fd, sig),
                 true if sys::readable_now(fd) => Err(libc::ESRCH),
-                // SAFETY: plain killpg; the group leader is alive (above).
-                true => sys::cerr(unsafe { libc::killpg(pid, sig) }).map(|_| ()),
+                // The group leader is alive (above).
+                true => sys::kill(pid, sig, true),
             };
             return r.map_err(|err| Fail::Kill { name, pid, group, err });
         }
-        // SAFETY: plain kill/killpg on a pid we forked and have not reaped.
-        let rc = unsafe { if group { libc::killpg(pid, sig) } else { libc::kill(pid, sig) } };
-        if rc != 0 {
-            return Err(Fail::Kill { name, pid, group, err: crate::sys::errno() });
-        }
-        Ok(())
+        // A pid we forked and have not reaped: it cannot have been reused.
+        sys::kill(pid, sig, group).map_err(|err| Fail::Kill { name, pid, group, err })
     }
 
     /// `service.attach\tNAME\tPID` (an extension): watch a process we did

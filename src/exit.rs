@@ -27,40 +27,17 @@ pub fn exec_on_exit(log: &mut Log, args: &[u8], code: i32, message: &str, servic
     let argv: Vec<CString> =
         args.split(|&b| b == b'\t').map(|a| CString::new(a.to_vec()).unwrap_or_default()).collect();
     let Some(arg0) = argv.first() else { return };
-    // SAFETY: daemonproxy is single-threaded; nothing reads the
-    // environment concurrently.
-    unsafe {
-        std::env::set_var("DAEMONPROXY_EXITCODE", code.to_string());
-        std::env::set_var("DAEMONPROXY_ERROR", message);
-    }
+    sys::set_env("DAEMONPROXY_EXITCODE", &code.to_string());
+    sys::set_env("DAEMONPROXY_ERROR", message);
     let name = String::from_utf8_lossy(arg0.as_bytes()).into_owned();
     log!(log, Warning, "daemonproxy exec_on_exit to '{name}'");
     log_running(log, services);
     log.flush_final();
-    reset_signals();
-    let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    ptrs.push(std::ptr::null());
-    // SAFETY: ptrs is a NULL-terminated array of valid C strings.
-    unsafe { libc::execvp(ptrs[0], ptrs.as_ptr()) };
-    let e = sys::errno();
+    sys::reset_signals();
+    let e = sys::execvp(&argv);
     let mut eb = [0u8; 128];
     let text = String::from_utf8_lossy(sys::strerror(e, &mut eb)).into_owned();
     log!(log, Error, "Unable to exec \"{name}\": {text}");
-}
-
-/// Default dispositions and an empty mask, so the exit program starts clean.
-pub fn reset_signals() {
-    // SAFETY: plain signal/sigprocmask calls with valid arguments.
-    unsafe {
-        for sig in 1..libc::SIGRTMAX() + 1 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-        }
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-    }
 }
 
 /// The exec path (§8.4) for help, version, option and setup errors:

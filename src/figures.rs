@@ -122,15 +122,13 @@ pub fn count_fds(pid: i32) -> Result<u64, Errno> {
     let mut buf = [0u64; 512];
     let mut count = 0;
     loop {
-        // SAFETY: viewing the u64 buffer as bytes (any bit pattern is valid).
-        let bytes = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), size_of_val(&buf)) };
-        let n = match sys::getdents64(dir.as_raw_fd(), bytes) {
-            Ok(0) => return Ok(count),
-            Ok(n) => n,
+        let bytes = match sys::getdents64_aligned(dir.as_raw_fd(), &mut buf) {
+            Ok([]) => return Ok(count),
+            Ok(b) => b,
             Err(libc::EINTR) => continue,
             Err(e) => return Err(e),
         };
-        count += count_entries(&bytes[..n]);
+        count += count_entries(bytes);
     }
 }
 
@@ -320,10 +318,8 @@ mod tests {
     #[test]
     fn share_since_the_previous_sample() {
         let cpu_now = || {
-            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-            // SAFETY: ts is a valid out parameter.
-            unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-            ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+            let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID).unwrap();
+            ts.tv_sec() as f64 + ts.tv_nsec() as f64 / 1e9
         };
         let me = sys::getpid();
         let clocks = Clocks::get();

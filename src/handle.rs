@@ -270,7 +270,6 @@ pub fn write_deleted(out: &mut Line, name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::FromRawFd;
 
     fn devnull() -> OwnedFd {
         let f = std::fs::File::open("/dev/null").unwrap();
@@ -301,8 +300,7 @@ mod tests {
         assert_eq!(l.as_bytes(), b"fd.state\tb\tpipe\tto\t?");
         let after = Name::from("b").unwrap();
         assert_eq!(t.next_after(Some(&after)).map(|(n, _)| n.as_str()), Some("control.cmd"));
-        // SAFETY: dup of stdin for the test only; OwnedFd closes it.
-        let fd = unsafe { OwnedFd::from_raw_fd(libc::dup(0)) };
+        let fd = nix::unistd::dup(std::io::stdin()).unwrap();
         let h = Handle::inherited(fd);
         assert!(matches!(h.kind, Kind::File | Kind::Socket));
     }

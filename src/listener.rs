@@ -4,7 +4,7 @@
 use crate::sys;
 use nix::sys::socket::{self as sock, AddressFamily, SockFlag, SockType, UnixAddr};
 use std::ffi::OsStr;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 /// Backlog of the control socket.
@@ -103,11 +103,10 @@ pub fn create(path: &[u8], perm: Perm, removed: &mut bool) -> Result<Listener, C
     // by path that a symlink could redirect. daemonproxy is
     // single-threaded, so the process-wide umask change is not seen by
     // anything else.
-    // SAFETY: umask cannot fail.
-    let old = unsafe { libc::umask(!perm.mode & 0o777) };
+    use nix::sys::stat::{Mode, umask};
+    let old = umask(Mode::from_bits_truncate(!perm.mode & 0o777));
     let bound = sock::bind(fd.as_raw_fd(), &addr);
-    // SAFETY: as above.
-    unsafe { libc::umask(old) };
+    umask(old);
     bound.map_err(|e| err("bind", e))?;
     let st = stat_at(&dir, name).map_err(|e| err("stat", e))?;
     let listener = Listener { fd, path: path.to_vec(), dir, name: name.to_vec(), id: (st.st_dev, st.st_ino) };
@@ -151,21 +150,12 @@ impl Listener {
     /// the backlog is empty or accept failed.
     pub fn accept(&self) -> Result<Option<OwnedFd>, i32> {
         match sock::accept4(self.fd.as_raw_fd(), SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK) {
-            // SAFETY: accept4 returned a fresh descriptor we now own.
-            Ok(fd) => Ok(Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })),
+            // accept4 returned a fresh descriptor we now own.
+            Ok(fd) => Ok(sys::own_fd(fd)),
             Err(nix::errno::Errno::EAGAIN) => Ok(None),
             Err(e) => Err(e as i32),
         }
     }
-}
-
-/// The uid of the process at the other end of a unix socket.
-pub fn peer_uid(fd: RawFd) -> Option<u32> {
-    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: cred and len are valid out parameters of the given size.
-    let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, (&raw mut cred).cast(), &mut len) };
-    (rc == 0).then_some(cred.uid)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use daemonproxy::supervisor::{DEFAULT_CONTROLLERS, End, Supervisor};
 use daemonproxy::{exit, log, sys};
 use std::ffi::OsString;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
 /// Descriptors ≥ 3 open at start-up (before daemonproxy opens its own).
@@ -43,9 +43,7 @@ fn repoint_to_null(handles: &mut Handles, which: &str, null: RawFd) {
         return;
     };
     let (flags, kind, desc) = (old.flags.clone(), old.kind, old.desc.clone());
-    if let Ok(fd) = sys::dup_cloexec(null, 3) {
-        // SAFETY: fd was just returned by dup and is owned by nobody else.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    if let Some(owned) = sys::dup_cloexec(null, 3).ok().and_then(sys::own_fd) {
         let mut h = Handle::new(Some(owned), kind, &flags, &desc);
         h.flags = flags;
         handles.insert(name(which), h);
@@ -101,8 +99,7 @@ fn banner() -> [String; 6] {
 }
 
 fn main() {
-    // SAFETY: umask cannot fail.
-    unsafe { libc::umask(0o077) };
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let pid1 = sys::getpid() == 1;
     let inherited = inherited_fds();
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -144,13 +141,10 @@ fn main() {
     // daemonproxy's own streams; a closed one becomes /dev/null.
     for (fd, n) in [(0, "stdin"), (1, "stdout"), (2, "stderr")] {
         if !sys::fd_is_open(fd) {
-            // SAFETY: dup2 onto a closed standard descriptor.
-            unsafe { libc::dup2(null_raw, fd) };
+            let _ = sys::dup2(null_raw, fd);
         }
-        if let Ok(d) = sys::dup_cloexec(fd, 3) {
-            // SAFETY: d is a fresh descriptor owned by nobody else.
-            let h = Handle::inherited(unsafe { OwnedFd::from_raw_fd(d) });
-            handles.insert(name(n), h);
+        if let Some(d) = sys::dup_cloexec(fd, 3).ok().and_then(sys::own_fd) {
+            handles.insert(name(n), Handle::inherited(d));
         }
     }
     for fd in inherited {
@@ -169,9 +163,10 @@ fn main() {
             break;
         }
         let _ = sys::set_cloexec(fd);
-        // SAFETY: an inherited descriptor nobody else in this process owns.
-        let h = Handle::inherited(unsafe { OwnedFd::from_raw_fd(fd) });
-        handles.insert(name(&format!("fd_{fd}")), h);
+        // An inherited descriptor nobody else in this process owns.
+        if let Some(owned) = sys::own_fd(fd) {
+            handles.insert(name(&format!("fd_{fd}")), Handle::inherited(owned));
+        }
     }
 
     let slots = opts.controllers.unwrap_or(DEFAULT_CONTROLLERS).clamp(2, 4096);
@@ -201,14 +196,12 @@ fn main() {
     daemonproxy::fatal::install_panic_hook();
     if pid1 {
         // Ctrl-Alt-Del becomes SIGINT to PID 1, counted like any other.
-        // SAFETY: reboot(RB_DISABLE_CAD) only changes a kernel flag.
-        if unsafe { libc::reboot(libc::RB_DISABLE_CAD) } != 0 {
-            log!(sup.log, Debug, "reboot(RB_DISABLE_CAD): {}", std::io::Error::last_os_error());
+        if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
+            log!(sup.log, Debug, "reboot(RB_DISABLE_CAD): {}", e.desc());
         }
     } else if opts.subreaper {
-        // SAFETY: prctl with integer arguments.
-        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-            log!(sup.log, Error, "prctl(PR_SET_CHILD_SUBREAPER): {}", std::io::Error::last_os_error());
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            log!(sup.log, Error, "prctl(PR_SET_CHILD_SUBREAPER): {}", e.desc());
         }
         sup.report_orphans = true;
     }
@@ -276,11 +269,9 @@ fn main() {
         }
     }
     if opts.mlockall {
-        // SAFETY: mlockall takes flags only.
-        if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
-            let mut eb = [0u8; 128];
-            let t = String::from_utf8_lossy(sys::strerror(sys::errno(), &mut eb)).into_owned();
-            log!(sup.log, Error, "mlockall: {t}");
+        use nix::sys::mman::{MlockAllFlags, mlockall};
+        if let Err(e) = mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE) {
+            log!(sup.log, Error, "mlockall: {}", e.desc());
         }
     }
     if opts.daemonize {
@@ -311,10 +302,15 @@ fn main() {
 /// original streams at /dev/null ([FIX F4]) and starts a new session.
 fn daemonize(sup: &mut Supervisor, opts: &options::Options, guarded: bool) {
     sup.log.flush_final();
-    // SAFETY: single-threaded; the child continues as daemonproxy.
-    let pid = unsafe { libc::fork() };
+    let pid = match sys::fork() {
+        Ok(pid) => pid,
+        Err(e) => {
+            let mut eb = [0u8; 128];
+            log!(sup.log, Error, "fork: {}", String::from_utf8_lossy(sys::strerror(e, &mut eb)));
+            -1
+        }
+    };
     if pid < 0 {
-        log!(sup.log, Error, "fork: {}", std::io::Error::last_os_error());
         exit::exec_path(&mut sup.log, &opts.exit_exec, 3, "Unable to daemonize", guarded, None);
         return;
     }
@@ -322,21 +318,19 @@ fn daemonize(sup: &mut Supervisor, opts: &options::Options, guarded: bool) {
         let mut out = std::io::stdout();
         let _ = write!(out, "{pid}");
         let _ = out.flush();
-        // SAFETY: _exit skips destructors that would touch shared state.
-        unsafe { libc::_exit(0) };
+        // _exit skips destructors that would touch shared state.
+        sys::exit_now(0);
     }
     let config_stdin = opts.config.as_deref().is_some_and(|c| c.as_bytes() == b"-");
     for (fd, n) in [(0, "stdin"), (1, "stdout"), (2, "stderr")] {
         if fd == 0 && config_stdin {
             continue; // fd 0 is the config stream
         }
-        // SAFETY: dup2 of /dev/null onto a standard descriptor.
-        unsafe { libc::dup2(sup.null_fd, fd) };
+        let _ = sys::dup2(sup.null_fd, fd);
         repoint_to_null(&mut sup.handles, n, sup.null_fd);
     }
-    // SAFETY: setsid takes no arguments.
-    if unsafe { libc::setsid() } < 0 {
-        log!(sup.log, Error, "setsid: {}", std::io::Error::last_os_error());
+    if let Err(e) = nix::unistd::setsid() {
+        log!(sup.log, Error, "setsid: {}", e.desc());
         exit::exec_path(&mut sup.log, &opts.exit_exec, 3, "Unable to daemonize", guarded, None);
     }
 }

@@ -48,34 +48,15 @@ pub fn counted_index(sig: i32) -> Option<usize> {
     COUNTED.iter().position(|&s| s == sig)
 }
 
-extern "C" fn on_alarm(_: libc::c_int) {}
-
 /// Install the handlers; `wake` is the write end of the loop's wake pipe.
 pub fn install(wake: &std::os::fd::OwnedFd) -> std::io::Result<()> {
-    for (i, &sig) in COUNTED.iter().enumerate() {
-        // SAFETY: the action only touches an atomic (async-signal-safe).
-        unsafe {
-            signal_hook::low_level::register(sig, move || {
-                DELIVERED[i].fetch_add(1, Ordering::Relaxed);
-            })?;
-        }
+    for (counter, &sig) in DELIVERED.iter().zip(COUNTED.iter()) {
+        crate::sys::count_signal(sig, counter)?;
         signal_hook::low_level::pipe::register_raw(sig, wake.try_clone()?)?;
     }
-    // SAFETY: the action only stores to an atomic (async-signal-safe).
-    unsafe {
-        signal_hook::low_level::register(libc::SIGCHLD, || CHILD_EXITED.store(true, Ordering::SeqCst))?;
-    }
+    crate::sys::flag_signal(libc::SIGCHLD, &CHILD_EXITED)?;
     signal_hook::low_level::pipe::register_raw(libc::SIGCHLD, wake.try_clone()?)?;
-    // SAFETY: a plain sigaction with an empty, async-signal-safe handler and
-    // no SA_RESTART; SIGPIPE set to ignore.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_alarm as *const () as usize;
-        sa.sa_flags = 0;
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-    }
+    crate::sys::install_alarm_and_ignore_pipe();
     Ok(())
 }
 

@@ -287,13 +287,7 @@ impl Supervisor {
     }
 
     fn reap(&mut self) {
-        loop {
-            let mut status = 0;
-            // SAFETY: status is a valid out parameter.
-            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-            if pid <= 0 {
-                break;
-            }
+        while let Some((pid, status)) = sys::reap_any() {
             let exit = Exit::from_status(status);
             let Some(i) = self.services.set_down(pid, exit, self.now) else {
                 // An orphan (we are PID 1 or a subreaper): reaped, no event.
@@ -1021,7 +1015,7 @@ impl Supervisor {
             match l.accept() {
                 Ok(Some(fd)) => {
                     let raw = fd.as_raw_fd();
-                    let uid = listener::peer_uid(raw);
+                    let uid = sys::peer_uid(raw);
                     let me = sys::geteuid();
                     let allowed = uid.is_some_and(|u| u == 0 || u == me || self.socket_uids.contains(&u));
                     if !allowed {

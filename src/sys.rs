@@ -151,6 +151,184 @@ pub fn getpid() -> i32 {
     unsafe { libc::getpid() }
 }
 
+/// The uid of the process at the other end of a unix socket
+/// (`SO_PEERCRED`).
+pub fn peer_uid(fd: RawFd) -> Option<u32> {
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: cred and len are valid out parameters of the given size.
+    let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, (&raw mut cred).cast(), &mut len) };
+    (rc == 0).then_some(cred.uid)
+}
+
+/// Take ownership of a descriptor that nothing in this process owns yet:
+/// one inherited at start-up, or one a raw call below just returned. `None`
+/// for a negative or closed descriptor.
+pub fn own_fd(fd: RawFd) -> Option<OwnedFd> {
+    // SAFETY: an open descriptor no other object in this process owns
+    // (the contract above); OwnedFd closes it once.
+    (fd >= 0 && fd_is_open(fd)).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `dup2(src, dst)` onto a raw descriptor number (0, 1 and 2 at start-up
+/// and in `-D`; nix's `dup2` wants an `OwnedFd` target).
+pub fn dup2(src: RawFd, dst: RawFd) -> Result<(), Errno> {
+    // SAFETY: plain integers; dup2 closes dst first if it was open.
+    cerr(unsafe { libc::dup2(src, dst) }).map(|_| ())
+}
+
+/// `kill(2)` the process `pid`, or with `group` `killpg(2)` its group. The
+/// signal may be a real-time one (nix's `Signal` has none of those).
+pub fn kill(pid: i32, sig: i32, group: bool) -> Result<(), Errno> {
+    // SAFETY: plain integers; sending a signal touches no memory of ours.
+    cerr(unsafe { if group { libc::killpg(pid, sig) } else { libc::kill(pid, sig) } }).map(|_| ())
+}
+
+/// Reap one exited child without waiting (`waitpid(-1, WNOHANG)`):
+/// `Some((pid, wait status))`, or `None` when none is left.
+pub fn reap_any() -> Option<(i32, i32)> {
+    let mut status = 0;
+    // SAFETY: status is a valid out parameter.
+    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    (pid > 0).then_some((pid, status))
+}
+
+/// `recvmsg(2)` into `buf`, taking the descriptors of any `SCM_RIGHTS`
+/// message (close-on-exec) and handing each to `take`. Returns the bytes
+/// read. Nothing is allocated: the control buffer is on the stack.
+pub fn recv_with_fds(fd: RawFd, buf: &mut [u8], mut take: impl FnMut(OwnedFd)) -> Result<usize, Errno> {
+    const MAX_FDS: usize = 8;
+    // u64 elements keep the control buffer aligned for cmsghdr.
+    let mut cbuf = [0u64; 16];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: msghdr is plain old data; zero is a valid start.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is a pure computation.
+    msg.msg_controllen =
+        (unsafe { libc::CMSG_SPACE((MAX_FDS * size_of::<RawFd>()) as u32) } as usize).min(std::mem::size_of_val(&cbuf));
+    // SAFETY: msg points at valid buffers that outlive the call.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(errno());
+    }
+    // SAFETY: walking the control messages the kernel filled in, within
+    // msg_controllen, with the libc CMSG helpers; each descriptor received
+    // is new in this process and owned by nobody else.
+    unsafe {
+        let mut cm = libc::CMSG_FIRSTHDR(&msg);
+        while !cm.is_null() {
+            if (*cm).cmsg_level == libc::SOL_SOCKET && (*cm).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cm).cast::<RawFd>();
+                let count = ((*cm).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / size_of::<RawFd>();
+                for k in 0..count {
+                    take(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(k))));
+                }
+            }
+            cm = libc::CMSG_NXTHDR(&msg, cm);
+        }
+    }
+    Ok(n as usize)
+}
+
+/// `fork(2)` for `-D` (daemonize), before the loop runs and while
+/// daemonproxy is single-threaded: `Ok(0)` in the child, the child's pid in
+/// the parent.
+pub fn fork() -> Result<i32, Errno> {
+    // SAFETY: called before any thread exists (start-up); the child only
+    // continues daemonproxy's own single-threaded start-up.
+    cerr(unsafe { libc::fork() })
+}
+
+/// `_exit(2)`: end at once, without exit handlers (the parent of `-D`).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit takes an integer and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// Set an environment variable for the exit program. daemonproxy is
+/// single-threaded, so nothing reads the environment meanwhile.
+pub fn set_env(key: &str, value: &str) {
+    // SAFETY: no other thread exists to read the environment concurrently.
+    unsafe { std::env::set_var(key, value) };
+}
+
+/// `execvp(3)` `argv` (non-empty); returns the errno if it fails.
+pub fn execvp(argv: &[std::ffi::CString]) -> Errno {
+    let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    if argv.is_empty() {
+        return libc::ENOENT;
+    }
+    // SAFETY: ptrs is a NULL-terminated array of valid C strings that
+    // outlive the call.
+    unsafe { libc::execvp(ptrs[0], ptrs.as_ptr()) };
+    errno()
+}
+
+/// Every signal's disposition back to default and an empty mask, so a
+/// program exec'd next starts clean.
+pub fn reset_signals() {
+    // SAFETY: plain signal/sigprocmask calls with valid arguments.
+    unsafe {
+        for sig in 1..libc::SIGRTMAX() + 1 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
+}
+
+/// Count deliveries of `sig` in `counter` (a handler that only adds one).
+pub fn count_signal(sig: i32, counter: &'static std::sync::atomic::AtomicU32) -> std::io::Result<()> {
+    // SAFETY: the action only touches an atomic (async-signal-safe).
+    unsafe {
+        signal_hook::low_level::register(sig, move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })?;
+    }
+    Ok(())
+}
+
+/// Set `flag` on every delivery of `sig`.
+pub fn flag_signal(sig: i32, flag: &'static std::sync::atomic::AtomicBool) -> std::io::Result<()> {
+    // SAFETY: the action only stores to an atomic (async-signal-safe).
+    unsafe {
+        signal_hook::low_level::register(sig, move || flag.store(true, std::sync::atomic::Ordering::SeqCst))?;
+    }
+    Ok(())
+}
+
+/// An empty SIGALRM handler installed *without* `SA_RESTART`, so that an
+/// alarm interrupts a blocked write with `EINTR` (see [`alarm_usec`]); and
+/// SIGPIPE ignored.
+pub fn install_alarm_and_ignore_pipe() {
+    extern "C" fn on_alarm(_: libc::c_int) {}
+    // SAFETY: a plain sigaction with an empty, async-signal-safe handler.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_alarm as *const () as usize;
+        sa.sa_flags = 0;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// `getdents64(2)` into a `u64` buffer (aligned for `linux_dirent64`);
+/// returns the filled bytes as a slice.
+pub fn getdents64_aligned(fd: RawFd, buf: &mut [u64]) -> Result<&[u8], Errno> {
+    // SAFETY: viewing the u64 buffer as bytes (any bit pattern is valid).
+    let bytes = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), size_of_val(buf)) };
+    let n = getdents64(fd, bytes)?;
+    Ok(&bytes[..n])
+}
+
 /// A non-blocking, close-on-exec `CLOCK_MONOTONIC` timerfd (timerfd_create(2)).
 pub fn timerfd() -> Result<std::os::fd::OwnedFd, Errno> {
     use std::os::fd::FromRawFd;

@@ -15,15 +15,19 @@ use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: daemonproxy-poweroff [-t SECONDS] [halt|poweroff|reboot]";
 
+use nix::sys::reboot::{RebootMode, reboot};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+/// Reap what has exited; true once no child is left at all (ECHILD).
 fn reap_all() -> bool {
     loop {
-        // SAFETY: waitpid with a null status pointer.
-        let pid = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
-        if pid > 0 {
-            continue;
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => return false,
+            Ok(_) => continue,
+            Err(_) => return true,
         }
-        // ECHILD: nothing left at all.
-        return pid < 0;
     }
 }
 
@@ -52,40 +56,34 @@ fn main() {
         }
     }
     let cmd = match mode.as_str() {
-        "halt" => libc::RB_HALT_SYSTEM,
-        "reboot" => libc::RB_AUTOBOOT,
-        _ => libc::RB_POWER_OFF,
+        "halt" => RebootMode::RB_HALT_SYSTEM,
+        "reboot" => RebootMode::RB_AUTOBOOT,
+        _ => RebootMode::RB_POWER_OFF,
     };
-    // SAFETY: getpid cannot fail.
-    let pid1 = unsafe { libc::getpid() } == 1;
+    let pid1 = nix::unistd::getpid().as_raw() == 1;
     if pid1 {
         // Everything else gets SIGTERM, then SIGKILL after the grace period.
-        // SAFETY: kill(-1) from PID 1 signals every other process.
-        unsafe { libc::kill(-1, libc::SIGTERM) };
+        // kill(-1) from PID 1 signals every other process.
+        let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
         let end = Instant::now() + grace;
         while Instant::now() < end && !reap_all() {
             std::thread::sleep(Duration::from_millis(10));
         }
-        // SAFETY: as above.
-        unsafe { libc::kill(-1, libc::SIGKILL) };
+        let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
         let end = Instant::now() + Duration::from_secs(1);
         while Instant::now() < end && !reap_all() {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    // SAFETY: sync and reboot take no pointers.
-    unsafe { libc::sync() };
-    // SAFETY: as above.
-    let rc = unsafe { libc::reboot(cmd) };
-    if rc != 0 {
-        eprintln!("daemonproxy-poweroff: reboot({mode}): {}", std::io::Error::last_os_error());
-        if pid1 {
-            // PID 1 must not exit (the kernel would panic): wait forever.
-            loop {
-                // SAFETY: pause has no arguments.
-                unsafe { libc::pause() };
-            }
+    nix::unistd::sync();
+    // reboot(2) returns only if it failed.
+    let Err(e) = reboot(cmd);
+    eprintln!("daemonproxy-poweroff: reboot({mode}): {}", e.desc());
+    if pid1 {
+        // PID 1 must not exit (the kernel would panic): wait forever.
+        loop {
+            nix::unistd::pause();
         }
-        std::process::exit(1);
     }
+    std::process::exit(1);
 }
