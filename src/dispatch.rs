@@ -407,6 +407,14 @@ impl Supervisor {
         if pid == sys::getpid() {
             return Err(Fail::Msg("process is daemonproxy"));
         }
+        // Watching init or an ancestor would let a controller that signals
+        // every service (a shutdown script) signal them.
+        if pid == 1 {
+            return Err(Fail::Msg("process is process 1"));
+        }
+        if is_ancestor(pid) {
+            return Err(Fail::Msg("process is an ancestor of daemonproxy"));
+        }
         let pidfd = sys::pidfd_open(pid).map_err(|e| match e {
             libc::ESRCH => Fail::Msg("No such process"),
             e => Fail::Errno("pidfd_open failed: ", e),
@@ -444,4 +452,23 @@ impl Supervisor {
         self.emit_fd(&w);
         Ok(())
     }
+}
+
+/// Is `pid` daemonproxy's parent, or that parent's parent, and so on
+/// (read from /proc; at most 64 steps)?
+fn is_ancestor(pid: i32) -> bool {
+    let mut p = nix::unistd::getppid().as_raw();
+    for _ in 0..64 {
+        if p <= 0 {
+            return false;
+        }
+        if p == pid {
+            return true;
+        }
+        match crate::figures::read_stat(p) {
+            Ok(st) => p = st.ppid,
+            Err(_) => return false,
+        }
+    }
+    false
 }

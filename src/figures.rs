@@ -34,6 +34,8 @@ impl Clocks {
 pub struct ProcStat {
     /// The state letter (`R`, `S`, `D`, `Z`, `T`, `t`, `X`, `I`, ...).
     pub state: u8,
+    /// The parent's pid (0 for process 1 and kernel threads' root).
+    pub ppid: i32,
     /// utime + stime of all threads, in clock ticks (reaped children not
     /// counted).
     pub cpu_ticks: u64,
@@ -58,8 +60,9 @@ pub fn parse_stat(text: &[u8]) -> Option<ProcStat> {
         w.iter().try_fold(0u64, |v, &d| v.checked_mul(10)?.checked_add(u64::from(d - b'0')))
     };
     let state = *words.next()?.first()?;
-    // Fields 4..13 are not shown; 14 utime, 15 stime.
-    let mut words = words.skip(10);
+    let ppid = i32::try_from(num(words.next())?).ok()?;
+    // Fields 5..13 are not shown; 14 utime, 15 stime.
+    let mut words = words.skip(9);
     let utime = num(words.next())?;
     let stime = num(words.next())?;
     // 16 cutime, 17 cstime, 18 priority, 19 nice (may be negative).
@@ -68,7 +71,7 @@ pub fn parse_stat(text: &[u8]) -> Option<ProcStat> {
     // 21 itrealvalue, 22 starttime.
     let mut words = words.skip(1);
     let start_ticks = num(words.next())?;
-    Some(ProcStat { state, cpu_ticks: utime.saturating_add(stime), threads: threads as i64, start_ticks })
+    Some(ProcStat { state, ppid, cpu_ticks: utime.saturating_add(stime), threads: threads as i64, start_ticks })
 }
 
 /// The resident set in pages: field 2 of the text of `/proc/PID/statm`.
@@ -265,7 +268,7 @@ mod tests {
         let text = b"4242 (a b) (c)) S 1 4242 4242 0 -1 4194560 120 0 0 0 \
             37 5 0 0 20 0 3 0 123456 1000000 250 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n";
         let st = parse_stat(text).unwrap();
-        assert_eq!(st, ProcStat { state: b'S', cpu_ticks: 42, threads: 3, start_ticks: 123456 });
+        assert_eq!(st, ProcStat { state: b'S', ppid: 1, cpu_ticks: 42, threads: 3, start_ticks: 123456 });
         assert_eq!(parse_statm(b"3000 250 100 10 0 400 0\n"), Some(250));
         assert_eq!(parse_statm(b"3000"), None);
         assert_eq!(parse_stat(b"1 (x) R 0"), None);

@@ -103,6 +103,14 @@ fn attach_refusals() {
     dp.cmd_err(&format!("service.attach\tx\t{gone_pid}"), "No such process");
     // daemonproxy itself, and its own children.
     dp.cmd_err(&format!("service.attach\tx\t{}", dp.pid()), "process is daemonproxy");
+    // Process 1 and daemonproxy's ancestors (issue 16): a shutdown
+    // controller signalling every service would signal them.
+    dp.cmd_err("service.attach\tx\t1", "process is process 1");
+    dp.cmd_err(&format!("service.attach\tx\t{}", std::process::id()), "process is an ancestor of daemonproxy");
+    let parent = nix::unistd::getppid().as_raw();
+    if parent > 1 {
+        dp.cmd_err(&format!("service.attach\tx\t{parent}"), "process is an ancestor of daemonproxy");
+    }
     dp.args("kid", "sleep\t600");
     let kid = dp.start("kid");
     dp.cmd_err(&format!("service.attach\tx\t{kid}"), "process is a child of daemonproxy");

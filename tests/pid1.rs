@@ -556,3 +556,41 @@ fn pid1_poweroff_helper_ends_the_namespace() {
         dp.expect_stderr(&format!("warning: service 'keep' running as pid {keep}"));
     }
 }
+
+/// Runs `sh -c SCRIPT` as process 1 of a new PID namespace (POWEROFF in
+/// its environment as `$P`); returns its exit status and output.
+fn in_namespace(script: &str, env: &[(&str, &str)]) -> (ExitStatus, String) {
+    let mut c = Command::new(UNSHARE[0]);
+    c.args(&UNSHARE[1..]).args(["sh", "-c", script]).env("P", POWEROFF).stdin(Stdio::null());
+    c.env_remove("DAEMONPROXY_EXITCODE");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().expect("run unshare");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status, text)
+}
+
+#[test]
+fn poweroff_helper_refuses_unless_pid_1_or_exit_program_or_forced() {
+    // Issue 16: run by hand outside process 1, one typo powered the host
+    // off. Inside a PID namespace a wrongly accepted call only ends the
+    // namespace (its init, sh here, dies of SIGINT), never the host.
+    need_namespaces!();
+    let (st, out) = in_namespace("\"$P\"; echo refused=$?", &[]);
+    assert_eq!(st.code(), Some(0), "sh must survive a refused power-off: {}; output:\n{out}", describe(&st));
+    assert!(out.contains("refused=2"), "exit status 2 expected:\n{out}");
+    assert!(out.contains("refusing to poweroff this machine"), "the refusal says why:\n{out}");
+    let (st, out) = in_namespace("\"$P\" -t 0 reboot; echo refused=$?", &[]);
+    assert!(st.code() == Some(0) && out.contains("refused=2"), "reboot too: {}:\n{out}", describe(&st));
+    // daemonproxy's exit program whose parent is process 1: it acts.
+    let (st, out) = in_namespace("\"$P\" -t 0; echo returned=$?", &[("DAEMONPROXY_EXITCODE", "0")]);
+    assert!(ended_by(&st, libc::SIGINT), "as exit program it must act: {}:\n{out}", describe(&st));
+    // --force: it acts.
+    let (st, out) = in_namespace("\"$P\" --force -t 0; echo returned=$?", &[]);
+    assert!(ended_by(&st, libc::SIGINT), "--force must act: {}:\n{out}", describe(&st));
+    // --help and --version answer on stdout with status 0 and do nothing.
+    let (st, out) = in_namespace("\"$P\" --version && \"$P\" --help", &[]);
+    assert_eq!(st.code(), Some(0), "{out}");
+    assert!(out.starts_with("daemonproxy-poweroff version ") && out.contains("usage: daemonproxy-poweroff"), "{out}");
+}

@@ -10,10 +10,15 @@
 //! Inside a PID namespace `reboot(2)` ends the namespace instead: its init
 //! is killed with SIGINT for halt/power-off and SIGHUP for restart
 //! (reboot(2), "Behavior inside PID namespaces").
+//!
+//! It refuses to act unless it is process 1, or daemonproxy's exit program
+//! (`DAEMONPROXY_EXITCODE` set) whose parent is process 1 (daemonproxy
+//! under a container's init), or `--force` is given: run by hand on a
+//! host, a typo must not power the machine off.
 
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: daemonproxy-poweroff [-t SECONDS] [halt|poweroff|reboot]";
+const USAGE: &str = "usage: daemonproxy-poweroff [--force] [-t SECONDS] [halt|poweroff|reboot]";
 
 use nix::sys::reboot::{RebootMode, reboot};
 use nix::sys::signal::{Signal, kill};
@@ -35,6 +40,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mut grace = Duration::from_secs(2);
     let mut mode = "poweroff".to_string();
+    let mut force = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "-t" => match args.next().and_then(|v| v.parse::<f64>().ok()) {
@@ -45,8 +51,13 @@ fn main() {
                 }
             },
             "halt" | "poweroff" | "reboot" => mode = a,
+            "-f" | "--force" => force = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
+                return;
+            }
+            "-V" | "--version" => {
+                println!("daemonproxy-poweroff version {}", env!("CARGO_PKG_VERSION"));
                 return;
             }
             _ => {
@@ -61,6 +72,14 @@ fn main() {
         _ => RebootMode::RB_POWER_OFF,
     };
     let pid1 = nix::unistd::getpid().as_raw() == 1;
+    let exit_program = std::env::var_os("DAEMONPROXY_EXITCODE").is_some() && nix::unistd::getppid().as_raw() == 1;
+    if !(pid1 || exit_program || force) {
+        eprintln!(
+            "daemonproxy-poweroff: refusing to {mode} this machine: not process 1, nor daemonproxy's exit \
+             program under process 1 (give --force to {mode} it anyway)"
+        );
+        std::process::exit(2);
+    }
     if pid1 {
         // Everything else gets SIGTERM, then SIGKILL after the grace period.
         // kill(-1) from PID 1 signals every other process.
