@@ -9,7 +9,10 @@ fn git(args: &[&str]) -> Option<String> {
 
 fn main() {
     let head = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "0000000000000000000000000000000000000000".into());
-    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    // --no-optional-locks: a plain `git status` refreshes .git/index, which
+    // is watched below, so every second build of a fresh clone rebuilt.
+    let dirty =
+        git(&["--no-optional-locks", "status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let date = Command::new("date")
         .args(["-d", &format!("@{now}"), "+%Y-%m-%d %H:%M:%S"])
@@ -21,6 +24,17 @@ fn main() {
     println!("cargo:rustc-env=DP_GIT_DIRTY={}", if dirty { "1" } else { "0" });
     println!("cargo:rustc-env=DP_BUILD_TIME={now}");
     println!("cargo:rustc-env=DP_BUILD_DATE={date}");
-    println!("cargo:rerun-if-changed=.git/HEAD");
-    println!("cargo:rerun-if-changed=.git/index");
+    // Rebuild when HEAD moves: the HEAD file (a branch switch), the branch
+    // it names (a commit) and packed refs, and the index (staged changes).
+    // `git rev-parse --git-path` finds them in worktrees too.
+    for p in ["HEAD", "index", "packed-refs"] {
+        if let Some(path) = git(&["rev-parse", "--git-path", p]) {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
+    if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"])
+        && let Some(path) = git(&["rev-parse", "--git-path", &r])
+    {
+        println!("cargo:rerun-if-changed={path}");
+    }
 }
