@@ -37,6 +37,20 @@ impl Supervisor {
                 let mut m = Line::new();
                 m.s("controller[").int(slot as i64).s("] sent unknown command ").push(name);
                 self.log.bytes(Level::Error, &[m.as_bytes()]);
+                // A config typed with spaces for TABs: say so (the error
+                // line above stays 1.1's, one per unknown command).
+                if let Some(sp) = memchr::memchr(b' ', name)
+                    && crate::command::Cmd::lookup(&name[..sp]).is_some()
+                {
+                    self.log.bytes(
+                        Level::Warning,
+                        &[
+                            b"fields are separated by TAB characters, not spaces: \"",
+                            &name[..sp],
+                            b"\" needs a TAB after it",
+                        ],
+                    );
+                }
                 return;
             }
             Parsed::Command(req) => req,

@@ -72,6 +72,8 @@ pub struct Log {
     pub dest: Dest,
     /// The descriptor `dest` currently resolves to, if any.
     fd: Option<RawFd>,
+    /// `fd` is a terminal (a person reads it).
+    tty: bool,
     retry: Retry,
 }
 
@@ -91,6 +93,7 @@ impl Log {
             lost: 0,
             dest: Dest::Fd(2),
             fd: Some(2),
+            tty: sys::is_tty(2),
             retry: Retry::Ready,
         }
     }
@@ -105,8 +108,14 @@ impl Log {
     pub fn set_fd(&mut self, fd: Option<RawFd>) {
         if self.fd != fd {
             self.fd = fd;
+            self.tty = fd.is_some_and(sys::is_tty);
             self.retry = Retry::Ready;
         }
+    }
+
+    /// Whether the destination is a terminal.
+    pub fn is_tty(&self) -> bool {
+        self.tty
     }
 
     /// The descriptor log lines go to now, if any.

@@ -232,6 +232,15 @@ impl Supervisor {
             let mut m = Line::new();
             m.s("controller[").int(c as i64).s("] command failed: ");
             reply::write_quoted_prefix(&mut m, cmd, 90, b'\'', b'\'');
+            if self.log.is_tty() {
+                // A person reads a terminal, next to the `error` reply:
+                // one line. Files and pipes get 1.1's two (§10.3).
+                m.s(" with error: '");
+                f.write_to(&mut m);
+                m.byte(b'\'');
+                self.log.bytes(Level::Error, &[m.as_bytes()]);
+                return;
+            }
             self.log.bytes(Level::Error, &[m.as_bytes()]);
             m.clear();
             m.s("  with error: '");

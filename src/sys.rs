@@ -70,6 +70,12 @@ pub fn fd_is_open(fd: RawFd) -> bool {
     unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
 }
 
+/// Is `fd` a terminal (`isatty(3)`)?
+pub fn is_tty(fd: RawFd) -> bool {
+    // SAFETY: isatty takes an integer and only queries the descriptor.
+    unsafe { libc::isatty(fd) == 1 }
+}
+
 /// Is `fd` a socket?
 pub fn is_socket(fd: RawFd) -> bool {
     // SAFETY: st is a plain-old-data out parameter, zero-initialised.

@@ -323,3 +323,53 @@ fn log_dest_flushes_at_once_so_nothing_after_it_is_lost() {
         }
     }
 }
+
+#[test]
+fn spaces_for_tabs_get_a_hint() {
+    // Issue 16 #8: a config typed with spaces. The error line stays 1.1's;
+    // a warning says what is wrong.
+    let mut dp = Dp::interactive(&[]);
+    dp.cmd("service.args logger sh -c x", &["error\tUnknown command: service.args logger sh -c x"]);
+    dp.expect_stderr("error: controller[0] sent unknown command service.args logger sh -c x");
+    dp.expect_stderr(
+        "warning: fields are separated by TAB characters, not spaces: \"service.args\" needs a TAB after it",
+    );
+    // Not for a first word that is no command.
+    dp.cmd("hello there", &["error\tUnknown command: hello there"]);
+    dp.cmd("echo\tsync-after", &["sync-after"]);
+    assert_eq!(dp.stderr_lines().iter().filter(|l| l.starts_with("warning: fields are")).count(), 1);
+}
+
+#[test]
+fn a_failed_command_is_one_log_line_on_a_terminal() {
+    // Issue 16 #9: with the log on a terminal the failure is one line (the
+    // `error` reply says it too); in a file or pipe 1.1's two lines stay.
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let slave = std::fs::File::from(pty.slave);
+    let mut dp = Dp::interactive_with(TempDir::new("tty"), &[], |c| {
+        c.stderr(slave);
+    });
+    let cmd = "chdir\t/nonexistent";
+    dp.cmd(cmd, &[&err_for("chdir failed: No such file or directory", cmd)]);
+    dp.cmd("echo\tdone", &["done"]);
+    let mut master = std::fs::File::from(pty.master);
+    // SAFETY: O_NONBLOCK on our own pty master.
+    unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&master), libc::F_SETFL, libc::O_NONBLOCK) };
+    let mut text = String::new();
+    let end = std::time::Instant::now() + T;
+    while std::time::Instant::now() < end && !text.contains("with error") {
+        let mut b = [0u8; 4096];
+        match std::io::Read::read(&mut master, &mut b) {
+            Ok(n) if n > 0 => text.push_str(&String::from_utf8_lossy(&b[..n])),
+            _ => std::thread::sleep(ms(20)),
+        }
+    }
+    let lines: Vec<&str> = text.lines().map(|l| l.trim_end_matches('\r')).filter(|l| l.contains("chdir")).collect();
+    assert_eq!(
+        lines,
+        [
+            "error: controller[0] command failed: 'chdir\t/nonexistent' with error: 'chdir failed: No such file or directory'"
+        ],
+        "terminal log:\n{text}"
+    );
+}
