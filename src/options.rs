@@ -23,9 +23,8 @@ pub const LICENCE: [&str; 3] = [
     "There is NO WARRANTY, to the extent permitted by law.",
 ];
 
-/// `--help` text (§9.4), without the version line. It is byte-exact with
-/// daemonproxy 1.1, so options added since (`--controller-pool`,
-/// `--socket-allow-uid`) are documented in the man page only.
+/// `--help` text (§9.4), without the version line: daemonproxy 1.1's text
+/// byte for byte, then the options added since under `extensions:`.
 pub const HELP: &str = "options:
   -c --config       FILENAME  Read command stream from FILENAME at startup
   -i --interactive            Use STDIN+STDOUT as a controller communication pipe
@@ -40,6 +39,13 @@ pub const HELP: &str = "options:
   -q --quiet                  Suppress another level of logging output
   -h --help                   Quick usage synopsis
      --version                Print complete version information
+extensions:
+     --controller-pool N      Allow N controllers at once (default 16)
+     --socket-allow-uid UID   Also serve control socket peers of UID
+     --socket-mode  MODE      Control socket file mode (default 0600)
+     --socket-group GROUP     Control socket file group
+     --subreaper              Adopt orphaned descendants (outside PID 1)
+  Long options also take their value as --option=VALUE.
 ";
 
 /// A pool size `N[xM]`.
@@ -170,7 +176,35 @@ fn parse_into(o: &mut Options, args: &[OsString]) -> Result<(), Stop> {
             continue;
         }
         if let Some(long) = a.strip_prefix(b"--") {
+            // `--option=VALUE` (an extension; 1.1 refused it): the value is
+            // taken as if it were the next argument.
+            let (long, inline) = match memchr::memchr(b'=', long) {
+                Some(p) if p > 0 => (&long[..p], Some(OsString::from(OsStr::from_bytes(&long[p + 1..])))),
+                _ => (long, None),
+            };
             let what = format!("--{}", String::from_utf8_lossy(long));
+            let takes_value = matches!(
+                long,
+                b"config"
+                    | b"socket"
+                    | b"exit-guard"
+                    | b"exit-exec"
+                    | b"fd-pool"
+                    | b"service-pool"
+                    | b"controller-pool"
+                    | b"socket-allow-uid"
+                    | b"socket-mode"
+                    | b"socket-group"
+            );
+            if inline.is_some() && !takes_value {
+                return Err(Stop::Error(format!("Option {what} takes no value")));
+            }
+            let take = |i: &mut usize, what: &str| -> Result<OsString, Stop> {
+                match &inline {
+                    Some(v) => Ok(v.clone()),
+                    None => take(i, what),
+                }
+            };
             match long {
                 b"config" => o.config = Some(config_arg(take(&mut i, &what)?)?),
                 b"interactive" => o.interactive = true,

@@ -6,6 +6,8 @@ mod util;
 use std::io::Write;
 use util::*;
 
+/// daemonproxy 1.1's --help text, unchanged, after the version line; then
+/// the options added since (issue 16: every option listed).
 const HELP_TAIL: &str = "options:
   -c --config       FILENAME  Read command stream from FILENAME at startup
   -i --interactive            Use STDIN+STDOUT as a controller communication pipe
@@ -20,6 +22,13 @@ const HELP_TAIL: &str = "options:
   -q --quiet                  Suppress another level of logging output
   -h --help                   Quick usage synopsis
      --version                Print complete version information
+extensions:
+     --controller-pool N      Allow N controllers at once (default 16)
+     --socket-allow-uid UID   Also serve control socket peers of UID
+     --socket-mode  MODE      Control socket file mode (default 0600)
+     --socket-group GROUP     Control socket file group
+     --subreaper              Adopt orphaned descendants (outside PID 1)
+  Long options also take their value as --option=VALUE.
 ";
 
 fn run(args: &[&str], stdin: &[u8]) -> (Proc, i32) {
@@ -351,4 +360,19 @@ fn config_fifo_runs_each_line_as_it_arrives() {
     }
     w.write_all(b"terminate\t0\n").unwrap();
     assert_eq!(p.exit_code(T), 0);
+}
+
+#[test]
+fn long_options_take_an_inline_value() {
+    // Issue 16 #10: --option=VALUE as well as --option VALUE.
+    let dir = TempDir::new("eq");
+    dir.write("c.conf", "echo\tx\nterminate\t7\n");
+    let conf = dir.join("c.conf");
+    let (_p, st) = run_in(dir, &[&format!("--config={}", conf.display())], b"", T);
+    assert_eq!(st.code(), Some(7), "--config=FILE runs FILE");
+    let (p, code) = run(&["--interactive=yes"], b"");
+    assert_eq!(code, 2);
+    assert!(p.stderr_text().contains("Option --interactive takes no value"), "{}", p.stderr_text());
+    let (p, code) = run(&["-i", "--controller-pool=x"], b"");
+    assert_eq!(code, 2, "a bad inline value is an error like a bad separate one: {}", p.stderr_text());
 }
