@@ -33,16 +33,23 @@ Verbs (through a running sheriff, else once on LCM by themselves):
   check CONFIG             parse and validate a config (errors: FILE:LINE:COL)
 
 Options:
-  --lcm-url URL            udpm://GROUP:PORT?ttl=N or tcpq://HOST:PORT
+  --lcm-url URL            udpm://GROUP:PORT?ttl=N, tcpq://HOST:PORT or
+                           tcpq+unix:///PATH (a hub of root or this user)
                            (default $LCM_DEFAULT_URL, else
                            udpm://239.255.76.67:7667?ttl=0: this host only)
-  --control PATH           the sheriff's control socket
-                           (default $XDG_RUNTIME_DIR/daemonproxy-sheriff.sock,
-                           or /tmp/daemonproxy-sheriff-UID.sock)
+  --control PATH           the sheriff's control socket (default
+                           $XDG_RUNTIME_DIR/daemonproxy-sheriff.sock if that
+                           directory is ours and private, else
+                           $TMPDIR/daemonproxy-sheriff-UID/sheriff.sock in a
+                           private directory, refused if another user owns
+                           it). Verbs talk only to a sheriff run by root
+                           or by their own user.
   -o, --observe            send nothing; show what another sheriff orders
   -l, --local              lone ranger: start a daemonproxy and its bridge
-                           (deputy id localhost) here and steer them
+                           (deputy id localhost) here and steer them, over
+                           a hub on a Unix socket only this user can reach
   --tcpq-listen PORT       run a tcpq hub on 127.0.0.1:PORT and use it
+                           (open to every local user)
   --no-demote              stay active when another sheriff is seen
   --on-script-complete exit|observe  (default exit)
   --script-timeout SECONDS give up a script wait after this long
@@ -64,7 +71,8 @@ fn fail(msg: &str) -> ! {
 
 struct Global {
     url: Option<String>,
-    control: PathBuf,
+    /// `--control`; else [`default_control`] when a verb needs it.
+    control: Option<PathBuf>,
     observe: bool,
     local: bool,
     hub_port: Option<u16>,
@@ -76,17 +84,73 @@ struct Global {
     trust: Vec<String>,
 }
 
-fn default_control() -> PathBuf {
+/// The control socket when `--control` is not given:
+/// `$DAEMONPROXY_SHERIFF_CONTROL`, else in `$XDG_RUNTIME_DIR` if that is a
+/// directory of ours that no one else can enter, else in the private
+/// directory `$TMPDIR/daemonproxy-sheriff-UID` (made mode 0700 by `serve`,
+/// when `create`). Never a path another user could have made first: an
+/// existing directory of another owner, a symlink, or one open to others
+/// is an error.
+fn default_control(create: bool) -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("DAEMONPROXY_SHERIFF_CONTROL") {
-        return p.into();
+        return Ok(p.into());
     }
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) => PathBuf::from(d).join("daemonproxy-sheriff.sock"),
-        None => PathBuf::from(format!("/tmp/daemonproxy-sheriff-{}.sock", daemonproxy::sys::geteuid())),
+    let uid = daemonproxy::sys::geteuid();
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from)
+        && private_dir(&d, uid).is_ok()
+    {
+        return Ok(d.join("daemonproxy-sheriff.sock"));
+    }
+    let dir = std::env::temp_dir().join(format!("daemonproxy-sheriff-{uid}"));
+    if create {
+        use std::os::unix::fs::DirBuilderExt;
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("{}: {e}", dir.display())),
+        }
+    }
+    match private_dir(&dir, uid) {
+        Ok(()) => Ok(dir.join("sheriff.sock")),
+        // No directory, no sheriff: the verbs then act by themselves.
+        Err(None) => Ok(dir.join("sheriff.sock")),
+        Err(Some(why)) => {
+            Err(format!("{}: {why}: refusing it (remove it, or give --control or XDG_RUNTIME_DIR)", dir.display()))
+        }
     }
 }
 
+/// Ok if `dir` (not a symlink) is a directory owned by `uid` with no
+/// access for group or others; `Err(None)` if it does not exist.
+fn private_dir(dir: &std::path::Path, uid: u32) -> Result<(), Option<String>> {
+    use std::os::unix::fs::MetadataExt;
+    let m = match std::fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(None),
+        Err(e) => return Err(Some(e.to_string())),
+    };
+    if !m.file_type().is_dir() {
+        return Err(Some("not a directory".into()));
+    }
+    if m.uid() != uid {
+        return Err(Some(format!("owned by uid {}, not {uid}", m.uid())));
+    }
+    if m.mode() & 0o077 != 0 {
+        return Err(Some(format!("mode {:o}, open to others", m.mode() & 0o7777)));
+    }
+    Ok(())
+}
+
 impl Global {
+    /// The control socket (see [`default_control`]); exits 2 if the
+    /// default one is not safe to use.
+    fn control(&self, create: bool) -> PathBuf {
+        match &self.control {
+            Some(p) => p.clone(),
+            None => default_control(create).unwrap_or_else(|e| fail(&e)),
+        }
+    }
+
     /// Settings for `serve` (listening first, demoting on a conflict as
     /// told) or, with `one_shot`, for a verb run by itself (acting at once;
     /// it is the second sheriff on purpose).
@@ -115,7 +179,7 @@ impl Global {
 fn main() {
     let mut g = Global {
         url: None,
-        control: default_control(),
+        control: None,
         observe: false,
         local: false,
         hub_port: None,
@@ -132,7 +196,7 @@ fn main() {
         let mut value = || args.next().unwrap_or_else(|| fail(&format!("{a} needs a value (see --help)")));
         match a.as_str() {
             "--lcm-url" => g.url = Some(value()),
-            "--control" => g.control = value().into(),
+            "--control" => g.control = Some(value().into()),
             "-o" | "--observe" => g.observe = true,
             "-l" | "--local" => g.local = true,
             "--tcpq-listen" => {
@@ -201,7 +265,7 @@ fn run_sheriff(
         script,
         after_script: after,
         script_timeout: g.script_timeout,
-        control: g.control.clone(),
+        control: g.control(true),
         hub_port: g.hub_port,
         local: g.local,
     };
@@ -242,10 +306,20 @@ fn parse_filter(args: &[String], extra: &[&str], switches: &[&str]) -> (Filter, 
 
 /// The reply of a running sheriff, if one answers.
 fn ask(g: &Global, line: &str) -> Option<String> {
-    let mut s = serve::request(&g.control, line).ok()?;
+    let mut s = connect(g, line)?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     Some(text)
+}
+
+/// A request sent to the running sheriff; `None` if none is there. Exits
+/// 2 if the socket is served by another user, or is not ours to use.
+fn connect(g: &Global, line: &str) -> Option<std::os::unix::net::UnixStream> {
+    match serve::request(&g.control(false), line) {
+        Ok(s) => Some(s),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => fail(&e.to_string()),
+        Err(_) => None,
+    }
 }
 
 fn expect_ok(text: &str) -> &str {
@@ -356,6 +430,9 @@ fn act_cmd(g: &Global, verb: &str, args: &[String]) -> i32 {
         _ => Verb::Restart,
     };
     let n = e.act(&keys, v);
+    if let Some(why) = keys.iter().find_map(|k| e.unsendable(&k.0)) {
+        fail(&why);
+    }
     eprintln!("{verb}: {n} of {} command(s) changed", keys.len());
     let end = Instant::now() + timeout.unwrap_or(Duration::from_secs(if wait.is_some() { 30 } else { 1 }));
     let mut next = Instant::now();
@@ -441,7 +518,7 @@ fn logs_cmd(g: &Global, args: &[String]) -> i32 {
         }
     };
     let line = format!("logs\t{deputy}\t{name}\t{n}\t{}", if follow { 1 } else { 0 });
-    if let Ok(s) = serve::request(&g.control, &line) {
+    if let Some(s) = connect(g, &line) {
         let mut r = BufReader::new(s);
         let mut first = String::new();
         if r.read_line(&mut first).is_err() || first.trim_end() != "ok" {
@@ -478,11 +555,8 @@ fn logs_cmd(g: &Global, args: &[String]) -> i32 {
         unsafe { libc::poll(fds.as_mut_ptr(), 1, 200) };
         e.poll_lcm(Instant::now());
         for k in std::mem::take(&mut e.fresh_output) {
-            if k.1 == name
-                && (deputy.is_empty() || k.0 == deputy)
-                && let Some(r) = e.output.get_mut(&k)
-            {
-                let data: Vec<u8> = r.data.drain(..).collect();
+            if k.1 == name && (deputy.is_empty() || k.0 == deputy) {
+                let data = e.output.take(&k);
                 if out.write_all(&data).and_then(|_| out.flush()).is_err() {
                     return 0;
                 }
@@ -524,7 +598,7 @@ fn run_cmd(g: &Global, args: &[String]) -> i32 {
     }
     let Some(script) = script else { fail("run: name a script") };
     if cfg.is_none()
-        && let Ok(s) = serve::request(&g.control, &format!("run\t{script}"))
+        && let Some(s) = connect(g, &format!("run\t{script}"))
     {
         let r = BufReader::new(s);
         let mut code = 1;

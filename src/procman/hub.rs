@@ -7,8 +7,12 @@
 //! own loop and call [`Hub::turn`] with a zero timeout; tests run it on a
 //! thread with [`Hub::spawn`]. It binds loopback unless told otherwise
 //! (§6.4): anyone who can reach a hub can command every deputy on it.
+//! On loopback that is every local user; a hub on a Unix socket
+//! ([`Hub::bind_unix`], `tcpq+unix://`) is for its own user only: the
+//! socket is made mode 0600, and a client that is neither root nor the
+//! hub's user (`SO_PEERCRED`) is closed before it is greeted.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
@@ -16,7 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use mio::net::{TcpListener, TcpStream};
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use regex_lite::Regex;
 
@@ -36,8 +41,52 @@ const WAKER: Token = Token(1);
 const FIRST_CLIENT: usize = 2;
 const READ_CHUNK: usize = 64 * 1024;
 
+/// Where the hub listens.
+enum Listener {
+    Tcp(TcpListener),
+    /// The socket and its path (removed when the hub is dropped).
+    Unix(UnixListener, String),
+}
+
+/// A client's socket.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 struct Client {
-    stream: TcpStream,
+    stream: Stream,
     greeted: bool,
     subscriptions: Vec<(String, Regex)>,
     input: Vec<u8>,
@@ -74,13 +123,15 @@ pub struct HubStats {
     pub dropped: u64,
     /// Clients dropped for a protocol error.
     pub protocol_errors: u64,
+    /// Unix-socket clients closed unheard: neither root nor the hub's user.
+    pub refused: u64,
 }
 
 /// A tcpq hub.
 pub struct Hub {
     poll: Poll,
     events: Events,
-    listener: TcpListener,
+    listener: Listener,
     clients: Vec<Option<Client>>,
     stats: HubStats,
 }
@@ -92,7 +143,26 @@ impl Hub {
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(addr)?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-        Ok(Hub { poll, events: Events::with_capacity(256), listener, clients: Vec::new(), stats: HubStats::default() })
+        Ok(Hub::with(poll, Listener::Tcp(listener)))
+    }
+
+    fn with(poll: Poll, listener: Listener) -> Hub {
+        Hub { poll, events: Events::with_capacity(256), listener, clients: Vec::new(), stats: HubStats::default() }
+    }
+
+    /// Listens on the Unix socket `path` (which must not exist), created
+    /// mode 0600; only root and this process's user are served. Put it in
+    /// a directory no other user can write to.
+    pub fn bind_unix(path: &str) -> io::Result<Hub> {
+        let poll = Poll::new()?;
+        // SAFETY: umask takes an integer: the socket is created mode 0600.
+        let old = unsafe { libc::umask(0o177) };
+        let bound = UnixListener::bind(path);
+        // SAFETY: restores the previous mask.
+        unsafe { libc::umask(old) };
+        let mut listener = bound?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok(Hub::with(poll, Listener::Unix(listener, path.to_string())))
     }
 
     /// Listens on 127.0.0.1:`port` (0 = any free port).
@@ -100,13 +170,19 @@ impl Hub {
         Hub::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
     }
 
-    /// The address it listens on.
+    /// The address it listens on (an error for a Unix-socket hub).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        match &self.listener {
+            Listener::Tcp(l) => l.local_addr(),
+            Listener::Unix(..) => Err(io::Error::new(io::ErrorKind::Unsupported, "a Unix-socket hub has no address")),
+        }
     }
 
     /// The URL clients use to reach it.
     pub fn url(&self) -> io::Result<String> {
+        if let Listener::Unix(_, path) = &self.listener {
+            return Ok(format!("tcpq+unix://{path}"));
+        }
         let a = self.local_addr()?;
         Ok(match a {
             SocketAddr::V4(v4) => format!("tcpq://{}:{}", v4.ip(), v4.port()),
@@ -145,7 +221,11 @@ impl Hub {
 
     fn accept(&mut self) -> io::Result<()> {
         loop {
-            let (mut stream, _) = match self.listener.accept() {
+            let accepted = match &self.listener {
+                Listener::Tcp(l) => l.accept().map(|(s, _)| Stream::Tcp(s)),
+                Listener::Unix(l, _) => l.accept().map(|(s, _)| Stream::Unix(s)),
+            };
+            let stream = match accepted {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -153,6 +233,12 @@ impl Hub {
                 // table: give up on this one, keep serving the rest.
                 Err(_) => return Ok(()),
             };
+            if let Stream::Unix(u) = &stream
+                && super::tcpq::trusted_peer(u).is_err()
+            {
+                self.stats.refused += 1;
+                continue;
+            }
             if self.clients() >= MAX_CLIENTS {
                 continue;
             }
@@ -164,10 +250,18 @@ impl Hub {
                 }
             };
             let token = Token(slot + FIRST_CLIENT);
-            if self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE).is_err() {
+            let fd = stream.fd();
+            if self
+                .poll
+                .registry()
+                .register(&mut SourceFd(&fd), token, Interest::READABLE | Interest::WRITABLE)
+                .is_err()
+            {
                 continue;
             }
-            let _ = stream.set_nodelay(true);
+            if let Stream::Tcp(t) = &stream {
+                let _ = t.set_nodelay(true);
+            }
             self.stats.accepted += 1;
             let client = Client {
                 stream,
@@ -182,8 +276,8 @@ impl Hub {
     }
 
     fn drop_client(&mut self, slot: usize) {
-        if let Some(mut c) = self.clients.get_mut(slot).and_then(Option::take) {
-            let _ = self.poll.registry().deregister(&mut c.stream);
+        if let Some(c) = self.clients.get_mut(slot).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&c.stream.fd()));
         }
     }
 
@@ -310,7 +404,8 @@ impl Hub {
 
     /// Runs the hub on its own thread until the handle is dropped.
     pub fn spawn(mut self) -> io::Result<HubThread> {
-        let addr = self.local_addr()?;
+        let addr = self.local_addr().ok();
+        let url = self.url()?;
         let waker = Arc::new(Waker::new(self.poll.registry(), WAKER)?);
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
@@ -320,7 +415,16 @@ impl Hub {
             }
             Ok(self.stats)
         })?;
-        Ok(HubThread { addr, waker, stop, thread: Some(thread) })
+        Ok(HubThread { addr, url, waker, stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for Hub {
+    /// A Unix-socket hub removes its socket.
+    fn drop(&mut self) {
+        if let Listener::Unix(_, path) = &self.listener {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -333,21 +437,23 @@ impl AsRawFd for Hub {
 
 /// A hub running on a thread; dropping it stops the hub and joins the thread.
 pub struct HubThread {
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
+    url: String,
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<io::Result<HubStats>>>,
 }
 
 impl HubThread {
-    /// The address the hub listens on.
+    /// The address the hub listens on (0.0.0.0:0 for a Unix-socket hub:
+    /// see [`HubThread::url`]).
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.addr.unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
     }
 
     /// The URL clients use to reach it.
     pub fn url(&self) -> String {
-        format!("tcpq://{}", self.addr)
+        self.url.clone()
     }
 
     /// Stops the hub and returns its counts (or the error that ended it).

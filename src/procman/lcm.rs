@@ -73,6 +73,7 @@ impl Lcm {
                 Transport::Udpm(Udpm::open(*group, *port, *ttl, *recv_buf_size)?)
             }
             Url::Tcpq { host, port } => Transport::Tcpq(Tcpq::new(host, *port)?),
+            Url::TcpqUnix { path } => Transport::Tcpq(Tcpq::unix(path)?),
         };
         Ok(Lcm { url: url.clone(), transport, subscriptions: Vec::new(), unsubscribed: 0 })
     }

@@ -6,6 +6,9 @@ use std::io::{self, Write};
 
 /// Consumed bytes beyond which the queue is compacted (if over half of it).
 const COMPACT: usize = 64 * 1024;
+/// Capacity an emptied queue keeps: a burst (up to a hub's 16 MiB per
+/// client) is not held for the rest of the process's life.
+const KEEP: usize = 256 * 1024;
 
 /// Bytes waiting to be written.
 #[derive(Debug, Default)]
@@ -48,6 +51,7 @@ impl OutBuf {
         }
         if self.head == self.buf.len() {
             self.buf.clear();
+            self.buf.shrink_to(KEEP);
             self.head = 0;
         } else if self.head > COMPACT && self.head * 2 > self.buf.len() {
             self.buf.drain(..self.head);

@@ -1,19 +1,24 @@
 //! The tcpq client (spec §2.3): a non-blocking TCP connection to a hub,
 //! with the handshake, SUBSCRIBE/UNSUBSCRIBE/PUBLISH frames, a bounded
 //! output queue, and reconnection with backoff (resubscribing each time).
+//! The same framing also runs over a Unix stream socket (`tcpq+unix://`,
+//! see url.rs): there the client greets only a hub run by root or by its
+//! own user ([`trusted_peer`], `SO_PEERCRED`), and the hub admits only
+//! such clients.
 //!
 //! Nothing here blocks: connecting, greeting, writing and reading all
 //! advance from [`Tcpq::recv`], which the owner calls on readiness and at
 //! [`Tcpq::next_deadline`].
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
-use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrStorage};
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrStorage, UnixAddr};
 
 use super::datagram::{self, MAX_PAYLOAD};
 use super::frame::{self, Frame, FrameError};
@@ -49,8 +54,86 @@ enum Phase {
     Up,
 }
 
+/// Is the process at the other end of a Unix socket root or our own
+/// user (by `SO_PEERCRED`, taken when it connected or listened)? The
+/// error names the other uid.
+pub fn trusted_peer(sock: &impl AsFd) -> io::Result<()> {
+    let cred = socket::getsockopt(sock, socket::sockopt::PeerCredentials).map_err(from_nix)?;
+    let ours = crate::sys::geteuid();
+    if cred.uid() == 0 || cred.uid() == ours {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!("the peer is uid {} (pid {}), neither root nor uid {ours}", cred.uid(), cred.pid()),
+    ))
+}
+
+/// Where the hub is.
+enum Target {
+    /// TCP, the addresses `host:port` resolved to (tried in turn).
+    Tcp(Vec<SocketAddr>),
+    /// A Unix stream socket.
+    Unix(String),
+}
+
+/// The connection's socket.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn take_error(&self) -> io::Result<Option<io::Error>> {
+        match self {
+            Stream::Tcp(s) => s.take_error(),
+            Stream::Unix(s) => s.take_error(),
+        }
+    }
+
+    /// Connected (a pending TCP connect has no peer yet); over Unix, to a
+    /// trusted hub, else the error says who listens.
+    fn established(&self) -> Option<io::Result<()>> {
+        match self {
+            Stream::Tcp(s) => s.peer_addr().ok().map(|_| Ok(())),
+            Stream::Unix(s) => s.peer_addr().ok().map(|_| trusted_peer(s)),
+        }
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     phase: Phase,
     out: OutBuf,
     input: Vec<u8>,
@@ -59,7 +142,7 @@ struct Conn {
 
 /// A tcpq client.
 pub struct Tcpq {
-    addrs: Vec<SocketAddr>,
+    target: Target,
     next_addr: usize,
     conn: Option<Conn>,
     retry_at: Option<Instant>,
@@ -72,6 +155,17 @@ pub struct Tcpq {
 
 fn from_nix(e: nix::Error) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
+}
+
+/// Starts a non-blocking connect to a Unix socket. It completes at once
+/// or fails (`EAGAIN` when the hub's backlog is full: retried later).
+fn start_connect_unix(path: &str) -> io::Result<UnixStream> {
+    let fd: OwnedFd =
+        socket::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)
+            .map_err(from_nix)?;
+    let addr = UnixAddr::new(path).map_err(from_nix)?;
+    socket::connect(fd.as_raw_fd(), &addr).map_err(from_nix)?;
+    Ok(UnixStream::from(fd))
 }
 
 /// Starts a non-blocking connect; the stream is usable once writable.
@@ -95,8 +189,20 @@ impl Tcpq {
         if addrs.is_empty() {
             return Err(io::Error::new(io::ErrorKind::NotFound, format!("tcpq host {host} has no address")));
         }
+        Ok(Tcpq::with_target(Target::Tcp(addrs)))
+    }
+
+    /// A client of the hub on the Unix socket `path` (`tcpq+unix://`);
+    /// starts connecting.
+    pub fn unix(path: &str) -> io::Result<Tcpq> {
+        // An over-long path is an error now, not a retry for ever.
+        UnixAddr::new(path).map_err(from_nix)?;
+        Ok(Tcpq::with_target(Target::Unix(path.to_string())))
+    }
+
+    fn with_target(target: Target) -> Tcpq {
         let mut t = Tcpq {
-            addrs,
+            target,
             next_addr: 0,
             conn: None,
             retry_at: None,
@@ -107,7 +213,7 @@ impl Tcpq {
             last_error: None,
         };
         t.connect(Instant::now());
-        Ok(t)
+        t
     }
 
     /// True once the hub has greeted us on the current connection.
@@ -174,9 +280,15 @@ impl Tcpq {
 
     fn connect(&mut self, now: Instant) {
         self.retry_at = None;
-        let addr = self.addrs[self.next_addr % self.addrs.len()];
+        let started = match &self.target {
+            Target::Tcp(addrs) => {
+                let addr = addrs[self.next_addr % addrs.len()];
+                start_connect(addr).map(Stream::Tcp)
+            }
+            Target::Unix(path) => start_connect_unix(path).map(Stream::Unix),
+        };
         self.next_addr = self.next_addr.wrapping_add(1);
-        let stream = match start_connect(addr) {
+        let stream = match started {
             Ok(s) => s,
             Err(e) => return self.fail(now, e),
         };
@@ -222,16 +334,17 @@ impl Tcpq {
                 Ok(Some(e)) | Err(e) => return self.fail(now, e),
                 Ok(None) => {}
             }
-            match stream.peer_addr() {
-                Ok(_) => {
+            match stream.established() {
+                Some(Ok(())) => {
                     if let Some(c) = self.conn.as_mut() {
                         c.phase = Phase::Greeting;
                     }
                 }
-                Err(_) if now >= deadline => {
+                Some(Err(e)) => return self.fail(now, e),
+                None if now >= deadline => {
                     return self.fail(now, io::Error::new(io::ErrorKind::TimedOut, "tcpq connect timed out"));
                 }
-                Err(_) => return,
+                None => return,
             }
         }
         if let Err(e) = self.flush() {
@@ -343,6 +456,10 @@ fn take_frame(c: &mut Conn) -> Result<Option<(String, Vec<u8>)>, FrameError> {
         let Some((f, used)) = frame::parse(buf)? else {
             if c.in_head > 0 {
                 c.input.drain(..c.in_head);
+                // A large message's room is not kept for good.
+                if c.input.capacity() > 32 * READ_CHUNK {
+                    c.input.shrink_to(READ_CHUNK.max(c.input.len()));
+                }
                 c.in_head = 0;
             }
             return Ok(None);

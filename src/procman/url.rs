@@ -1,5 +1,8 @@
 //! LCM URLs (spec §2.1): `udpm://GROUP:PORT?ttl=N[&recv_buf_size=B]` and
-//! `tcpq://HOST:PORT`, their defaults, and the `LCM_DEFAULT_URL` fallback.
+//! `tcpq://HOST:PORT`, their defaults, and the `LCM_DEFAULT_URL` fallback;
+//! and this project's `tcpq+unix:///PATH`, tcpq framing over a Unix stream
+//! socket (the lone ranger's private hub: only its own user and root can
+//! reach it, and each end checks the other's uid; see tcpq.rs and hub.rs).
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -35,12 +38,18 @@ pub enum Url {
         /// The hub's port.
         port: u16,
     },
+    /// A tcpq hub on a Unix stream socket (not part of LCM: this project's
+    /// own, for a hub that must not be open to other users).
+    TcpqUnix {
+        /// The socket's absolute path.
+        path: String,
+    },
 }
 
 /// Why a URL did not parse.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UrlError {
-    /// Neither `udpm://` nor `tcpq://`.
+    /// Neither `udpm://`, `tcpq://` nor `tcpq+unix://`.
     Scheme(String),
     /// The address part is malformed or not a multicast group.
     Address(String),
@@ -53,7 +62,9 @@ pub enum UrlError {
 impl fmt::Display for UrlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            UrlError::Scheme(s) => write!(f, "unsupported LCM URL scheme in '{s}' (udpm:// or tcpq://)"),
+            UrlError::Scheme(s) => {
+                write!(f, "unsupported LCM URL scheme in '{s}' (udpm://, tcpq:// or tcpq+unix:///PATH)")
+            }
             UrlError::Address(s) => write!(f, "bad address '{s}' in LCM URL"),
             UrlError::Port(s) => write!(f, "bad port '{s}' in LCM URL"),
             UrlError::Option(s) => write!(f, "bad or unknown LCM URL option '{s}'"),
@@ -66,8 +77,14 @@ impl std::error::Error for UrlError {}
 impl Url {
     /// Parses an LCM URL. Missing parts take the defaults: `udpm://` alone is
     /// the default group and port with ttl 0; `tcpq://` alone is 127.0.0.1:7700.
+    /// `tcpq+unix://` takes an absolute path without options.
     pub fn parse(s: &str) -> Result<Url, UrlError> {
-        if let Some(rest) = s.strip_prefix("udpm://") {
+        if let Some(path) = s.strip_prefix("tcpq+unix://") {
+            if !path.starts_with('/') || path.len() < 2 || path.contains(['?', '\0']) {
+                return Err(UrlError::Address(path.to_string()));
+            }
+            Ok(Url::TcpqUnix { path: path.to_string() })
+        } else if let Some(rest) = s.strip_prefix("udpm://") {
             parse_udpm(rest)
         } else if let Some(rest) = s.strip_prefix("tcpq://") {
             parse_tcpq(rest)
@@ -158,6 +175,7 @@ impl fmt::Display for Url {
                 write!(f, "tcpq://[{host}]:{port}")
             }
             Url::Tcpq { host, port } => write!(f, "tcpq://{host}:{port}"),
+            Url::TcpqUnix { path } => write!(f, "tcpq+unix://{path}"),
         }
     }
 }
@@ -201,6 +219,10 @@ mod tests {
         assert_eq!(Url::parse("tcpq://[::1]:7701"), Ok(tcpq("::1", 7701)));
         assert_eq!(Url::parse("tcpq://127.0.0.1:x"), Err(UrlError::Port("x".into())));
         assert_eq!(Url::parse("tcpq://::1:7701"), Err(UrlError::Address("::1:7701".into())));
+        assert_eq!(Url::parse("tcpq+unix:///tmp/d/hub.sock"), Ok(Url::TcpqUnix { path: "/tmp/d/hub.sock".into() }));
+        for bad in ["tcpq+unix://", "tcpq+unix://hub.sock", "tcpq+unix:///", "tcpq+unix:///h?x=1"] {
+            assert!(matches!(Url::parse(bad), Err(UrlError::Address(_))), "{bad}");
+        }
     }
 
     #[test]
@@ -210,6 +232,7 @@ mod tests {
             "udpm://239.0.0.9:1?ttl=1&recv_buf_size=8",
             "tcpq://h:1",
             "tcpq://[::1]:2",
+            "tcpq+unix:///run/x/hub.sock",
         ] {
             let u = Url::parse(s).unwrap();
             assert_eq!(u.to_string(), s);

@@ -14,8 +14,23 @@ use std::fmt::{self, Write as _};
 use std::path::Path;
 
 use super::lex::{Lexer, Tok, Token};
+use super::model::{MAX_CMDS_PER_DEPUTY, MAX_DEPUTY_ID, ORDERS_BUDGET, desired_len};
+use crate::procman::codec::MAX_STRING;
 
 pub use super::error::{ConfigError, Pos};
+
+/// Can `text` (a command's `what`) go on the wire, at most `max` bytes
+/// and without NUL? The message says why not.
+fn wire_text(what: &str, text: &str, max: usize) -> Result<(), String> {
+    if text.len() > max {
+        let limit = if max == MAX_STRING { "a message carries" } else { "a deputy id may be" };
+        return Err(format!("{what} is {} bytes, longer than {limit} ({max})", text.len()));
+    }
+    if text.contains('\0') {
+        return Err(format!("{what} contains a NUL character"));
+    }
+    Ok(())
+}
 
 /// `stop_signal` when none is given (SIGINT).
 pub const DEFAULT_STOP_SIGNAL: i32 = 2;
@@ -272,9 +287,15 @@ enum Value {
 fn set(cmd: &mut CmdDef, attr: Attr, name: &str, value: Value) -> Result<(), String> {
     match (attr, value) {
         (Attr::Exec, Value::Str(s)) if s.trim().is_empty() => return Err("exec is empty".into()),
-        (Attr::Exec, Value::Str(s)) => cmd.exec = s,
+        (Attr::Exec, Value::Str(s)) => {
+            wire_text("exec", &s, MAX_STRING)?;
+            cmd.exec = s;
+        }
         (Attr::Deputy, Value::Str(s)) if s.is_empty() => return Err(format!("{name} is empty")),
-        (Attr::Deputy, Value::Str(s)) => cmd.deputy = s,
+        (Attr::Deputy, Value::Str(s)) => {
+            wire_text(name, &s, MAX_DEPUTY_ID)?;
+            cmd.deputy = s;
+        }
         (Attr::AutoRespawn, Value::Str(s)) => {
             cmd.auto_respawn = s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("yes");
         }
@@ -412,6 +433,7 @@ impl<'a> Parser<'a> {
         if id.contains('/') {
             return Err(self.error(pos, format!("'/' in command id {id:?}")));
         }
+        wire_text("the command id", &id, MAX_STRING).map_err(|m| self.error(pos, m))?;
         if let Some(first) = self.ids.get(&id) {
             return Err(self.error(pos, format!("duplicate command id {id:?} (first at {first})")));
         }
@@ -738,8 +760,38 @@ pub fn save(cfg: &Config) -> String {
 /// a script it started from. The error is at the offending action (or
 /// script). Negative waits cannot occur: [`Step::WaitMs`] is unsigned and
 /// the lexer refuses `-`.
+///
+/// Every command can go on the wire: its id, exec and group path within a
+/// message's string ([`MAX_STRING`], no NUL), its deputy id within
+/// [`MAX_DEPUTY_ID`], and each deputy's commands within one orders
+/// message ([`MAX_CMDS_PER_DEPUTY`], [`ORDERS_BUDGET`] bytes); the error
+/// is at the command's id.
 pub fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
     let error = |pos: Pos, msg: String| ConfigError::new(file, pos, msg);
+    let mut per_deputy: HashMap<&str, (usize, usize)> = HashMap::new();
+    for c in &cfg.cmds {
+        let fits = wire_text("the command id", &c.id, MAX_STRING)
+            .and_then(|_| wire_text("exec", &c.exec, MAX_STRING))
+            .and_then(|_| wire_text("the group path", &c.group, MAX_STRING))
+            .and_then(|_| wire_text("the deputy id", &c.deputy, MAX_DEPUTY_ID));
+        fits.map_err(|m| error(c.pos, format!("command {}: {m}", short(&c.id))))?;
+        let (n, bytes) = per_deputy.entry(&c.deputy).or_default();
+        *n += 1;
+        *bytes += desired_len(&c.id, &c.exec, &c.group);
+        if *n > MAX_CMDS_PER_DEPUTY {
+            let msg =
+                format!("deputy {:?} has more than {MAX_CMDS_PER_DEPUTY} commands (one orders message)", c.deputy);
+            return Err(error(c.pos, msg));
+        }
+        if *bytes > ORDERS_BUDGET {
+            let msg = format!(
+                "deputy {:?}'s commands up to {} take more than the {ORDERS_BUDGET} bytes one orders message carries",
+                c.deputy,
+                short(&c.id)
+            );
+            return Err(error(c.pos, msg));
+        }
+    }
     let ids: HashSet<&str> = cfg.cmds.iter().map(|c| c.id.as_str()).collect();
     // every group path that holds a command, at any depth, and "" if any
     let mut groups: HashSet<String> = HashSet::new();
@@ -784,6 +836,14 @@ pub fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
         }
     }
     find_cycle(cfg, &index).map_or(Ok(()), |(pos, msg)| Err(error(pos, msg)))
+}
+
+/// A command id for a message: quoted, cut to 40 characters.
+fn short(id: &str) -> String {
+    match id.char_indices().nth(40) {
+        Some((i, _)) => format!("{:?}...", &id[..i]),
+        None => format!("{id:?}"),
+    }
 }
 
 /// The first `run_script` that closes a cycle, depth first from each
@@ -1542,5 +1602,50 @@ script "s\"" {
         assert_eq!((e.file, e.pos), (missing.display().to_string(), Pos::NONE));
         assert!(e.msg.starts_with("cannot read: "), "{}", e.msg);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_what_the_wire_carries_is_accepted() {
+        let long = "i".repeat(70_000);
+        let cases: Vec<(String, &str)> = vec![
+            (
+                format!("cmd \"{long}\" {{ exec = \"x\"; deputy = \"d\"; }}"),
+                "c.cfg:1:5: the command id is 70000 bytes, longer than a message carries (65536)",
+            ),
+            (
+                format!("\ncmd \"a\" {{\n  exec = \"{long}\"; deputy = \"d\"; }}"),
+                "c.cfg:3:10: exec is 70000 bytes, longer than a message carries (65536)",
+            ),
+            (
+                format!("cmd \"a\" {{ exec = \"x\"; host = \"{}\"; }}", "h".repeat(256)),
+                "c.cfg:1:30: host is 256 bytes, longer than a deputy id may be (255)",
+            ),
+        ];
+        expect_errors(&cases, err);
+        // validate: a group path, and one deputy's orders over one message
+        let group = "g".repeat(MAX_STRING + 1);
+        let deep = Config { cmds: vec![CmdDef { group, ..CmdDef::new("a", "x", "d") }], scripts: vec![] };
+        let e = validate(&deep, "c.cfg").unwrap_err().to_string();
+        assert!(e.starts_with("c.cfg:0:0: command \"a\": the group path is 65537 bytes"), "{e}");
+        let mut text = String::new();
+        let exec = "x".repeat(60_000);
+        for i in 0..18 {
+            text.push_str(&format!("cmd \"c{i}\" {{ exec = \"{exec}\"; deputy = \"d\"; }}\n"));
+        }
+        text.push_str("cmd \"other\" { exec = \"y\"; deputy = \"e\"; }\n");
+        let c = parse(&text, "c.cfg").unwrap();
+        let e = validate(&c, "c.cfg").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "c.cfg:18:5: deputy \"d\"'s commands up to \"c17\" take more than the {ORDERS_BUDGET} bytes one \
+                 orders message carries"
+            )
+        );
+        let mut c = parse(&text.lines().skip(1).collect::<Vec<_>>().join("\n"), "c.cfg").unwrap();
+        validate(&c, "c.cfg").expect("17 of them fit");
+        c.cmds.extend((0..MAX_CMDS_PER_DEPUTY).map(|i| CmdDef::new(&format!("n{i}"), "x", "e")));
+        let e = validate(&c, "c.cfg").unwrap_err().to_string();
+        assert!(e.contains("deputy \"e\" has more than 10000 commands"), "{e}");
     }
 }

@@ -2,16 +2,31 @@
 //! info, orders and output, keeps the [`Fleet`] and a bounded ring of each
 //! command's recent output, sends one `orders_t` per deputy every second
 //! and at once after a change, and notices other sheriffs.
+//!
+//! Output is kept within limits: [`RING_BYTES`] per command the fleet
+//! holds (and for each deputy's notices), [`MAX_OUTPUT_BYTES`] in all (the
+//! rings written least recently are emptied first), and for commands the
+//! fleet does not hold (output that came before their first report, or
+//! spoofed) at most [`MAX_STRAYS`] rings of [`STRAY_RING_BYTES`], the
+//! oldest dropped first.
 
-use super::model::{Fleet, Verb};
+use super::model::{Fleet, Key as CmdKey, MAX_DEPUTY_ID, Verb};
 use crate::procman::auth::{self, AuthMode, Key, Signer, Verdict, Verifier};
 use crate::procman::{DeputyInfo, Discovery, Lcm, Orders, Output, PM_DISCOVER, PM_INFO, PM_ORDERS, PM_OUTPUT, Url};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::io;
 use std::time::{Duration, Instant};
 
 /// Bytes of output kept per command.
 pub const RING_BYTES: usize = 256 * 1024;
+/// Bytes of output kept in all rings together.
+pub const MAX_OUTPUT_BYTES: usize = 16 << 20;
+/// Rings kept for commands the fleet does not hold.
+pub const MAX_STRAYS: usize = 256;
+/// Bytes kept in each of those.
+pub const STRAY_RING_BYTES: usize = 4096;
+/// The longest command id such a ring is kept for.
+pub const MAX_STRAY_ID: usize = 255;
 
 /// The recent output of one command, and how much was ever appended (so a
 /// follower can ask for what came after a position).
@@ -21,14 +36,17 @@ pub struct Ring {
     pub data: VecDeque<u8>,
     /// Bytes ever appended.
     pub total: u64,
+    /// When it was last written ([`Outputs`]' counter).
+    seq: u64,
 }
 
 impl Ring {
-    fn push(&mut self, text: &[u8]) {
-        self.data.extend(text);
+    fn push(&mut self, text: &[u8], cap: usize) {
         self.total += text.len() as u64;
-        let over = self.data.len().saturating_sub(RING_BYTES);
-        self.data.drain(..over);
+        let text = &text[text.len().saturating_sub(cap)..];
+        let over = (self.data.len() + text.len()).saturating_sub(cap);
+        self.data.drain(..over.min(self.data.len()));
+        self.data.extend(text);
     }
 
     /// The last `n` lines (a final line without LF counts).
@@ -61,6 +79,113 @@ impl Ring {
     }
 }
 
+/// The output rings by (deputy, command id), within the limits above.
+#[derive(Default)]
+pub struct Outputs {
+    rings: HashMap<CmdKey, Ring>,
+    /// Rings holding data, by when they were last written.
+    lru: BTreeMap<u64, CmdKey>,
+    /// Rings made for commands not held, oldest first.
+    strays: VecDeque<CmdKey>,
+    seq: u64,
+    bytes: usize,
+    /// Output messages' entries dropped (a stray beyond the limits).
+    pub dropped: u64,
+    /// Rings emptied to stay within [`MAX_OUTPUT_BYTES`].
+    pub evicted: u64,
+}
+
+impl Outputs {
+    /// The ring of `key`.
+    pub fn get(&self, key: &CmdKey) -> Option<&Ring> {
+        self.rings.get(key)
+    }
+
+    /// Is there a ring for `key`?
+    pub fn contains_key(&self, key: &CmdKey) -> bool {
+        self.rings.contains_key(key)
+    }
+
+    /// Rings kept.
+    pub fn len(&self) -> usize {
+        self.rings.len()
+    }
+
+    /// True if no ring is kept.
+    pub fn is_empty(&self) -> bool {
+        self.rings.is_empty()
+    }
+
+    /// Bytes kept in all rings.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Take the bytes kept for `key` (its position stays).
+    pub fn take(&mut self, key: &CmdKey) -> Vec<u8> {
+        let Some(r) = self.rings.get_mut(key) else { return Vec::new() };
+        self.bytes = self.bytes.saturating_sub(r.data.len());
+        self.lru.remove(&r.seq);
+        std::mem::take(&mut r.data).into()
+    }
+
+    /// Append `text` to `key`'s ring; `held` tells which keys belong to
+    /// the fleet. False if it was dropped.
+    fn push(&mut self, key: CmdKey, text: &[u8], held: &dyn Fn(&CmdKey) -> bool) -> bool {
+        let is_held = held(&key);
+        if !is_held && !self.rings.contains_key(&key) {
+            if key.0.len() > MAX_DEPUTY_ID || key.1.len() > MAX_STRAY_ID {
+                self.dropped += 1;
+                return false;
+            }
+            while self.strays.len() >= MAX_STRAYS {
+                if let Some(old) = self.strays.pop_front()
+                    && !held(&old)
+                {
+                    self.forget(&old);
+                }
+            }
+            self.strays.push_back(key.clone());
+        }
+        let cap = if is_held { RING_BYTES } else { STRAY_RING_BYTES };
+        self.seq += 1;
+        let r = self.rings.entry(key.clone()).or_default();
+        let before = r.data.len();
+        r.push(text, cap);
+        self.bytes = (self.bytes + r.data.len()).saturating_sub(before);
+        self.lru.remove(&r.seq);
+        r.seq = self.seq;
+        self.lru.insert(self.seq, key);
+        // Empty the rings written longest ago (never the one just written:
+        // one ring is far below the budget).
+        while self.bytes > MAX_OUTPUT_BYTES {
+            let Some((_, k)) = self.lru.pop_first() else { break };
+            if let Some(r) = self.rings.get_mut(&k) {
+                self.bytes = self.bytes.saturating_sub(r.data.len());
+                r.data = VecDeque::new();
+                self.evicted += 1;
+            }
+        }
+        true
+    }
+
+    fn forget(&mut self, key: &CmdKey) {
+        if let Some(r) = self.rings.remove(key) {
+            self.bytes = self.bytes.saturating_sub(r.data.len());
+            self.lru.remove(&r.seq);
+        }
+    }
+
+    /// Drop the rings of commands no longer held (and not strays).
+    fn prune(&mut self, held: &dyn Fn(&CmdKey) -> bool) {
+        let strays: HashSet<&CmdKey> = self.strays.iter().collect();
+        let gone: Vec<CmdKey> = self.rings.keys().filter(|k| !held(k) && !strays.contains(k)).cloned().collect();
+        for k in &gone {
+            self.forget(k);
+        }
+    }
+}
+
 /// Settings of the engine.
 pub struct Settings {
     /// LCM endpoint.
@@ -86,7 +211,7 @@ pub struct Engine {
     /// The fleet.
     pub fleet: Fleet,
     /// Recent output by (deputy, command id); "" = the deputy's notices.
-    pub output: HashMap<(String, String), Ring>,
+    pub output: Outputs,
     /// `"<hostname>:<pid>:<utime at start>"`.
     pub id: String,
     /// Observing: nothing is sent.
@@ -106,7 +231,8 @@ pub struct Engine {
     pub notes: Vec<String>,
     /// Output received since the caller last looked, by key (for
     /// followers).
-    pub fresh_output: Vec<(String, String)>,
+    pub fresh_output: HashSet<(String, String)>,
+    next_prune: Instant,
 }
 
 impl Engine {
@@ -123,7 +249,7 @@ impl Engine {
         let verifier = Verifier::new(s.keys.iter().cloned()).map_err(|e| io::Error::other(e.to_string()))?;
         let mut e = Engine {
             fleet: Fleet::default(),
-            output: HashMap::new(),
+            output: Outputs::default(),
             id,
             observer: s.observer,
             demote: s.demote_on_conflict,
@@ -137,7 +263,8 @@ impl Engine {
             quiet_until: Instant::now() + s.listen_first,
             last_utime: 0,
             notes: Vec::new(),
-            fresh_output: Vec::new(),
+            fresh_output: HashSet::new(),
+            next_prune: Instant::now(),
         };
         if !e.observer {
             let d = Discovery { utime: start, transmitter_id: e.id.clone(), nonce: 0 };
@@ -226,16 +353,32 @@ impl Engine {
         if !self.auth.admits(&v) && !self.trust_unsigned.iter().any(|t| t == &o.deputy_id) {
             return;
         }
+        let fleet = &self.fleet;
+        let held = |k: &CmdKey| fleet.cmds.contains_key(k) || (k.1.is_empty() && fleet.deputies.contains_key(&k.0));
         for (id, text) in o.command_ids.iter().zip(&o.text) {
             let key = (o.deputy_id.clone(), id.clone());
-            self.output.entry(key.clone()).or_default().push(text.as_bytes());
-            self.fresh_output.push(key);
+            if self.output.push(key.clone(), text.as_bytes(), &held) {
+                self.fresh_output.insert(key);
+            }
         }
+    }
+
+    /// The orders for `deputy` cannot be sent: why (a definition the wire
+    /// cannot carry). A verb that changed its commands then fails.
+    pub fn unsendable(&self, deputy: &str) -> Option<String> {
+        let o = self.fleet.orders_for(deputy, &self.id, 0);
+        o.to_bytes().err().map(|e| format!("the orders for deputy {deputy} cannot be sent: {e}"))
     }
 
     /// Send orders: to every deputy heard from each second, to changed
     /// ones at once. Returns when it is next due.
     pub fn tick(&mut self, now: Instant) -> Instant {
+        if now >= self.next_prune {
+            self.next_prune = now + Duration::from_secs(1);
+            let fleet = &self.fleet;
+            let held = |k: &CmdKey| fleet.cmds.contains_key(k) || (k.1.is_empty() && fleet.deputies.contains_key(&k.0));
+            self.output.prune(&held);
+        }
         if self.observer {
             self.dirty.clear();
             return now + Duration::from_secs(1);
@@ -274,17 +417,72 @@ mod tests {
     #[test]
     fn ring_keeps_the_tail() {
         let mut r = Ring::default();
-        r.push(b"a\nb\nc\n");
+        r.push(b"a\nb\nc\n", RING_BYTES);
         assert_eq!(r.tail_lines(2), b"b\nc\n");
         assert_eq!(r.tail_lines(5), b"a\nb\nc\n");
         assert_eq!(r.tail_lines(0), b"");
-        r.push(b"partial");
+        r.push(b"partial", RING_BYTES);
         assert_eq!(r.tail_lines(1), b"partial");
         assert_eq!(r.since(4), b"c\npartial");
         let big = vec![b'x'; RING_BYTES];
-        r.push(&big);
+        r.push(&big, RING_BYTES);
         assert_eq!(r.data.len(), RING_BYTES);
         assert_eq!(r.total, (6 + 7 + RING_BYTES) as u64);
         assert_eq!(r.since(0).len(), RING_BYTES, "what is no longer kept is skipped");
+    }
+
+    #[test]
+    fn output_is_held_within_limits() {
+        let mut o = Outputs::default();
+        let held = |k: &CmdKey| k.1.starts_with("held");
+        // strays: bounded in number and size, oldest dropped first
+        for n in 0..MAX_STRAYS * 3 {
+            assert!(o.push(("d".into(), format!("spoof{n}")), &[b'x'; 10_000], &held));
+        }
+        assert_eq!(o.len(), MAX_STRAYS);
+        assert_eq!(o.bytes(), MAX_STRAYS * STRAY_RING_BYTES);
+        assert!(o.contains_key(&("d".into(), format!("spoof{}", MAX_STRAYS * 3 - 1))));
+        assert!(!o.push(("d".into(), "s".repeat(MAX_STRAY_ID + 1)), b"x", &held));
+        assert_eq!(o.dropped, 1);
+        // held commands: RING_BYTES each, MAX_OUTPUT_BYTES in all
+        let chunk = vec![b'y'; RING_BYTES];
+        for n in 0..(MAX_OUTPUT_BYTES / RING_BYTES) * 2 {
+            o.push(("d".into(), format!("held{n}")), &chunk, &held);
+        }
+        assert!(o.bytes() <= MAX_OUTPUT_BYTES, "{}", o.bytes());
+        assert!(o.evicted > 0);
+        let last = ("d".to_string(), format!("held{}", (MAX_OUTPUT_BYTES / RING_BYTES) * 2 - 1));
+        assert_eq!(o.get(&last).map(|r| r.data.len()), Some(RING_BYTES), "the newest ring is kept");
+        // rings of commands no longer held go at the next prune
+        o.prune(&|k: &CmdKey| k.1 == "held0");
+        assert_eq!(o.len(), MAX_STRAYS + 1);
+        assert_eq!(o.take(&("d".into(), "nothing".into())), b"");
+    }
+
+    #[test]
+    fn orders_that_cannot_be_sent_are_reported() {
+        let mut e = Engine::new(Settings {
+            url: Url::Tcpq { host: "127.0.0.1".into(), port: 9 },
+            observer: false,
+            demote_on_conflict: false,
+            auth: AuthMode::Off,
+            keys: vec![],
+            trust_unsigned: vec![],
+            listen_first: Duration::ZERO,
+        })
+        .unwrap();
+        let cmd = |id: String| crate::procman::CmdT {
+            command_id: id,
+            exec_str: "x".into(),
+            group: String::new(),
+            auto_respawn: false,
+            stop_signal: 15,
+            stop_time_allowed: 1.0,
+        };
+        e.fleet.define("d", cmd("ok".into()));
+        assert_eq!(e.unsendable("d"), None);
+        e.fleet.define("d", cmd("i".repeat(70_000)));
+        let why = e.unsendable("d").expect("a 70,000-byte id cannot go");
+        assert!(why.starts_with("the orders for deputy d cannot be sent: "), "{why}");
     }
 }

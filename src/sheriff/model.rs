@@ -2,10 +2,62 @@
 //! §5.2, §5.5), without I/O: deputies and their commands as reported, the
 //! desired state the sheriff holds, the actions people and scripts take on
 //! it, and the orders that follow from it.
+//!
+//! What the network reports is held within limits ([`MAX_DEPUTIES`],
+//! [`MAX_DEPUTY_ID`], [`MAX_CMDS_PER_DEPUTY`], [`ORDERS_BUDGET`],
+//! [`MAX_FLEET_BYTES`]): a deputy or an adopted command beyond them is
+//! ignored and counted in [`Fleet::refused`]. A configuration's commands
+//! are always held (`validate` in config.rs keeps each deputy's within one
+//! orders message).
 
+use crate::procman::codec::{MAX_COUNT, MAX_MESSAGE};
 use crate::procman::{CmdDesired, CmdT, DeputyInfo, Orders};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+
+/// The most deputies held; one first heard beyond it is ignored.
+pub const MAX_DEPUTIES: usize = 1024;
+/// The longest deputy id accepted, in bytes (a host name's length).
+pub const MAX_DEPUTY_ID: usize = 255;
+/// Bytes of an `orders_t` kept for all but its commands: fingerprint,
+/// utime, deputy and sheriff ids, the count, a PMA1 trailer.
+pub const ORDERS_HEADROOM: usize = 2048;
+/// The most bytes of commands ([`desired_bytes`]) one deputy's orders
+/// carry: what one message holds.
+pub const ORDERS_BUDGET: usize = MAX_MESSAGE - ORDERS_HEADROOM;
+/// The most commands per deputy: what one `orders_t` array holds.
+pub const MAX_CMDS_PER_DEPUTY: usize = MAX_COUNT;
+/// The most memory (as [`Fleet::bytes`] estimates it) the fleet's
+/// commands may take before adoption from the network stops.
+pub const MAX_FLEET_BYTES: usize = 16 << 20;
+
+/// Bytes a command takes in an `orders_t` (its LCM encoding as a
+/// `cmd_desired_t`: three strings of length + text + NUL, an int8, a
+/// float, two booleans, an int32).
+pub fn desired_bytes(c: &CmdT) -> usize {
+    desired_len(&c.command_id, &c.exec_str, &c.group)
+}
+
+/// [`desired_bytes`] of a command with this id, exec and group.
+pub fn desired_len(id: &str, exec: &str, group: &str) -> usize {
+    id.len() + exec.len() + group.len() + 26
+}
+
+/// Memory a held command takes, estimated: its definition, its key (the
+/// deputy id twice, the id again) and the fixed part.
+fn cost(deputy: &str, c: &CmdT) -> usize {
+    desired_bytes(c) + c.command_id.len() + 2 * deputy.len() + 256
+}
+
+/// Network input the fleet ignored for its limits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Refused {
+    /// Messages from or about a deputy beyond [`MAX_DEPUTIES`] (or with an
+    /// id over [`MAX_DEPUTY_ID`]).
+    pub deputies: u64,
+    /// Commands not adopted (or not updated) for a per-deputy or fleet limit.
+    pub commands: u64,
+}
 
 /// A command's key: (deputy id, command id).
 pub type Key = (String, String);
@@ -29,6 +81,10 @@ pub struct Deputy {
     pub swap_total: i64,
     /// Bytes.
     pub swap_free: i64,
+    /// Commands held for it.
+    pub ncmds: usize,
+    /// Their bytes in its orders ([`desired_bytes`]).
+    pub orders_bytes: usize,
 }
 
 /// One command on one deputy.
@@ -157,13 +213,18 @@ pub enum Liveness {
     Lost,
 }
 
-/// The fleet as this sheriff sees it.
+/// The fleet as this sheriff sees it. Change `cmds` only through its
+/// methods: they keep the counts the limits are checked against.
 #[derive(Default)]
 pub struct Fleet {
     /// Deputies by id.
     pub deputies: BTreeMap<String, Deputy>,
     /// Commands by (deputy, command id).
     pub cmds: BTreeMap<(String, String), Command>,
+    /// Estimated memory of all commands held (compare [`MAX_FLEET_BYTES`]).
+    pub bytes: usize,
+    /// What was ignored for the limits.
+    pub refused: Refused,
 }
 
 /// Infos older than this are dropped (unless observing).
@@ -177,7 +238,10 @@ impl Fleet {
     /// A command from a configuration (or `add`): desired 0, so loading
     /// a config never restarts anything (§5.2).
     pub fn define(&mut self, deputy: &str, cmd: CmdT) {
+        self.deputies.entry(deputy.to_string()).or_insert_with(|| new_deputy(deputy));
         let key = (deputy.to_string(), cmd.command_id.clone());
+        let old = self.cmds.get(&key).map(|c| c.cmd.clone());
+        self.account(deputy, old.as_ref(), Some(&cmd));
         match self.cmds.get_mut(&key) {
             Some(c) => {
                 c.cmd = cmd;
@@ -187,13 +251,61 @@ impl Fleet {
                 self.cmds.insert(key, new_command(deputy, cmd));
             }
         }
-        self.deputies.entry(deputy.to_string()).or_insert_with(|| new_deputy(deputy));
+    }
+
+    /// A deputy named by network input: the one held, or a new one within
+    /// [`MAX_DEPUTIES`] and [`MAX_DEPUTY_ID`] (else counted, `None`).
+    fn deputy_from_network(&mut self, id: &str) -> Option<&mut Deputy> {
+        if !self.deputies.contains_key(id) {
+            if id.len() > MAX_DEPUTY_ID || self.deputies.len() >= MAX_DEPUTIES {
+                self.refused.deputies += 1;
+                return None;
+            }
+            self.deputies.insert(id.to_string(), new_deputy(id));
+        }
+        self.deputies.get_mut(id)
+    }
+
+    /// Would replacing `old` (None: adding) by `new` on `deputy` stay
+    /// within the limits? Counts a refusal if not.
+    fn room(&mut self, deputy: &str, old: Option<&CmdT>, new: &CmdT) -> bool {
+        let Some(d) = self.deputies.get(deputy) else { return false };
+        let ncmds = d.ncmds + usize::from(old.is_none());
+        let orders = (d.orders_bytes + desired_bytes(new)).saturating_sub(old.map_or(0, desired_bytes));
+        let total = (self.bytes + cost(deputy, new)).saturating_sub(old.map_or(0, |o| cost(deputy, o)));
+        let ok = ncmds <= MAX_CMDS_PER_DEPUTY && orders <= ORDERS_BUDGET && total <= MAX_FLEET_BYTES;
+        if !ok {
+            self.refused.commands += 1;
+        }
+        ok
+    }
+
+    /// Keep the counts: `old` (None: none) becomes `new` (None: removed).
+    fn account(&mut self, deputy: &str, old: Option<&CmdT>, new: Option<&CmdT>) {
+        let Some(d) = self.deputies.get_mut(deputy) else { return };
+        if let Some(o) = old {
+            d.ncmds = d.ncmds.saturating_sub(1);
+            d.orders_bytes = d.orders_bytes.saturating_sub(desired_bytes(o));
+            self.bytes = self.bytes.saturating_sub(cost(deputy, o));
+        }
+        if let Some(n) = new {
+            d.ncmds += 1;
+            d.orders_bytes += desired_bytes(n);
+            self.bytes += cost(deputy, n);
+        }
+    }
+
+    /// Forget a command.
+    fn remove(&mut self, key: &Key) {
+        if let Some(c) = self.cmds.remove(key) {
+            self.account(&key.0, Some(&c.cmd), None);
+        }
     }
 
     /// An info from a deputy. `observer`: accept any age (log replays).
     /// Returns false if it was dropped.
     pub fn on_info(&mut self, info: &DeputyInfo, now_wall_us: i64, now: Instant, observer: bool) -> bool {
-        let d = self.deputies.entry(info.deputy_id.clone()).or_insert_with(|| new_deputy(&info.deputy_id));
+        let Some(d) = self.deputy_from_network(&info.deputy_id) else { return false };
         if !observer && now_wall_us - info.utime > MAX_INFO_AGE_US {
             return false;
         }
@@ -210,13 +322,18 @@ impl Fleet {
         let mut reported = std::collections::HashSet::new();
         for s in &info.cmds {
             let key = (info.deputy_id.clone(), s.cmd.command_id.clone());
-            reported.insert(s.cmd.command_id.clone());
-            let c = self.cmds.entry(key).or_insert_with(|| {
+            if !self.cmds.contains_key(&key) {
+                if !self.room(&info.deputy_id, None, &s.cmd) {
+                    continue;
+                }
                 // Adoption: what runs is what is desired.
                 let mut c = new_command(&info.deputy_id, s.cmd.clone());
                 c.desired_runid = s.actual_runid;
-                c
-            });
+                self.account(&info.deputy_id, None, Some(&s.cmd));
+                self.cmds.insert(key.clone(), c);
+            }
+            reported.insert(s.cmd.command_id.clone());
+            let Some(c) = self.cmds.get_mut(&key) else { continue };
             let new_run = s.pid > 0 && (c.pid != s.pid || c.up_since.is_none());
             if new_run {
                 c.up_since = Some(now);
@@ -238,7 +355,15 @@ impl Fleet {
             }
         }
         let dep = info.deputy_id.clone();
-        self.cmds.retain(|(d, id), c| !(d == &dep && c.removing && !reported.contains(id)));
+        let gone: Vec<Key> = self
+            .cmds
+            .iter()
+            .filter(|((d, id), c)| d == &dep && c.removing && !reported.contains(id))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &gone {
+            self.remove(k);
+        }
         for ((d, id), c) in self.cmds.iter_mut() {
             if d == &dep && !reported.contains(id) && c.pid > 0 {
                 c.pid = 0; // no longer listed: not running there
@@ -250,10 +375,20 @@ impl Fleet {
 
     /// Observer mode: another sheriff's orders say what is desired.
     pub fn on_foreign_orders(&mut self, o: &Orders) {
+        if self.deputy_from_network(&o.deputy_id).is_none() {
+            return;
+        }
         let mut listed = std::collections::HashSet::new();
         for cd in &o.cmds {
             listed.insert(cd.cmd.command_id.clone());
             let key = (o.deputy_id.clone(), cd.cmd.command_id.clone());
+            let old = self.cmds.get(&key).map(|c| c.cmd.clone());
+            if old.as_ref() != Some(&cd.cmd) {
+                if !self.room(&o.deputy_id, old.as_ref(), &cd.cmd) {
+                    continue;
+                }
+                self.account(&o.deputy_id, old.as_ref(), Some(&cd.cmd));
+            }
             let c = self.cmds.entry(key).or_insert_with(|| new_command(&o.deputy_id, cd.cmd.clone()));
             c.cmd = cd.cmd.clone();
             c.desired_runid = cd.desired_runid;
@@ -265,7 +400,6 @@ impl Fleet {
                 c.removing = true;
             }
         }
-        self.deputies.entry(o.deputy_id.clone()).or_insert_with(|| new_deputy(&o.deputy_id));
     }
 
     /// Apply `verb` to one command; true if the desired state changed.
@@ -287,7 +421,7 @@ impl Fleet {
             Verb::Stop => c.force_quit = true,
             Verb::Remove => {
                 if !heard {
-                    self.cmds.remove(key);
+                    self.remove(key);
                     return true;
                 }
                 c.removing = true;
@@ -346,6 +480,8 @@ fn new_deputy(id: &str) -> Deputy {
         mem_free: 0,
         swap_total: 0,
         swap_free: 0,
+        ncmds: 0,
+        orders_bytes: 0,
     }
 }
 
@@ -499,5 +635,66 @@ mod tests {
         assert_eq!(f.liveness("d", t + Duration::from_secs(3)), Liveness::Late);
         assert_eq!(f.liveness("d", t + Duration::from_secs(6)), Liveness::Lost);
         assert_eq!(f.liveness("nobody", t), Liveness::Lost);
+    }
+
+    #[test]
+    fn desired_bytes_is_the_encoded_size() {
+        let one = |c: CmdT| Orders {
+            utime: 1,
+            deputy_id: "d".into(),
+            sheriff_id: "s".into(),
+            cmds: vec![CmdDesired { cmd: c, desired_runid: 1, force_quit: false }],
+        };
+        let empty = Orders { cmds: vec![], ..one(cmd_t("x", false)) }.to_bytes().unwrap().len();
+        let c = CmdT { exec_str: "e".repeat(1000), ..cmd_t("some-id", true) };
+        let size = one(c.clone()).to_bytes().unwrap().len();
+        assert_eq!(size - empty, desired_bytes(&c));
+    }
+
+    #[test]
+    fn network_input_is_held_within_limits() {
+        let mut f = Fleet::default();
+        let t = Instant::now();
+        // deputies: an over-long id, then more than MAX_DEPUTIES
+        let mut i = info(NOW, &[]);
+        i.deputy_id = "d".repeat(MAX_DEPUTY_ID + 1);
+        assert!(!f.on_info(&i, NOW, t, false));
+        for n in 0..MAX_DEPUTIES + 10 {
+            i.deputy_id = format!("dep{n}");
+            f.on_info(&i, NOW, t, false);
+        }
+        assert_eq!(f.deputies.len(), MAX_DEPUTIES);
+        assert_eq!(f.refused.deputies, 11);
+        let o = Orders { utime: NOW, deputy_id: "foreign".into(), sheriff_id: "s".into(), cmds: vec![] };
+        f.on_foreign_orders(&o);
+        assert!(!f.deputies.contains_key("foreign"));
+        // adopted commands: a deputy's orders must stay within one message
+        let mut f = Fleet::default();
+        let big = |id: &str| CmdStatus {
+            cmd: CmdT { exec_str: "x".repeat(60_000), ..cmd_t(id, false) },
+            pid: 5,
+            actual_runid: 1,
+            exit_code: 0,
+            cpu_usage: 0.0,
+            mem_vsize_bytes: 0,
+            mem_rss_bytes: 0,
+        };
+        for round in 0..4 {
+            let mut i = info(NOW + round, &[]);
+            i.cmds = (0..10).map(|n| big(&format!("r{round}-{n}"))).collect();
+            f.on_info(&i, NOW, t, false);
+        }
+        let d = &f.deputies["d"];
+        assert_eq!(d.ncmds, f.cmds.len());
+        assert!(d.orders_bytes <= ORDERS_BUDGET && f.cmds.len() == ORDERS_BUDGET / (60_000 + 32), "{}", f.cmds.len());
+        assert_eq!(f.refused.commands, 40 - f.cmds.len() as u64);
+        assert!(f.orders_for("d", "s", NOW).to_bytes().is_ok(), "its orders still go out");
+        // removal gives the room back
+        let keys: Vec<Key> = f.cmds.keys().cloned().collect();
+        for k in &keys {
+            f.act(k, Verb::Remove);
+        }
+        f.on_info(&info(NOW + 9, &[]), NOW, t, false);
+        assert_eq!((f.cmds.len(), f.deputies["d"].ncmds, f.deputies["d"].orders_bytes, f.bytes), (0, 0, 0, 0));
     }
 }

@@ -17,6 +17,7 @@ use super::script::{Outcome, Run};
 use super::view::{self, Filter, Row};
 use crate::procman::CmdT;
 use crate::procman::hub::Hub;
+use crate::procman::tcpq::trusted_peer;
 use mio::net::{UnixListener, UnixStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -100,10 +101,69 @@ impl Client {
     }
 }
 
-/// The lone ranger's processes.
+/// The lone ranger's private directory (made by `mkdtemp`: a fresh random
+/// name, mode 0700, never one that existed before) holding its hub's
+/// socket, the private daemonproxy's configuration and control socket;
+/// and that daemonproxy once started. Dropping it stops the daemonproxy
+/// and removes the directory.
 struct Local {
-    dp: std::process::Child,
+    dp: Option<std::process::Child>,
     dir: PathBuf,
+}
+
+impl Local {
+    /// Make the directory under `$TMPDIR` (else /tmp).
+    fn new() -> io::Result<Local> {
+        let template = std::env::temp_dir().join("daemonproxy-sheriff-local.XXXXXX");
+        let dir = nix::unistd::mkdtemp(&template).map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+        let local = Local { dp: None, dir };
+        // Its paths go into the private daemonproxy's configuration, one
+        // TAB-separated line each.
+        match local.dir.to_str() {
+            Some(p) if !p.contains(|c: char| c.is_control()) => Ok(local),
+            _ => Err(io::Error::new(io::ErrorKind::InvalidInput, "$TMPDIR holds a control character or is not UTF-8")),
+        }
+    }
+
+    /// A path inside the directory, as text (checked UTF-8 by `new`).
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_string_lossy().into_owned()
+    }
+
+    /// Write the private daemonproxy's configuration (a new file: `O_EXCL`,
+    /// `O_NOFOLLOW`, mode 0600) and start it, with its bridge on `url`.
+    fn start(&mut self, url: &crate::procman::Url) -> io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let exe = std::env::current_exe()?;
+        let bin = exe.parent().map(PathBuf::from).unwrap_or_default();
+        let dp = bin.join("daemonproxy");
+        let bridge = bin.join("daemonproxy-bridge");
+        let conf = self.path("local.conf");
+        let text = format!(
+            "service.args\tbridge\t{}\t--control-fd\t0\t--id\tlocalhost\t--lcm-url\t{url}\n\
+             service.fds\tbridge\tcontrol.socket\tcontrol.socket\tstderr\n\
+             service.auto_up\tbridge\t1\talways\n",
+            bridge.display()
+        );
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&conf)?
+            .write_all(text.as_bytes())?;
+        use std::os::unix::process::CommandExt;
+        let child = std::process::Command::new(&dp)
+            .process_group(0)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-S")
+            .arg(self.path("dp.sock"))
+            .stdin(std::process::Stdio::null())
+            .spawn()?;
+        self.dp = Some(child);
+        Ok(())
+    }
 }
 
 impl Drop for Local {
@@ -111,11 +171,13 @@ impl Drop for Local {
         // The private daemonproxy leads its own process group, and its
         // services stay in it (daemonproxy never moves them): SIGTERM to
         // the group, then SIGKILL to what is left.
-        let pg = nix::unistd::Pid::from_raw(self.dp.id() as i32);
-        let _ = nix::sys::signal::killpg(pg, nix::sys::signal::Signal::SIGTERM);
-        std::thread::sleep(Duration::from_millis(200));
-        let _ = nix::sys::signal::killpg(pg, nix::sys::signal::Signal::SIGKILL);
-        let _ = self.dp.wait();
+        if let Some(dp) = &mut self.dp {
+            let pg = nix::unistd::Pid::from_raw(dp.id() as i32);
+            let _ = nix::sys::signal::killpg(pg, nix::sys::signal::Signal::SIGTERM);
+            std::thread::sleep(Duration::from_millis(200));
+            let _ = nix::sys::signal::killpg(pg, nix::sys::signal::Signal::SIGKILL);
+            let _ = dp.wait();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -156,45 +218,20 @@ pub fn cmd_t(c: &config::CmdDef) -> CmdT {
     }
 }
 
-fn start_local(url: &crate::procman::Url) -> io::Result<Local> {
-    let exe = std::env::current_exe()?;
-    let bin = exe.parent().map(PathBuf::from).unwrap_or_default();
-    let dp = bin.join("daemonproxy");
-    let bridge = bin.join("daemonproxy-bridge");
-    let dir = std::env::temp_dir().join(format!("daemonproxy-sheriff-local.{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let conf = dir.join("local.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "service.args\tbridge\t{}\t--control-fd\t0\t--id\tlocalhost\t--lcm-url\t{url}\n\
-             service.fds\tbridge\tcontrol.socket\tcontrol.socket\tstderr\n\
-             service.auto_up\tbridge\t1\talways\n",
-            bridge.display()
-        ),
-    )?;
-    use std::os::unix::process::CommandExt;
-    let child = std::process::Command::new(&dp)
-        .process_group(0)
-        .arg("-c")
-        .arg(&conf)
-        .arg("-S")
-        .arg(dir.join("dp.sock"))
-        .stdin(std::process::Stdio::null())
-        .spawn()?;
-    Ok(Local { dp: child, dir })
-}
-
 impl Sheriff {
     /// Set everything up: load the configuration (errors name the file,
     /// line and column), bind the control socket, start the hub and the
     /// lone ranger if asked.
     pub fn new(mut o: Options) -> Result<Sheriff, String> {
         // A socket that answers belongs to a sheriff that is serving: never
-        // take it over. A stale socket (nobody listening) is replaced;
-        // anything else at the path is left alone (binding then fails).
-        if std::os::unix::net::UnixStream::connect(&o.control).is_ok() {
-            return Err(format!("a sheriff is already serving on {}", o.control.display()));
+        // take it over (and say so if another user's process answers). A
+        // stale socket (nobody listening) is replaced; anything else at the
+        // path is left alone (binding then fails).
+        if let Ok(s) = std::os::unix::net::UnixStream::connect(&o.control) {
+            return Err(match trusted_peer(&s) {
+                Ok(()) => format!("a sheriff is already serving on {}", o.control.display()),
+                Err(e) => format!("{}: not ours, refusing it: {e}", o.control.display()),
+            });
         }
         use std::os::unix::fs::FileTypeExt;
         if std::fs::symlink_metadata(&o.control).is_ok_and(|m| m.file_type().is_socket()) {
@@ -213,12 +250,22 @@ impl Sheriff {
         }
         let poll = Poll::new().map_err(|e| e.to_string())?;
         let mut hub = None;
-        if o.local && o.hub_port.is_none() && o.settings.url == crate::procman::Url::default() {
-            // The lone ranger needs no multicast route: an embedded hub.
-            o.hub_port = Some(0);
-        }
-        if let Some(port) = o.hub_port {
-            let h = Hub::bind_loopback(port).map_err(|e| format!("tcpq hub: {e}"))?;
+        let mut local = if o.local { Some(Local::new().map_err(|e| format!("lone ranger: {e}"))?) } else { None };
+        // The lone ranger needs no multicast route: an embedded hub, on a
+        // Unix socket in its private directory (other users can neither
+        // reach it nor read what passes through it).
+        let private_hub = match &local {
+            Some(l) if o.hub_port.is_none() && o.settings.url == crate::procman::Url::default() => {
+                Some(l.path("hub.sock"))
+            }
+            _ => None,
+        };
+        if private_hub.is_some() || o.hub_port.is_some() {
+            let h = match (&private_hub, o.hub_port) {
+                (Some(path), _) => Hub::bind_unix(path),
+                (None, port) => Hub::bind_loopback(port.unwrap_or(0)),
+            }
+            .map_err(|e| format!("tcpq hub: {e}"))?;
             let url = h.url().map_err(|e| e.to_string())?;
             o.settings.url = crate::procman::Url::parse(&url).map_err(|e| e.to_string())?;
             poll.registry()
@@ -251,7 +298,9 @@ impl Sheriff {
         poll.registry()
             .register(&mut SourceFd(&sig_rx.as_raw_fd()), SIG, Interest::READABLE)
             .map_err(|e| e.to_string())?;
-        let local = if o.local { Some(start_local(&url).map_err(|e| format!("lone ranger: {e}"))?) } else { None };
+        if let Some(l) = &mut local {
+            l.start(&url).map_err(|e| format!("lone ranger: {e}"))?;
+        }
         log(&format!("sheriff {} on {url}{}", engine.id, if engine.observer { " (observer)" } else { "" }));
         let mut s = Sheriff {
             engine,
@@ -385,6 +434,11 @@ impl Sheriff {
                     return self.reply(t, "error\tno such command\n", Mode::Closing);
                 }
                 let n = self.engine.act(&keys, verb);
+                // A verb whose orders cannot go out fails, not "ok".
+                let deputies: std::collections::BTreeSet<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+                if let Some(why) = deputies.iter().find_map(|d| self.engine.unsendable(d)) {
+                    return self.reply(t, &format!("error\t{why}\n"), Mode::Closing);
+                }
                 self.reply(t, &format!("ok\t{n}\t{}\n", keys.len()), Mode::Closing);
             }
             "flush" => {
@@ -603,9 +657,13 @@ impl Drop for Sheriff {
     }
 }
 
-/// Send one request to a running sheriff; the reply's lines.
+/// Send one request to a running sheriff; the reply's lines. Nothing is
+/// sent unless the process serving `control` is root or our own user
+/// (`SO_PEERCRED`): otherwise, `PermissionDenied` naming its uid.
 pub fn request(control: &std::path::Path, line: &str) -> io::Result<std::os::unix::net::UnixStream> {
     let mut s = std::os::unix::net::UnixStream::connect(control)?;
+    trusted_peer(&s)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: not ours, refusing it: {e}", control.display())))?;
     s.write_all(line.as_bytes())?;
     s.write_all(b"\n")?;
     Ok(s)
