@@ -38,10 +38,13 @@ all:
 	$(CARGO) build --release
 
 # The last line is a plain command, so make runs it without a shell in
-# between: a terminal Ctrl-C then reaches daemonproxy (which only counts it
-# and starts the shutdown controller) and make waits for it to finish.
+# between. --setpgid gives every service a process group of its own, so a
+# terminal's Ctrl-C reaches daemonproxy only (it counts it and starts the
+# shutdown controller, which stops the services, the logger last), and
+# make waits for it to finish. RUN_BIN: the binary to run.
+RUN_BIN ?= ./$(RELEASE)/daemonproxy
 run: all
-	./$(RELEASE)/daemonproxy -c controllers/example.conf
+	$(RUN_BIN) --setpgid -c controllers/example.conf
 
 # The Rust suites first (they build target/debug/daemonproxy), then the
 # controllers' Python suite against that binary.

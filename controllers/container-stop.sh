@@ -50,6 +50,8 @@ fi
 # A terminal Ctrl-C or a signal to the whole process group must not kill
 # the controller: daemonproxy counts the signal and tells us.
 trap '' INT TERM
+# A broken stderr (its reader gone) must not end the stop half-way.
+trap '' PIPE
 
 TAB=$(printf '\t')
 PENDING_STOP=0

@@ -69,6 +69,9 @@ BACKOFF_MAX=${BACKOFF_MAX:-64}
 BACKOFF_STABLE=${BACKOFF_STABLE:-10}
 
 TAB=$(printf '\t')
+# A broken stderr (its reader gone) must not kill this controller: its
+# messages then fail quietly.
+trap '' PIPE
 DUMP_DONE=restart-with-backoff.dump-done   # our echo token
 
 # --- talking to daemonproxy --------------------------------------------------

@@ -47,9 +47,13 @@ EXIT_CODE=${SHUTDOWN_EXIT_CODE:-0}
 GUARD=${SHUTDOWN_GUARD:-}
 
 # A terminal Ctrl-C goes to the whole foreground process group, and we are
-# in it (daemonproxy does not give services their own session or group).
+# in it unless daemonproxy runs with --setpgid (as "make run" does).
 # Ignore further Ctrl-Cs so that a second one does not cut the shutdown short.
 trap '' INT
+# Our stderr may be a pipe whose reader is gone ("make run | tee" after
+# Ctrl-C killed tee): a message that cannot be written must not kill us
+# half-way through the shutdown. (Writes then fail quietly.)
+trap '' PIPE
 
 TAB=$(printf '\t')
 

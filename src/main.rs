@@ -191,6 +191,7 @@ fn main() {
     sup.guard = opts.exit_guard;
     sup.socket_uids = opts.socket_uids.clone();
     sup.socket_perm = opts.socket_perm;
+    sup.spawner.new_group = opts.setpgid;
     sup.prepare_fatal();
     daemonproxy::fatal::install();
     daemonproxy::fatal::install_panic_hook();

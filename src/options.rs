@@ -45,6 +45,7 @@ extensions:
      --socket-mode  MODE      Control socket file mode (default 0600)
      --socket-group GROUP     Control socket file group
      --subreaper              Adopt orphaned descendants (outside PID 1)
+     --setpgid                Start each service in a process group of its own
   Long options also take their value as --option=VALUE.
 ";
 
@@ -88,6 +89,8 @@ pub struct Options {
     pub socket_perm: crate::listener::Perm,
     /// `--subreaper`: become a child subreaper outside PID 1.
     pub subreaper: bool,
+    /// `--setpgid`: every service leads a process group of its own.
+    pub setpgid: bool,
 }
 
 /// Why parsing stopped before the main job.
@@ -216,6 +219,7 @@ fn parse_into(o: &mut Options, args: &[OsString]) -> Result<(), Stop> {
                 b"service-pool" => o.service_pool = Some(pool_arg(&take(&mut i, &what)?)?),
                 b"mlockall" => o.mlockall = true,
                 b"subreaper" => o.subreaper = true,
+                b"setpgid" => o.setpgid = true,
                 b"controller-pool" => o.controllers = Some(count_arg(&take(&mut i, &what)?, "controller pool")?),
                 b"socket-allow-uid" => {
                     let v = take(&mut i, &what)?;

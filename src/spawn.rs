@@ -38,6 +38,9 @@ pub struct Spawner {
     pub map: Vec<Source>,
     /// The child must abort (a handle was missing at exec time).
     pub abort: bool,
+    /// Start the child as the leader of a new process group
+    /// (`--setpgid`), so a terminal's signals reach daemonproxy only.
+    pub new_group: bool,
     /// `exec(ARG0, ...) failed: ` for the parent's log line.
     exec_msg: Line,
     /// The child's stack until it execs.
@@ -58,6 +61,7 @@ impl Spawner {
             argv: Vec::with_capacity(256),
             map: Vec::with_capacity(64),
             abort: false,
+            new_group: false,
             exec_msg: Line::new(),
             stack: vec![0; CHILD_STACK],
         }
@@ -153,6 +157,9 @@ impl Spawner {
             let mut empty: libc::sigset_t = unsafe_zeroed_sigset();
             libc::sigemptyset(&mut empty);
             libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            if self.new_group && libc::setpgid(0, 0) < 0 {
+                fail(err);
+            }
 
             let n = self.map.len() as RawFd;
             // Make room first: at the open-files limit (RLIMIT_NOFILE) the

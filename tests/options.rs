@@ -28,6 +28,7 @@ extensions:
      --socket-mode  MODE      Control socket file mode (default 0600)
      --socket-group GROUP     Control socket file group
      --subreaper              Adopt orphaned descendants (outside PID 1)
+     --setpgid                Start each service in a process group of its own
   Long options also take their value as --option=VALUE.
 ";
 

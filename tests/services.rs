@@ -558,3 +558,35 @@ fn service_environment_umask_and_signals() {
         assert_eq!(ign & (1u64 << (n - 1)), 0, "signal {n} is ignored in the child: {sig}");
     }
 }
+
+/// The process group of `pid` (field 5 of /proc/PID/stat).
+fn pgid_of(pid: i32) -> i32 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    s[s.rfind(')').unwrap() + 2..].split(' ').nth(2).unwrap().parse().unwrap()
+}
+
+#[test]
+fn setpgid_gives_each_service_its_own_process_group() {
+    // Issue 16 #5: with --setpgid a terminal's Ctrl-C (a signal to
+    // daemonproxy's group) no longer reaches the services; without it they
+    // share daemonproxy's group as in 1.1.
+    let mut dp = Dp::interactive(&["--setpgid"]);
+    dp.args("s", "sh\t-c\tsleep 600 & wait");
+    let pid = dp.start("s");
+    assert_eq!(pgid_of(pid), pid, "the service leads its own group");
+    assert_ne!(pgid_of(pid), pgid_of(dp.pid()));
+    // A signal to daemonproxy's group leaves it alone.
+    assert!(kill(-pgid_of(dp.pid()), libc::SIGUSR2));
+    dp.expect("signal\tSIGUSR2\t*\t1");
+    std::thread::sleep(ms(200));
+    assert!(alive(pid), "the service must not get the group's signal");
+    // service.signal ... group reaches the child's whole group (sleep too).
+    dp.cmd("service.signal\ts\tSIGTERM\tgroup", &[]);
+    let l = dp.wait_down("s", T);
+    assert!(l.contains("\tsignal\tSIGTERM\t"), "{l}");
+
+    let mut dp = Dp::interactive(&[]);
+    dp.args("s", "sleep\t600");
+    let pid = dp.start("s");
+    assert_eq!(pgid_of(pid), pgid_of(dp.pid()), "without --setpgid: daemonproxy's group");
+}
