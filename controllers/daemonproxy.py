@@ -81,6 +81,7 @@ import socket
 import stat
 import struct
 import subprocess
+import sys
 import time
 
 __all__ = [
@@ -1012,3 +1013,34 @@ class Client:
             if ev is None:
                 raise DaemonproxyTimeout("no event within %ss" % timeout)
             yield ev
+
+
+class _Tolerant:
+    """A text stream whose writes and flushes never raise: a message for a
+    reader that has gone is dropped instead of ending the program."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError):
+            return len(text)
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def tolerate_broken_stdio():
+    """Make print() to standard output and standard error survive a reader
+    that has gone (a pipe to "tee" killed by the same Ctrl-C, say): for a
+    controller whose stdout is not its protocol channel."""
+    sys.stdout = _Tolerant(sys.stdout)
+    sys.stderr = _Tolerant(sys.stderr)

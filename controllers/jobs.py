@@ -19,6 +19,13 @@ the kernel picks the port).  The API, all JSON:
                          "output": "optional/path"}         -> 201 job
     GET    /jobs        -> 200 {"jobs": [job, ...]}
     GET    /jobs/NAME   -> 200 job
+    GET    /jobs/NAME/output?offset=N&limit=M
+                        -> 200 {"name", "offset", "next", "size", "eof",
+                           "data"}: at most M bytes (default 65536, at
+                           most 1 MiB) of the job's output file from byte
+                           N, decoded as UTF-8 (bad bytes replaced); "next"
+                           is the offset to ask for next, "eof" whether it
+                           reached the end of what is written so far
     DELETE /jobs/NAME   SIGTERM if running, wait for it (SIGKILL after
                         --kill-timeout seconds), then forget it   -> 200 job
 
@@ -27,8 +34,10 @@ the kernel picks the port).  The API, all JSON:
            "SIGTERM", for signal), "started", "exited" (seconds of the
            monotonic clock, like daemonproxy's events), "output", "argv"}
 
-Errors: 400 bad JSON, bad name or argv (or daemonproxy refused it; the
-text is in "error"), 401 no or wrong token, 404 no such job, 409 name
+Errors: 400 bad JSON, bad name or argv, a program that cannot be found
+or run ("command not found: X", checked before the job is made: a failed
+exec would otherwise look like a program that exits 3), or daemonproxy
+refused it (the text is in "error"), 401 no or wrong token, 404 no such job, 409 name
 taken (by a job or any other service), 503 daemonproxy is gone.
 
 What a job is in daemonproxy terms, for "POST /jobs" with name NAME:
@@ -73,10 +82,12 @@ import json
 import os
 import secrets
 import select
+import shutil
 import signal
 import socket
 import stat
 import sys
+import urllib.parse
 import threading
 import time
 
@@ -87,6 +98,8 @@ JOB_TAG = "job=1"
 OUT_SUFFIX = ".out"
 MAX_NAME = 31 - len(OUT_SUFFIX)
 MAX_BODY = 1 << 20
+OUTPUT_CHUNK = 1 << 16  # GET /jobs/NAME/output: default and largest limit
+MAX_OUTPUT_CHUNK = 1 << 20
 
 
 class HTTPError(Exception):
@@ -264,6 +277,7 @@ class Jobs:
         output = spec.get("output")
         if output is not None and (not isinstance(output, str) or not output):
             raise HTTPError(400, '"output" must be a non-empty string')
+        check_program(argv[0])
 
         with self.cond:
             self.refresh()
@@ -359,6 +373,42 @@ class Jobs:
                 pass
 
 
+def check_program(prog):
+    """400 unless PROG is a program exec would find and may run: a path
+    with a "/" must be an executable file (a relative one is resolved
+    against daemonproxy's directory, unknown here, so only absolute ones
+    are checked), a bare name must be found on PATH."""
+    if "/" in prog:
+        ok = not os.path.isabs(prog) or (os.path.isfile(prog) and os.access(prog, os.X_OK))
+    else:
+        ok = shutil.which(prog) is not None
+    if not ok:
+        raise HTTPError(400, "command not found: %s" % prog)
+
+
+def read_output(path, offset, limit):
+    """At most LIMIT bytes of the file PATH from OFFSET (never through a
+    FIFO or device: opened non-blocking, regular files only)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise HTTPError(404, "output %s: %s" % (path, e.strerror))
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise HTTPError(409, "output %s is not a regular file" % path)
+        f.seek(min(offset, st.st_size))
+        data = f.read(limit)
+    start = min(offset, st.st_size)
+    return {
+        "offset": start,
+        "next": start + len(data),
+        "size": st.st_size,
+        "eof": start + len(data) >= st.st_size,
+        "data": data.decode("utf-8", "replace"),
+    }
+
+
 def check_name(name):
     if not daemonproxy.valid_name(name) or len(name) > MAX_NAME:
         raise HTTPError(
@@ -406,6 +456,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if method == "POST":
                     return self._reply(201, self.server.jobs.create(self._json()))
                 raise HTTPError(405, "method not allowed")
+            if path.startswith("/jobs/") and path.endswith("/output"):
+                name = path[len("/jobs/"):-len("/output")]
+                check_name(name)
+                if method != "GET":
+                    raise HTTPError(405, "method not allowed")
+                query = urllib.parse.parse_qs(self.path.partition("?")[2])
+                try:
+                    offset = int(query.get("offset", ["0"])[0])
+                    limit = int(query.get("limit", [str(OUTPUT_CHUNK)])[0])
+                except ValueError:
+                    raise HTTPError(400, "offset and limit must be integers")
+                if offset < 0 or not 0 < limit <= MAX_OUTPUT_CHUNK:
+                    raise HTTPError(400, "offset >= 0 and 0 < limit <= %d" % MAX_OUTPUT_CHUNK)
+                job = self.server.jobs.get(name)
+                body = read_output(job["output"], offset, limit)
+                body["name"] = name
+                return self._reply(200, body)
             if path.startswith("/jobs/"):
                 name = path[len("/jobs/"):]
                 check_name(name)
@@ -511,6 +578,7 @@ def main(argv=None):
     )
     ap.add_argument("-v", "--verbose", action="store_true", help="log every request to stderr")
     args = ap.parse_args(argv)
+    daemonproxy.tolerate_broken_stdio()
     try:
         token = load_token(args.token_file)
     except (OSError, ValueError) as e:

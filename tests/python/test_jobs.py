@@ -197,6 +197,45 @@ class SpawnedDaemonproxy(unittest.TestCase):
         self.assertEqual(status, 200, gone)
         self.assertEqual(gone["signal"], "SIGKILL")
 
+    def test_command_not_found_is_an_error_not_exit_3(self):
+        # Issue 16 #17: a failed exec looked like a program exiting 3.
+        s = self.server
+        status, err = s.request("POST", "/jobs", {"name": "nf", "argv": ["no-such-program-x"]})
+        self.assertEqual(status, 400, err)
+        self.assertEqual(err["error"], "command not found: no-such-program-x")
+        status, err = s.request("POST", "/jobs", {"argv": ["/nonexistent/prog"]})
+        self.assertEqual((status, err["error"]), (400, "command not found: /nonexistent/prog"))
+        self.assertEqual(s.request("GET", "/jobs/nf")[0], 404, "nothing was made")
+        # A program that really exits 3 is a job like any other.
+        status, job = s.request("POST", "/jobs", {"name": "three", "argv": ["sh", "-c", "exit 3"]})
+        self.assertEqual(status, 201, job)
+        self.assertEqual(s.wait_job("three")["exit_code"], 3)
+
+    def test_output_endpoint(self):
+        # Issue 16 #17: the output itself, in bounded pieces.
+        s = self.server
+        text = "".join("line %d\n" % i for i in range(3000))  # ~30 KB
+        loop = 'i=0; while [ $i -lt 3000 ]; do echo "line $i"; i=$((i+1)); done'
+        status, job = s.request("POST", "/jobs", {"name": "talker", "argv": ["sh", "-c", loop]})
+        self.assertEqual(status, 201, str(job)[:200])
+        s.wait_job("talker")
+        got, offset = "", 0
+        while True:
+            status, part = s.request("GET", "/jobs/talker/output?offset=%d&limit=4096" % offset)
+            self.assertEqual(status, 200, part)
+            self.assertLessEqual(part["next"] - part["offset"], 4096)
+            got += part["data"]
+            offset = part["next"]
+            if part["eof"]:
+                break
+        self.assertEqual(got, text)
+        self.assertEqual(part["size"], len(text))
+        status, part = s.request("GET", "/jobs/talker/output")
+        self.assertEqual((status, part["offset"], part["data"]), (200, 0, text[: 1 << 16]))
+        for bad in ("?offset=-1", "?limit=0", "?limit=%d" % ((1 << 20) + 1), "?offset=x"):
+            self.assertEqual(s.request("GET", "/jobs/talker/output" + bad)[0], 400, bad)
+        self.assertEqual(s.request("GET", "/jobs/nosuch/output")[0], 404)
+
     def test_requests_without_the_token_are_refused(self):
         # Issue 14: anyone on the machine can reach 127.0.0.1; only the
         # holder of the token may run commands.
@@ -235,6 +274,39 @@ class SpawnedDaemonproxy(unittest.TestCase):
                 self.assertEqual(f.read(), "output of %d\n" % i)
         for name in names:
             self.assertEqual(s.request("DELETE", "/jobs/" + name)[0], 200)
+
+
+class BrokenStderr(DaemonTestCase):
+    def test_jobs_py_survives_a_stderr_whose_reader_is_gone(self):
+        # Issue 16 #4: with -v every request is logged to stderr; its
+        # reader is gone, and jobs.py must go on serving.
+        r, w = os.pipe()
+        os.close(r)
+        proc = subprocess.Popen(
+            [sys.executable, JOBS, "--daemonproxy", binary(), "--listen", "127.0.0.1:0", "-v"],
+            cwd=self.dir, stdout=subprocess.PIPE, stderr=w,
+        )
+        os.close(w)
+        try:
+            ready, _, _ = select.select([proc.stdout], [], [], 10)
+            line = proc.stdout.readline().decode() if ready else ""
+            self.assertTrue(line.startswith("listening on 127.0.0.1:"), line)
+            base = "http://" + line.split()[-1]
+            with open(os.path.join(self.dir, "jobs.token")) as f:
+                token = f.read().strip()
+            for _ in range(3):
+                req = urllib.request.Request(base + "/jobs", headers={"Authorization": "Bearer " + token})
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    self.assertEqual(resp.status, 200)
+            self.assertIsNone(proc.poll(), "jobs.py died")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
 
 
 class TokenFile(DaemonTestCase):
