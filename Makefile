@@ -9,18 +9,24 @@
 #   make lint       man page and shell script lints only
 #   make fuzz       every cargo-fuzz target for FUZZ_SECONDS (default 60) each; see fuzz/README.md
 #   make bench      figures side by side with peers, and a 10-minute soak (about 25 minutes); see bench/README.md
-#   make install    PREFIX=/usr/local DESTDIR= ; binary to sbin/, man pages to share/man/
+#   make install    PREFIX=/usr/local DESTDIR= ; daemons to sbin/, user commands to bin/,
+#                   controllers to share/daemonproxy/controllers/, man pages to share/man/
 #   make clean      remove build output
 
 CARGO   ?= cargo
 PREFIX  ?= /usr/local
 DESTDIR ?=
 SBINDIR ?= $(PREFIX)/sbin
+BINDIR  ?= $(PREFIX)/bin
 MANDIR  ?= $(PREFIX)/share/man
+DATADIR ?= $(PREFIX)/share/daemonproxy
 INSTALL ?= install
 
-# Binaries installed to $(SBINDIR).
-BINS     = daemonproxy daemonproxy-poweroff daemonproxy-bridge daemonproxy-sheriff
+# System daemons and helpers go to $(SBINDIR) (section 8), user commands
+# to $(BINDIR) (section 1, on a normal user's PATH).
+SBINS    = daemonproxy daemonproxy-poweroff daemonproxy-bridge
+UBINS    = daemonproxy-sheriff
+CONTROLLERS = $(wildcard controllers/*.sh controllers/*.py controllers/*.conf)
 RELEASE  = target/release
 MANPAGES = $(wildcard man/*.[1-9])
 SCRIPTS  = $(wildcard controllers/*.sh)
@@ -143,9 +149,16 @@ bench: all $(VENV_STAMP)
 	fi
 
 install: all
-	$(INSTALL) -d "$(DESTDIR)$(SBINDIR)"
-	for b in $(BINS); do \
+	$(INSTALL) -d "$(DESTDIR)$(SBINDIR)" "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(DATADIR)/controllers"
+	for b in $(SBINS); do \
 		$(INSTALL) -m 755 "$(RELEASE)/$$b" "$(DESTDIR)$(SBINDIR)/$$b" || exit 1; \
+	done
+	for b in $(UBINS); do \
+		$(INSTALL) -m 755 "$(RELEASE)/$$b" "$(DESTDIR)$(BINDIR)/$$b" || exit 1; \
+	done
+	for f in $(CONTROLLERS); do \
+		case $$f in *.conf) m=644 ;; *) m=755 ;; esac; \
+		$(INSTALL) -m $$m "$$f" "$(DESTDIR)$(DATADIR)/controllers/" || exit 1; \
 	done
 	for f in $(MANPAGES); do \
 		s=$${f##*.}; \
@@ -154,7 +167,9 @@ install: all
 	done
 
 uninstall:
-	for b in $(BINS); do rm -f "$(DESTDIR)$(SBINDIR)/$$b"; done
+	for b in $(SBINS); do rm -f "$(DESTDIR)$(SBINDIR)/$$b"; done
+	for b in $(UBINS); do rm -f "$(DESTDIR)$(BINDIR)/$$b"; done
+	rm -rf "$(DESTDIR)$(DATADIR)/controllers"
 	for f in $(MANPAGES); do \
 		s=$${f##*.}; rm -f "$(DESTDIR)$(MANDIR)/man$$s/$${f##*/}"; \
 	done
