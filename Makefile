@@ -25,7 +25,7 @@ INSTALL ?= install
 # System daemons and helpers go to $(SBINDIR) (section 8), user commands
 # to $(BINDIR) (section 1, on a normal user's PATH).
 SBINS    = daemonproxy daemonproxy-poweroff daemonproxy-bridge
-UBINS    = daemonproxy-sheriff
+UBINS    = daemonproxy-sheriff daemonproxy-ctl
 CONTROLLERS = $(wildcard controllers/*.sh controllers/*.py controllers/*.conf)
 RELEASE  = target/release
 MANPAGES = $(wildcard man/*.[1-9])
@@ -48,9 +48,12 @@ all:
 # terminal's Ctrl-C reaches daemonproxy only (it counts it and starts the
 # shutdown controller, which stops the services, the logger last), and
 # make waits for it to finish. RUN_BIN: the binary to run.
+# RUN_SOCKET: the control socket daemonproxy-ctl talks to, from another
+# shell: target/release/daemonproxy-ctl -S daemonproxy.sock status
 RUN_BIN ?= ./$(RELEASE)/daemonproxy
+RUN_SOCKET ?= daemonproxy.sock
 run: all
-	$(RUN_BIN) --setpgid -c controllers/example.conf
+	$(RUN_BIN) --setpgid -S $(RUN_SOCKET) -c controllers/example.conf
 
 # The Rust suites first (they build target/debug/daemonproxy), then the
 # controllers' Python suite against that binary.
