@@ -70,11 +70,6 @@ impl<V> Table<V> {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
-
-    /// The most entries held.
-    pub fn capacity(&self) -> usize {
-        self.cap
-    }
 }
 
 /// The most bytes of sender-chosen text (a sheriff id, a command id) that

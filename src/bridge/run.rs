@@ -1058,5 +1058,13 @@ mod tests {
         assert!(!b.due(now));
         b.push("c", &"x".repeat(5000));
         assert!(b.due(now));
+        // full at 256 ids even if every text is short (issue 14: a batch
+        // of many notices failed to encode and was lost whole)
+        let mut b = Batch::default();
+        for i in 0..BATCH_IDS {
+            assert!(!b.full(), "{i}");
+            b.push(&format!("c{i}"), "n\n");
+        }
+        assert!(b.full());
     }
 }
