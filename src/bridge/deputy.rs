@@ -691,6 +691,10 @@ impl Deputy {
         let path = std::env::var_os("PATH");
         let program =
             exec::resolve(word, path.as_ref().map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str())))?;
+        if !split.env.is_empty() && program.run.as_os_str().as_encoded_bytes().contains(&b'=') {
+            // env(1) would take it for one more assignment
+            return Err(format!("program path {} contains '='", quote(&program.run.to_string_lossy())));
+        }
         if !exec::allowed(&self.cfg.allow_exec, word, &program) {
             return Err(format!(
                 "program {} ({}) is not allowed (--allow-exec)",
