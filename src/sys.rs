@@ -468,6 +468,19 @@ pub fn fnmatch(pattern: &str, s: &[u8]) -> bool {
     unsafe { libc::fnmatch(p.as_ptr(), t.as_ptr(), 0) == 0 }
 }
 
+/// Does the fnmatch(3) pattern `pattern` match the path `s` with
+/// `FNM_PATHNAME`: a `/` in `s` is matched only by a `/` in the pattern, so
+/// `*`, `?` and brackets never cross a directory (`/opt/x/bin/*` does not
+/// match `/opt/x/bin/sub/tool`)? False if either holds a NUL byte. The
+/// sheriff's filters keep [`fnmatch`].
+pub fn fnmatch_path(pattern: &str, s: &[u8]) -> bool {
+    let (Ok(p), Ok(t)) = (std::ffi::CString::new(pattern), std::ffi::CString::new(s)) else {
+        return false;
+    };
+    // SAFETY: two NUL-terminated strings; fnmatch only reads them.
+    unsafe { libc::fnmatch(p.as_ptr(), t.as_ptr(), libc::FNM_PATHNAME) == 0 }
+}
+
 /// This host's name (gethostname(2)), or `localhost` if it has none.
 pub fn hostname() -> String {
     let mut b = [0u8; 256];

@@ -5,11 +5,12 @@
 //! with time passing. Whatever it decides, every line it sends daemonproxy
 //! must be one daemonproxy accepts as syntax: no LF, at most 1023 bytes, a
 //! known command whose arguments all parse. Its tags read back as the
-//! definition they were written from.
+//! definition they were written from. Its notices are short, under short
+//! ids, and its report fits a message.
 
 #![no_main]
 
-use daemonproxy::bridge::deputy::{Action, Config, Deputy, LocalMode, Order};
+use daemonproxy::bridge::deputy::{Action, Config, Deputy, LocalMode, MAX_NOTICE, MAX_REPORTED, Order};
 use daemonproxy::bridge::tags::{self, Def};
 use daemonproxy::client::Event;
 use daemonproxy::request::{self, Parsed, Request};
@@ -58,6 +59,11 @@ fn check(actions: Vec<Action>) {
         match a {
             Action::Send(l) => check_line(&l),
             Action::TakeFd { handle, .. } => check_line(&format!("fd.take\t{handle}")),
+            // Notices are bounded whatever the sender wrote (issue 14).
+            Action::Notice(id, text) => {
+                assert!(text.len() <= MAX_NOTICE + 1, "a notice of {} bytes", text.len());
+                assert!(id.len() <= 255, "a notice under an id of {} bytes", id.len());
+            }
             _ => {}
         }
     }
@@ -163,7 +169,7 @@ fuzz_target!(|data: &[u8]| {
         }
         check(d.take_actions());
     }
-    let _ = d.statuses();
+    assert!(d.report().0.len() <= MAX_REPORTED);
     d.stop_all(t0 + Duration::from_millis(ms + 1));
     check(d.take_actions());
 });

@@ -27,7 +27,9 @@ Behaviour:
   --read-only              report, never act on orders
   --allow-sheriff GLOB     obey only these sheriff ids (repeatable)
   --allow-source CIDR      obey only orders from these addresses (udpm; repeatable)
-  --allow-exec GLOB        run only these programs (argv[0]; repeatable)
+  --allow-exec GLOB        run only these programs, judged by their real
+                           path (FNM_PATHNAME; repeatable); PATH, LD_* and
+                           other lookup variables may not be assigned
   --max-order-age SECONDS  refuse older or later orders (default 60; 0: off)
   --max-output-rate BYTES  per command and second (default 1048576)
   --stop-on-exit           stop the commands before exiting on a signal
@@ -84,7 +86,13 @@ fn main() {
             }
             "--read-only" => cfg.read_only = true,
             "--allow-sheriff" => cfg.allow_sheriff.push(value()),
-            "--allow-exec" => cfg.allow_exec.push(value()),
+            "--allow-exec" => {
+                let v = value();
+                if v.contains('/') && !v.starts_with('/') {
+                    fail(&format!("--allow-exec {v}: a pattern with '/' must be an absolute path"));
+                }
+                cfg.allow_exec.push(v)
+            }
             "--allow-source" => {
                 let v = value();
                 allow_source.push(Cidr::parse(&v).unwrap_or_else(|| fail(&format!("--allow-source {v}: not a CIDR"))));

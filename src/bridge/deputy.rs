@@ -9,6 +9,7 @@
 //! notices and info to publish. Everything a restarted bridge needs is in
 //! the services' tags (see [`tags`]), so no process is touched by a restart.
 
+use super::bounded::{Table, quote};
 use super::exec;
 use super::tags::{self, Def};
 use crate::client::{Ended, Event, ServiceState, StateWord, split_error};
@@ -199,6 +200,40 @@ const MIN_BACKOFF: u64 = 10;
 const MAX_BACKOFF: u64 = 1000;
 const START_TIMEOUT: Duration = Duration::from_secs(2);
 const NOTICE_EVERY: Duration = Duration::from_secs(30);
+/// The most rate-limit keys of notices remembered; a new one in a full
+/// table evicts the oldest.
+pub const NOTICE_KEYS: usize = 256;
+/// The most rate-limited notices in any one second, all keys together: a
+/// flood of orders from ever new sender ids gives no more than this.
+pub const NOTICE_BURST: u32 = 20;
+/// The most sheriffs whose last orders time is remembered.
+pub const MAX_SHERIFFS: usize = 256;
+/// The longest notice text; longer ones are cut.
+pub const MAX_NOTICE: usize = 1024;
+/// The most commands a `deputy_info_t` carries (its array limit, §6.4),
+/// local services included: orders for more are refused with a notice.
+pub const MAX_REPORTED: usize = crate::procman::codec::MAX_COUNT;
+
+/// Bytes command `d` takes in a `deputy_info_t`: its `cmd_status_t` (three
+/// strings, each with a 4-byte length and a NUL; 6 bytes of `cmd_t`
+/// scalars; 32 bytes of status).
+pub fn status_size(d: &Def) -> usize {
+    3 * 5 + d.id.len() + d.exec.len() + d.group.len() + 6 + 32
+}
+
+/// Bytes of a `deputy_info_t` of deputy `id` left for its commands: the
+/// message limit less its header (fingerprint, utime, deputy id, load,
+/// four memory figures, count) and a PMA1 trailer.
+pub fn report_budget(id: &str) -> usize {
+    crate::procman::codec::MAX_MESSAGE.saturating_sub(8 + 8 + 5 + id.len() + 4 + 32 + 4 + 48)
+}
+
+/// What the next report will hold: commands and their bytes.
+#[derive(Clone, Copy, Debug, Default)]
+struct Load {
+    count: usize,
+    bytes: usize,
+}
 const FAILED_START: i32 = 0xff00;
 /// The longest command line daemonproxy takes (its input buffer less the
 /// LF); a longer one is refused whole.
@@ -220,17 +255,25 @@ pub struct Deputy {
     pub out: Vec<Action>,
     /// A statedump is being read: events build the view only.
     pub syncing: bool,
-    /// Last accepted orders utime per sheriff, with the local time seen.
-    last_orders: HashMap<String, (i64, Instant)>,
-    /// Rate limit of notices, by key.
-    noticed: HashMap<String, Instant>,
+    /// Last accepted orders utime per sheriff (stamped with the local time
+    /// seen), at most [`MAX_SHERIFFS`].
+    last_orders: Table<i64>,
+    /// When each rate-limited notice was last given, at most
+    /// [`NOTICE_KEYS`].
+    noticed: Table<()>,
+    /// The current second of [`NOTICE_BURST`] and the notices given in it.
+    notice_window: (Instant, u32),
+    /// Rate-limited notices not given because of [`NOTICE_BURST`].
+    pub notices_suppressed: u64,
     /// Shutting down: orders are ignored.
     pub shutting_down: bool,
 }
 
 impl Deputy {
-    /// A deputy with nothing known yet.
-    pub fn new(cfg: Config) -> Deputy {
+    /// A deputy with nothing known yet. `--allow-exec` patterns get their
+    /// directories resolved ([`exec::real_pattern`]).
+    pub fn new(mut cfg: Config) -> Deputy {
+        cfg.allow_exec = cfg.allow_exec.iter().map(|p| exec::real_pattern(p)).collect();
         Deputy {
             cfg,
             services: BTreeMap::new(),
@@ -239,8 +282,10 @@ impl Deputy {
             by_svc: HashMap::new(),
             out: Vec::new(),
             syncing: false,
-            last_orders: HashMap::new(),
-            noticed: HashMap::new(),
+            last_orders: Table::new(MAX_SHERIFFS),
+            noticed: Table::new(NOTICE_KEYS),
+            notice_window: (Instant::now(), 0),
+            notices_suppressed: 0,
             shutting_down: false,
         }
     }
@@ -251,25 +296,53 @@ impl Deputy {
 
     fn notice(&mut self, id: &str, text: impl Into<String>) {
         let mut t = text.into();
+        if t.len() > MAX_NOTICE {
+            let mut cut = MAX_NOTICE - 4;
+            while !t.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            t.truncate(cut);
+            t.push_str("...");
+        }
         if !t.ends_with('\n') {
             t.push('\n');
         }
         self.out.push(Action::Notice(id.to_string(), t));
     }
 
-    /// A notice at most once per 30 s for `key`.
-    fn notice_limited(&mut self, key: &str, id: &str, text: impl Into<String>, now: Instant) {
-        if self.noticed.get(key).is_some_and(|&t| now.duration_since(t) < NOTICE_EVERY) {
+    /// A notice at most once per 30 s for `key` (its parts: a kind, then
+    /// the ids it is about), and at most [`NOTICE_BURST`] of them a second
+    /// in all.
+    fn notice_limited(&mut self, key: &[&str], id: &str, text: impl Into<String>, now: Instant) {
+        let key = self.noticed.key(key);
+        if self.noticed.get(key).is_some_and(|&(t, _)| now.duration_since(t) < NOTICE_EVERY) {
             return;
         }
-        self.noticed.insert(key.to_string(), now);
+        if now.duration_since(self.notice_window.0) >= Duration::from_secs(1) {
+            self.notice_window = (now, 0);
+        }
+        if self.notice_window.1 >= NOTICE_BURST {
+            self.notices_suppressed += 1;
+            return;
+        }
+        self.notice_window.1 += 1;
+        self.noticed.insert(key, now, ());
         self.notice(id, text);
     }
 
     /// A definition whose `service.tags` line would not fit [`MAX_LINE`].
     fn refuse_long_definition(&mut self, id: &str, now: Instant) {
         let t = "command refused: definition too long for daemonproxy";
-        self.notice_limited(&format!("long:{id}"), id, t, now);
+        self.notice_limited(&["long", id], id, t, now);
+    }
+
+    /// Orders from `sheriff_id` refused before they were read (a bad or
+    /// replayed signature, a source outside `--allow-source`): a notice
+    /// under the empty id, rate-limited like every refusal for each `kind`
+    /// of reason and sender.
+    pub fn refuse_orders(&mut self, sheriff_id: &str, kind: &str, why: &str, now: Instant) {
+        let t = format!("orders from {} refused: {why}", quote(sheriff_id));
+        self.notice_limited(&["refused", kind, sheriff_id], "", t, now);
     }
 
     // ----- daemonproxy's side ---------------------------------------------
@@ -558,19 +631,14 @@ impl Deputy {
             self.send(format!("service.start\t{svc}"));
             return;
         }
-        let split = match exec::split_env(c.def.exec.as_bytes()) {
+        let mut split = match exec::split_env(c.def.exec.as_bytes()) {
             Ok(e) => e,
             Err(e) => return self.refuse_start(id, runid, &e.to_string(), now),
         };
-        if !self.cfg.allow_exec.is_empty() {
-            let argv0 = &split.argv[0];
-            if split.env.iter().any(|(n, _)| n.starts_with("LD_")) {
-                return self.refuse_start(id, runid, "LD_* assignments are refused under --allow-exec", now);
-            }
-            if !self.cfg.allow_exec.iter().any(|g| crate::sys::fnmatch(g, argv0)) {
-                let msg = format!("program {} is not allowed (--allow-exec)", String::from_utf8_lossy(argv0));
-                return self.refuse_start(id, runid, &msg, now);
-            }
+        if !self.cfg.allow_exec.is_empty()
+            && let Err(why) = self.judge_program(&mut split)
+        {
+            return self.refuse_start(id, runid, &why, now);
         }
         let args = String::from_utf8_lossy(&split.service_args()).into_owned();
         let fd_passing = self.cfg.fd_passing;
@@ -609,6 +677,33 @@ impl Deputy {
         }
         self.send(t);
         self.send(format!("service.start\t{svc}"));
+    }
+
+    /// `--allow-exec` (§4.6): refuse assignments of [`exec::DANGEROUS_ENV`]
+    /// and a program whose real file no pattern allows; on success argv[0]
+    /// becomes the absolute path judged, so daemonproxy runs that file and
+    /// no other that a lookup of its own might find.
+    fn judge_program(&self, split: &mut exec::Exec) -> Result<(), String> {
+        if let Some((n, _)) = split.env.iter().find(|(n, _)| exec::dangerous_env(n)) {
+            return Err(format!("assigning {n} is refused under --allow-exec"));
+        }
+        let word = &split.argv[0];
+        let path = std::env::var_os("PATH");
+        let program =
+            exec::resolve(word, path.as_ref().map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str())))?;
+        if !split.env.is_empty() && program.run.as_os_str().as_encoded_bytes().contains(&b'=') {
+            // env(1) would take it for one more assignment
+            return Err(format!("program path {} contains '='", quote(&program.run.to_string_lossy())));
+        }
+        if !exec::allowed(&self.cfg.allow_exec, word, &program) {
+            return Err(format!(
+                "program {} ({}) is not allowed (--allow-exec)",
+                quote(&String::from_utf8_lossy(word)),
+                quote(&program.real.to_string_lossy())
+            ));
+        }
+        split.argv[0] = std::os::unix::ffi::OsStrExt::as_bytes(program.run.as_os_str()).to_vec();
+        Ok(())
     }
 
     fn refuse_start(&mut self, id: &str, runid: i32, why: &str, now: Instant) {
@@ -718,20 +813,19 @@ impl Deputy {
         if self.shutting_down || deputy_id != self.cfg.id || self.syncing {
             return;
         }
-        let key = |what: &str| format!("{what}:{sheriff_id}");
         if require_signed && !signed {
-            let t = format!("unsigned orders from {sheriff_id} ignored");
-            return self.notice_limited(&key("unsigned"), "", t, now);
+            let t = format!("unsigned orders from {} ignored", quote(sheriff_id));
+            return self.notice_limited(&["unsigned", sheriff_id], "", t, now);
         }
         if self.cfg.read_only {
             let t = format!("deputy {} is read-only; orders ignored", self.cfg.id);
-            return self.notice_limited(&key("ro"), "", t, now);
+            return self.notice_limited(&["ro", sheriff_id], "", t, now);
         }
         if !self.cfg.allow_sheriff.is_empty()
             && !self.cfg.allow_sheriff.iter().any(|g| crate::sys::fnmatch(g, sheriff_id.as_bytes()))
         {
-            let t = format!("orders from sheriff {sheriff_id} ignored (not in --allow-sheriff)");
-            return self.notice_limited(&key("sheriff"), "", t, now);
+            let t = format!("orders from sheriff {} ignored (not in --allow-sheriff)", quote(sheriff_id));
+            return self.notice_limited(&["sheriff", sheriff_id], "", t, now);
         }
         if let Some(max) = self.cfg.max_order_age {
             let max_us = max.as_micros() as i64;
@@ -742,27 +836,52 @@ impl Deputy {
                     let t = format!(
                         "ignoring stale orders (utime {secs} seconds ago). You may want to check the system clocks!"
                     );
-                    let k = format!("stale:{sheriff_id}:{}", o.def.id);
-                    self.notice_limited(&k, &o.def.id, t, now);
+                    // Under the command's id if it could be one (as the
+                    // stock deputy does), else under the deputy's.
+                    let id = if tags::service_name(&o.def.id).is_ok() { o.def.id.as_str() } else { "" };
+                    self.notice_limited(&["stale", sheriff_id, &o.def.id], id, t, now);
                 }
                 return;
             }
-            self.last_orders.retain(|_, (_, seen)| now.duration_since(*seen) <= max);
+            self.last_orders.retain(|seen, _| now.duration_since(seen) <= max);
         }
-        if self.last_orders.get(sheriff_id).is_some_and(|&(u, _)| utime <= u) {
+        let sheriff = self.last_orders.key(&[sheriff_id]);
+        if self.last_orders.get(sheriff).is_some_and(|&(_, u)| utime <= u) {
             return; // an older or repeated message: dropped silently
         }
-        self.last_orders.insert(sheriff_id.to_string(), (utime, now));
+        self.last_orders.insert(sheriff, now, utime);
 
         let before = self.snapshot();
         let mut listed = std::collections::HashSet::new();
         for o in orders {
-            listed.insert(o.def.id.clone());
-            self.apply(o, now);
+            listed.insert(o.def.id.as_str());
+        }
+        // The report after these orders: local services and the listed
+        // commands that exist; those created below are added one by one,
+        // and refused once a report could not carry them.
+        let mut load = Load::default();
+        for c in self.cmds.values().filter(|c| !c.owned || listed.contains(c.def.id.as_str())) {
+            load.count += 1;
+            load.bytes += status_size(&c.def);
+        }
+        let mut full = (0, None);
+        for o in orders {
+            if !self.apply(o, &mut load, now) {
+                full.0 += 1;
+                full.1.get_or_insert(o.def.id.as_str());
+            }
+        }
+        if let (n, Some(first)) = full {
+            let t = format!(
+                "{n} command(s) refused, {} first: a deputy reports at most {MAX_REPORTED} commands in one \
+                 message of at most 1 MiB (local services included)",
+                quote(first)
+            );
+            self.notice_limited(&["full"], "", t, now);
         }
         // Removal of owned commands no longer listed.
         let absent: Vec<String> =
-            self.cmds.iter().filter(|(k, c)| c.owned && !listed.contains(*k)).map(|(k, _)| k.clone()).collect();
+            self.cmds.iter().filter(|(k, c)| c.owned && !listed.contains(k.as_str())).map(|(k, _)| k.clone()).collect();
         for id in absent {
             let c = &self.cmds[&id];
             if c.pid != 0 || c.pending_runid.is_some() {
@@ -795,26 +914,43 @@ impl Deputy {
             .collect()
     }
 
-    fn apply(&mut self, o: &Order, now: Instant) {
+    /// One order; false if a report could not carry the command it would
+    /// create or the definition it would grow to (`load`: see
+    /// [`MAX_REPORTED`]), so it was refused.
+    fn apply(&mut self, o: &Order, load: &mut Load, now: Instant) -> bool {
         let id = &o.def.id;
+        let budget = report_budget(&self.cfg.id);
         if let Some(c) = self.cmds.get(id)
             && !c.owned
         {
-            return self.apply_local(o, now);
+            self.apply_local(o, now);
+            return true;
         }
-        if !self.cmds.contains_key(id) && !self.create(&o.def, now) {
-            return;
+        let size = status_size(&o.def);
+        if !self.cmds.contains_key(id) {
+            if load.count >= MAX_REPORTED || load.bytes + size > budget {
+                return false;
+            }
+            if !self.create(&o.def, now) {
+                return true;
+            }
+            *load = Load { count: load.count + 1, bytes: load.bytes + size };
         }
+        let mut accepted = true;
         let c = self.cmds.get_mut(id).expect("created above");
         let (svc, runid) = (c.svc.clone(), c.pending_runid.unwrap_or(c.actual_runid));
+        let grown = (load.bytes - status_size(&c.def).min(load.bytes)) + size;
         // A new definition is adopted only if its tags fit a command line:
         // daemonproxy would refuse a longer one, and the tags it keeps (what
-        // a restarted bridge resumes from) would no longer match ours.
+        // a restarted bridge resumes from) would no longer match ours. And
+        // only if the report can still carry it.
         let retag = (c.def != o.def).then(|| format!("service.tags\t{svc}\t{}", tags::format(&o.def, runid)));
         match retag {
             Some(line) if line.len() > MAX_LINE => self.refuse_long_definition(id, now),
+            Some(_) if grown > budget => accepted = false, // the old definition is kept
             Some(line) => {
                 c.def = o.def.clone();
+                load.bytes = grown;
                 self.send(line);
             }
             None => {}
@@ -844,6 +980,7 @@ impl Deputy {
         if self.cmds.get(id).is_some_and(|c| !c.should_run) {
             self.cmds.get_mut(id).expect("exists").respawn_at = None;
         }
+        accepted
     }
 
     fn apply_local(&mut self, o: &Order, now: Instant) {
@@ -852,7 +989,7 @@ impl Deputy {
             LocalMode::Control => {}
             _ => {
                 let t = format!("{id} is not a procman command of this deputy; orders about it are ignored");
-                return self.notice_limited(&format!("local:{id}"), &id, t, now);
+                return self.notice_limited(&["local", &id], &id, t, now);
             }
         }
         let c = self.cmds.get_mut(&id).expect("caller checked");
@@ -873,16 +1010,16 @@ impl Deputy {
         let svc = match tags::service_name(&def.id) {
             Ok(s) => s,
             Err(e) => {
-                let t = format!("command refused: {e}");
-                self.notice_limited(&format!("id:{}", def.id), "", t, now);
+                let t = format!("command {} refused: {e}", quote(&def.id));
+                self.notice_limited(&["id", &def.id], "", t, now);
                 return false;
             }
         };
         if let Some(v) = self.services.get(&svc) {
             let ours = tags::parse(&v.tags).is_some_and(|(d, _)| d.id == def.id);
             if !ours {
-                let t = format!("command {} refused: service {svc} exists and is not this command's", def.id);
-                self.notice_limited(&format!("clash:{}", def.id), &def.id, t, now);
+                let t = format!("command {} refused: service {svc} exists and is not this command's", quote(&def.id));
+                self.notice_limited(&["clash", &def.id], &def.id, t, now);
                 return false;
             }
         }
@@ -893,7 +1030,9 @@ impl Deputy {
             self.refuse_long_definition(&def.id, now);
             return false;
         }
-        if let Ok(e) = exec::split_env(def.exec.as_bytes()) {
+        if let Ok(mut e) = exec::split_env(def.exec.as_bytes())
+            && (self.cfg.allow_exec.is_empty() || self.judge_program(&mut e).is_ok())
+        {
             let a = format!("service.args\t{svc}\t{}", String::from_utf8_lossy(&e.service_args()));
             if a.len() <= MAX_LINE {
                 self.send(a);
@@ -909,21 +1048,29 @@ impl Deputy {
 
     /// The commands as `deputy_info_t` lists them (§4.3).
     pub fn statuses(&self) -> Vec<Status> {
-        self.cmds
-            .values()
-            .map(|c| {
-                let up = c.pid != 0;
-                Status {
-                    def: c.def.clone(),
-                    pid: c.pid,
-                    actual_runid: if c.owned { c.actual_runid } else { 0 },
-                    exit_code: c.exit_code,
-                    cpu: if up { c.cpu } else { 0.0 },
-                    vsize: if up { c.vsize } else { 0 },
-                    rss: if up { c.rss } else { 0 },
+        self.cmds.values().map(status).collect()
+    }
+
+    /// The commands a `deputy_info_t` carries: [`Deputy::statuses`] up to
+    /// [`MAX_REPORTED`] and [`report_budget`] (orders never make more, but
+    /// local services can appear later): owned commands first, then local
+    /// services, then commands being removed. Also how many were left out.
+    pub fn report(&self) -> (Vec<Status>, usize) {
+        let budget = report_budget(&self.cfg.id);
+        let rank = |c: &Command| if c.remove_requested { 2 } else { u8::from(!c.owned) };
+        let (mut list, mut bytes, mut left_out) = (Vec::new(), 0, 0);
+        for r in 0..3 {
+            for c in self.cmds.values().filter(|c| rank(c) == r) {
+                let size = status_size(&c.def);
+                if list.len() < MAX_REPORTED && bytes + size <= budget {
+                    bytes += size;
+                    list.push(status(c));
+                } else {
+                    left_out += 1;
                 }
-            })
-            .collect()
+            }
+        }
+        (list, left_out)
     }
 
     /// Take the queued actions.
@@ -945,6 +1092,20 @@ impl Deputy {
             }
             self.stop(&id, now);
         }
+    }
+}
+
+/// Command `c` as `deputy_info_t` lists it (§4.3).
+fn status(c: &Command) -> Status {
+    let up = c.pid != 0;
+    Status {
+        def: c.def.clone(),
+        pid: c.pid,
+        actual_runid: if c.owned { c.actual_runid } else { 0 },
+        exit_code: c.exit_code,
+        cpu: if up { c.cpu } else { 0.0 },
+        vsize: if up { c.vsize } else { 0 },
+        rss: if up { c.rss } else { 0 },
     }
 }
 
@@ -1270,15 +1431,95 @@ mod tests {
         assert!(sends(&a).is_empty() && !a.is_empty());
 
         let mut c = cfg();
-        c.allow_exec = vec!["/bin/*".into(), "sleep".into()];
+        c.allow_exec = vec!["/nonexistent-dir/*".into(), "sleep".into()];
         let mut t = T::new(c);
         let a = t.orders(0, &[(def("ok", "sleep 1", false), 1, false), (def("no", "rm -rf x", false), 1, false)]);
         assert!(a.contains(&Action::Send("service.start\tpm.ok".into())));
         assert!(!a.contains(&Action::Send("service.start\tpm.no".into())));
         assert!(a.iter().any(|x| matches!(x, Action::Notice(id, m) if id == "no" && m.contains("not allowed"))));
         assert_eq!(t.status("no").exit_code, 0xff00);
+        // the allowed program is sent as the absolute path that was judged
+        let args = a.iter().find_map(|x| match x {
+            Action::Send(l) if l.starts_with("service.args\tpm.ok\t") => Some(l.clone()),
+            _ => None,
+        });
+        let args = args.expect("args sent");
+        assert!(args.starts_with("service.args\tpm.ok\t/") && args.ends_with("/sleep\t1"), "{args}");
         let a = t.orders(10, &[(def("ld", "LD_PRELOAD=x.so sleep 1", false), 1, false)]);
         assert!(a.iter().any(|x| matches!(x, Action::Notice(id, m) if id == "ld" && m.contains("LD_"))));
+        // issue 14 #6: a PATH of the sender's choosing is refused too
+        let a = t.orders(20, &[(def("path", "PATH=/tmp/evil:/usr/bin sleep 1", false), 1, false)]);
+        assert!(!a.contains(&Action::Send("service.start\tpm.path".into())), "{a:?}");
+        assert!(a.iter().any(|x| matches!(x, Action::Notice(id, m) if id == "path" && m.contains("PATH"))));
+    }
+
+    /// Issue 14 #4: refused orders from ever new sheriff ids (64 KiB each)
+    /// grew the notice table without bound and quoted the ids whole.
+    #[test]
+    fn refusal_notices_are_bounded() {
+        for gate in ["unsigned", "read-only", "sheriff", "stale", "signature"] {
+            let mut c = cfg();
+            c.read_only = gate == "read-only";
+            c.allow_sheriff = if gate == "sheriff" { vec!["legit:*".into()] } else { vec![] };
+            let mut t = T::new(c);
+            let mut notices = 0;
+            for i in 0..2000u64 {
+                let sheriff = format!("s{i}:{}", "x".repeat(60_000));
+                let long_id = format!("c{i}:{}", "y".repeat(60_000));
+                let o = [Order { def: def(&long_id, "true", false), desired_runid: 1, force_quit: false }];
+                let now = t.at(i); // 2 s in all: two windows of NOTICE_BURST
+                let utime = if gate == "stale" { WALL - 120_000_000 } else { WALL };
+                match gate {
+                    "signature" => t.d.refuse_orders(&sheriff, "mac", "bad signature", now),
+                    _ => t.d.on_orders("d1", &sheriff, utime, &o, false, gate == "unsigned", WALL, now),
+                }
+                for a in t.d.take_actions() {
+                    let Action::Notice(id, m) = a else { panic!("{gate}: {a:?}") };
+                    assert!(id.is_empty(), "{gate}: a notice under a 60 KB id");
+                    assert!(m.len() <= 200, "{gate}: {} bytes: {}", m.len(), &m[..100]);
+                    notices += 1;
+                }
+                assert!(t.d.noticed.len() <= NOTICE_KEYS && t.d.last_orders.len() <= MAX_SHERIFFS, "{gate}");
+            }
+            assert!((2..=2 * NOTICE_BURST as usize).contains(&notices), "{gate}: {notices} notices");
+            assert!(t.d.cmds.is_empty(), "{gate}");
+        }
+    }
+
+    /// Issue 14 #10: 10,000 ordered commands and one local service made a
+    /// report that could not be sent, and the deputy fell silent.
+    #[test]
+    fn no_more_commands_than_a_report_carries() {
+        let mut d = Deputy::new(cfg());
+        let now = Instant::now();
+        d.begin_sync();
+        d.on_event(&Event::parse(b"service.state\tbridge\tup\t5\t300\t-\t-\t9\t-"), now);
+        d.synced(now);
+        d.take_actions();
+        let o: Vec<Order> = (0..MAX_REPORTED + 5)
+            .map(|i| Order { def: def(&format!("c{i:05}"), "true", false), desired_runid: 0, force_quit: false })
+            .collect();
+        d.on_orders("d1", "s", WALL, &o, false, false, WALL, now);
+        let a = d.take_actions();
+        let (list, left_out) = d.report();
+        assert_eq!((list.len(), left_out, d.cmds.len()), (MAX_REPORTED, 0, MAX_REPORTED));
+        assert!(
+            a.iter().any(|x| matches!(x, Action::Notice(id, m) if id.is_empty() && m.starts_with("6 command(s) refused, c09999 first"))),
+            "{:?}",
+            a.iter().filter(|x| matches!(x, Action::Notice(..))).collect::<Vec<_>>()
+        );
+        // bytes too: definitions that add up to more than a message
+        let mut d = Deputy::new(cfg());
+        d.begin_sync();
+        d.synced(now);
+        let exec = format!("sleep {}", "1".repeat(900));
+        let o: Vec<Order> = (0..2000)
+            .map(|i| Order { def: def(&format!("c{i:04}"), &exec, false), desired_runid: 0, force_quit: false })
+            .collect();
+        d.on_orders("d1", "s", WALL, &o, false, false, WALL, now);
+        let bytes: usize = d.report().0.iter().map(|s| status_size(&s.def)).sum();
+        assert!(d.cmds.len() < 2000 && bytes <= report_budget("d1"), "{} commands, {bytes} bytes", d.cmds.len());
+        assert!(report_budget("d1") - bytes < status_size(&o[0].def), "filled up to the last that fits");
     }
 
     #[test]

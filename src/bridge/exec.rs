@@ -212,6 +212,139 @@ impl Exec {
     }
 }
 
+/// Environment names an `exec_str` may not assign while `--allow-exec` is
+/// set, because they change which program or code runs: program and
+/// library lookup, the dynamic loader and C library, shells' start-up
+/// files, and interpreters' module paths and options. A trailing `*`
+/// covers a prefix. The list is documented in daemonproxy-bridge(8).
+pub const DANGEROUS_ENV: &[&str] = &[
+    // lookup of programs and of the C library's loadable parts
+    "PATH",
+    "LD_*",
+    "GLIBC_TUNABLES",
+    "GCONV_PATH",
+    "LOCPATH",
+    "NLSPATH",
+    "HOSTALIASES",
+    "RESOLV_HOST_CONF",
+    "MALLOC_*",
+    "TZDIR",
+    // shells
+    "BASH_ENV",
+    "ENV",
+    "BASH_FUNC_*",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "PS4",
+    "IFS",
+    "CDPATH",
+    "PROMPT_COMMAND",
+    "ZDOTDIR",
+    // interpreters and runtimes
+    "PYTHON*",
+    "PERL*",
+    "RUBY*",
+    "GEM_*",
+    "NODE_*",
+    "LUA_*",
+    "TCLLIBPATH",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "CLASSPATH",
+    "PHPRC",
+    "PHP_INI_SCAN_DIR",
+    "GIT_*",
+];
+
+/// Is `name` one of [`DANGEROUS_ENV`]?
+pub fn dangerous_env(name: &str) -> bool {
+    DANGEROUS_ENV.iter().any(|d| match d.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == *d,
+    })
+}
+
+/// The search path a bare program name is looked up in when the bridge
+/// has no `PATH` (as the C library's execvp(3) does).
+const DEFAULT_PATH: &[u8] = b"/bin:/usr/bin";
+
+/// A program as `--allow-exec` judges it: the path that is run and the
+/// file it really is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Program {
+    /// The absolute path to run (the word itself, or the first match in
+    /// `PATH`): sent to daemonproxy as argv[0], so that no later lookup
+    /// can pick another file.
+    pub run: std::path::PathBuf,
+    /// [`Program::run`] with `.`, `..` and every symbolic link resolved.
+    pub real: std::path::PathBuf,
+}
+
+/// Find what argv[0] `word` runs: an absolute path as it is, a bare name
+/// in the absolute directories of `path` (the bridge's `PATH`; relative
+/// entries are skipped, since daemonproxy's working directory is not the
+/// bridge's) as execvp(3) would, the first regular file with an execute
+/// bit. A relative path with a `/` is refused for the same reason.
+pub fn resolve(word: &[u8], path: Option<&[u8]>) -> Result<Program, String> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
+    let runnable = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    let shown = String::from_utf8_lossy(word);
+    let run = if word.first() == Some(&b'/') {
+        PathBuf::from(std::ffi::OsStr::from_bytes(word))
+    } else if word.contains(&b'/') {
+        return Err(format!("relative program path {shown} is refused under --allow-exec"));
+    } else {
+        path.unwrap_or(DEFAULT_PATH)
+            .split(|&c| c == b':')
+            .filter(|d| d.first() == Some(&b'/'))
+            .map(|d| Path::new(std::ffi::OsStr::from_bytes(d)).join(std::ffi::OsStr::from_bytes(word)))
+            .find(|p| runnable(p))
+            .ok_or_else(|| format!("program {shown} not found in PATH"))?
+    };
+    let real = std::fs::canonicalize(&run).map_err(|e| format!("program {shown}: {e}"))?;
+    Ok(Program { run, real })
+}
+
+/// Is `p` (found for argv[0] `word`) allowed by `patterns`? A pattern
+/// with a `/` must match [`Program::real`], the file that runs; one without
+/// matches a bare `word` looked up in `PATH`. Both with `FNM_PATHNAME`, so
+/// `*` never crosses a `/`.
+pub fn allowed(patterns: &[String], word: &[u8], p: &Program) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let bare = !word.contains(&b'/');
+    patterns.iter().any(|g| {
+        if g.contains('/') {
+            crate::sys::fnmatch_path(g, p.real.as_os_str().as_bytes())
+        } else {
+            bare && crate::sys::fnmatch_path(g, word)
+        }
+    })
+}
+
+/// An `--allow-exec` pattern with the directories before its first glob
+/// character resolved (`/bin/*` becomes `/usr/bin/*` where `/bin` is a
+/// link to `usr/bin`), so that it can match [`Program::real`]. Patterns
+/// without a `/`, and directories that do not resolve, are kept.
+pub fn real_pattern(pattern: &str) -> String {
+    let glob = pattern.find(['*', '?', '[', '\\']).unwrap_or(pattern.len());
+    let Some(slash) = pattern[..glob].rfind('/') else { return pattern.to_string() };
+    let (dir, rest) = pattern.split_at(slash);
+    if dir.is_empty() {
+        return pattern.to_string();
+    }
+    match std::fs::canonicalize(dir) {
+        Ok(real) => match real.to_str() {
+            Some("/") => rest.to_string(),
+            Some(r) => format!("{r}{rest}"),
+            None => pattern.to_string(),
+        },
+        Err(_) => pattern.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +399,58 @@ mod tests {
         assert_eq!(argv("1A=x prog"), ["1A=x", "prog"]);
         assert_eq!(argv("'A=x' prog"), ["A=x", "prog"]);
         assert_eq!(split(b"MAP_DIR=${HOME}/maps mapper", &env).unwrap().env[0].1, b"/home/u/maps".to_vec());
+    }
+
+    #[test]
+    fn dangerous_names() {
+        for n in ["PATH", "LD_PRELOAD", "LD_", "GCONV_PATH", "BASH_ENV", "ENV", "PYTHONPATH", "PERL5OPT", "IFS"] {
+            assert!(dangerous_env(n), "{n}");
+        }
+        for n in ["PATHX", "MY_PATH", "HOME", "LANG", "MAP_DIR", "ENVIRONMENT"] {
+            assert!(!dangerous_env(n), "{n}");
+        }
+    }
+
+    /// Issue 14 #6: `*` crossed `/`, and argv[0] was judged as written.
+    #[test]
+    fn allow_exec_judges_the_real_file() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let d = std::env::temp_dir().join(format!("dp-allow-exec-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("bin/sub")).unwrap();
+        std::fs::create_dir_all(d.join("evil")).unwrap();
+        for f in ["bin/tool", "bin/sub/deep", "evil/tool", "evil/echo"] {
+            std::fs::write(d.join(f), "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(d.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::fs::write(d.join("bin/data"), "not a program").unwrap();
+        symlink(d.join("evil/tool"), d.join("bin/link")).unwrap();
+        symlink(d.join("bin"), d.join("alias")).unwrap();
+        let dir = d.to_str().unwrap().to_string();
+        let pats = vec![real_pattern(&format!("{dir}/alias/*")), "echo".to_string()];
+        assert_eq!(pats[0], format!("{dir}/bin/*"), "the pattern's directory is resolved");
+        let judge = |word: &str, path: &str| -> Result<bool, String> {
+            let p = resolve(word.as_bytes(), Some(path.as_bytes()))?;
+            Ok(allowed(&pats, word.as_bytes(), &p))
+        };
+        assert_eq!(judge(&format!("{dir}/bin/tool"), ""), Ok(true));
+        assert_eq!(judge(&format!("{dir}/alias/tool"), ""), Ok(true), "a link to an allowed file");
+        assert_eq!(judge(&format!("{dir}/bin/../evil/tool"), ""), Ok(false), "..");
+        assert_eq!(judge(&format!("{dir}/bin/sub/../../evil/tool"), ""), Ok(false));
+        assert_eq!(judge(&format!("{dir}/bin/sub/deep"), ""), Ok(false), "* does not cross /");
+        assert_eq!(judge(&format!("{dir}/bin/link"), ""), Ok(false), "a link out of the directory");
+        assert!(judge(&format!("{dir}/bin/data"), "").is_ok(), "an absolute path is judged, not searched");
+        assert!(judge("bin/tool", &dir).unwrap_err().contains("relative"));
+        // bare names: looked up in absolute PATH entries only
+        let evil_first = format!("{dir}/evil:/usr/bin:/bin");
+        let p = resolve(b"echo", Some(evil_first.as_bytes())).unwrap();
+        assert_eq!(p.run, d.join("evil/echo"), "the path to run is the one judged");
+        assert!(judge("echo", "/usr/bin:/bin").unwrap());
+        assert!(resolve(b"echo", Some(b"relative:.")).unwrap_err().contains("not found"));
+        assert!(resolve(b"data", Some(format!("{dir}/bin").as_bytes())).is_err(), "not executable");
+        assert_eq!(real_pattern("sleep"), "sleep");
+        assert_eq!(real_pattern("/nonexistent-dir/x*"), "/nonexistent-dir/x*");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

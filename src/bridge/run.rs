@@ -3,7 +3,8 @@
 //! of the commands, and signals. It feeds [`Deputy`] and carries out the
 //! [`Action`]s it queues (sheriff-bridge.md §4).
 
-use super::deputy::{Action, Config, Deputy, Order, Status};
+use super::bounded::quote;
+use super::deputy::{Action, Config, Deputy, MAX_REPORTED, Order, Status};
 use super::procfs::{self, HostCpu, Memory, ProcStat};
 use super::tags::Def;
 use crate::client::Event;
@@ -90,6 +91,15 @@ const SUP: Token = Token(0);
 const LCM: Token = Token(1);
 const SIG: Token = Token(2);
 const PTY0: usize = 16;
+/// The most LCM messages handled in one round of the loop: a flood of
+/// them still leaves daemonproxy's events and the ptys their turn.
+const LCM_PER_ROUND: usize = 64;
+/// Pending output is published once it holds more than this many bytes
+/// (§4.8) ...
+const BATCH_BYTES: usize = 4096;
+/// ... or this many command ids: a message then stays far below the
+/// codec's limits whatever goes in it.
+const BATCH_IDS: usize = 256;
 /// Infos sent because something changed are at most this often (a burst
 /// of changes gives one message, not one per change).
 const INFO_COALESCE: Duration = Duration::from_millis(2);
@@ -252,16 +262,21 @@ impl Batch {
         match self.ids.iter().position(|i| i == id) {
             Some(k) => self.text[k].push_str(&text),
             None => {
+                self.bytes += id.len();
                 self.ids.push(id.to_string());
                 self.text.push(text);
             }
         }
     }
 
+    /// Big enough to publish at once.
+    fn full(&self) -> bool {
+        self.bytes > BATCH_BYTES || self.ids.len() >= BATCH_IDS
+    }
+
     fn due(&self, now: Instant) -> bool {
         !self.ids.is_empty()
-            && (self.bytes > 4096
-                || self.last_publish.is_none_or(|t| now.duration_since(t) >= Duration::from_millis(10)))
+            && (self.full() || self.last_publish.is_none_or(|t| now.duration_since(t) >= Duration::from_millis(10)))
     }
 }
 
@@ -313,6 +328,8 @@ pub struct Bridge {
     proc_prev: HashMap<i32, (u64, u64)>,
     stopping: Option<Instant>,
     exit_code: Option<i32>,
+    /// Commands the last info left out (see [`Deputy::report`]).
+    unreported: usize,
     _sig_tx: std::os::unix::net::UnixStream,
     sig_rx: std::os::unix::net::UnixStream,
 }
@@ -408,6 +425,7 @@ impl Bridge {
             proc_prev: HashMap::new(),
             stopping: None,
             exit_code: None,
+            unreported: 0,
             _sig_tx: sig_tx,
             sig_rx,
         })
@@ -478,7 +496,14 @@ impl Bridge {
 
     fn send_info(&mut self, now: Instant) {
         let (m, load) = (self.memory, self.load);
-        let cmds: Vec<CmdStatus> = self.deputy.statuses().iter().map(status_of).collect();
+        let (list, left_out) = self.deputy.report();
+        if left_out != self.unreported {
+            self.unreported = left_out;
+            if left_out > 0 {
+                log(&format!("{left_out} command(s) not reported: a report carries at most {MAX_REPORTED} (1 MiB)"));
+            }
+        }
+        let cmds: Vec<CmdStatus> = list.iter().map(status_of).collect();
         let info = DeputyInfo {
             utime: auth::now_us(),
             deputy_id: self.opts.deputy.id.clone(),
@@ -498,20 +523,49 @@ impl Bridge {
         self.last_info = Some(now);
     }
 
+    /// Queue output text (or a notice) of command `id`, publishing at once
+    /// if the batch is full.
+    fn emit(&mut self, id: &str, text: &str, now: Instant) {
+        self.batch.push(id, text);
+        if self.batch.full() {
+            self.publish_output(now);
+        }
+    }
+
     fn publish_output(&mut self, now: Instant) {
         if self.batch.ids.is_empty() {
             return;
         }
         let b = std::mem::take(&mut self.batch);
-        // At most 4 KiB of text per message is the spec's publish trigger,
-        // not a cap; cap at the int16 count and the message limit anyway.
-        let out =
-            Output { utime: auth::now_us(), deputy_id: self.opts.deputy.id.clone(), command_ids: b.ids, text: b.text };
-        match out.to_bytes() {
-            Ok(bytes) => self.publish(PM_OUTPUT, bytes),
-            Err(e) => log(&format!("output not sent: {e}")),
-        }
         self.batch.last_publish = Some(now);
+        let output = |ids: Vec<String>, text: Vec<String>| Output {
+            utime: auth::now_us(),
+            deputy_id: self.opts.deputy.id.clone(),
+            command_ids: ids,
+            text,
+        };
+        // Batches are bounded (BATCH_BYTES, BATCH_IDS, and every entry by
+        // the pty reads or the notice length), so this fits; should one
+        // entry still not encode, it alone is lost, not its batch.
+        let whole = output(b.ids, b.text);
+        let messages = match whole.to_bytes() {
+            Ok(bytes) => vec![bytes],
+            Err(_) => whole
+                .command_ids
+                .into_iter()
+                .zip(whole.text)
+                .filter_map(|(id, t)| match output(vec![id.clone()], vec![t]).to_bytes() {
+                    Ok(bytes) => Some(bytes),
+                    Err(e) => {
+                        log(&format!("output of {} not sent: {e}", quote(&id)));
+                        None
+                    }
+                })
+                .collect(),
+        };
+        for m in messages {
+            self.publish(PM_OUTPUT, m);
+        }
     }
 
     // ----- actions ------------------------------------------------------
@@ -548,7 +602,7 @@ impl Bridge {
                     }
                 }
                 Action::PublishInfo => self.info_wanted = true,
-                Action::Notice(id, text) => self.batch.push(&id, &text),
+                Action::Notice(id, text) => self.emit(&id, &text, now),
             }
         }
     }
@@ -557,7 +611,7 @@ impl Bridge {
         let pty = match nix::pty::openpty(None, None) {
             Ok(p) => p,
             Err(e) => {
-                self.batch.push(id, &format!("no output capture: openpty: {e}\n"));
+                self.emit(id, &format!("no output capture: openpty: {e}\n"), Instant::now());
                 return;
             }
         };
@@ -575,7 +629,7 @@ impl Bridge {
         self.next_token += 1;
         if let Err(e) = self.poll.registry().register(&mut SourceFd(&pty.master.as_raw_fd()), token, Interest::READABLE)
         {
-            self.batch.push(id, &format!("no output capture: {e}\n"));
+            self.emit(id, &format!("no output capture: {e}\n"), Instant::now());
             return;
         }
         self.tokens.insert(token, id.to_string());
@@ -601,12 +655,9 @@ impl Bridge {
         loop {
             let (text, notice, more, lost) = self.read_pty(id, now);
             if let Some(n) = notice {
-                self.batch.push(id, n);
+                self.emit(id, n, now);
             }
-            self.batch.push(id, &text);
-            if self.batch.bytes > 4096 {
-                self.publish_output(now);
-            }
+            self.emit(id, &text, now);
             if lost {
                 // EIO: no slave is open any more (daemonproxy closed the
                 // handle); the next start hands over a new pty.
@@ -734,16 +785,19 @@ impl Bridge {
                     return;
                 }
                 if v.is_rejection() {
-                    let t = format!("orders from {} refused: {v}\n", o.sheriff_id);
-                    self.batch.push("", &t);
-                    return;
+                    let kind = match v {
+                        Verdict::UnknownKey { .. } => "key",
+                        Verdict::BadMac => "mac",
+                        Verdict::Replayed { .. } => "replayed",
+                        _ => "stale",
+                    };
+                    return self.deputy.refuse_orders(&o.sheriff_id, kind, &v.to_string(), now);
                 }
                 if !self.opts.allow_source.is_empty()
                     && !r.source.is_some_and(|s: SocketAddr| self.opts.allow_source.iter().any(|c| c.contains(s.ip())))
                 {
-                    let t = format!("orders from {} refused: source not in --allow-source\n", o.sheriff_id);
-                    self.batch.push("", &t);
-                    return;
+                    let why = "source not in --allow-source";
+                    return self.deputy.refuse_orders(&o.sheriff_id, "source", why, now);
                 }
                 let list: Vec<Order> = o
                     .cmds
@@ -838,13 +892,14 @@ impl Bridge {
         }
         let mut events = Events::with_capacity(256);
         let mut deputy_due = None;
+        let mut lcm_more = false;
         loop {
             let now = Instant::now();
             self.discovery_step(now);
             if let Some(code) = self.exit_code {
                 return code;
             }
-            let wait = self.next_wakeup(now, deputy_due);
+            let wait = if lcm_more { Duration::ZERO } else { self.next_wakeup(now, deputy_due) };
             if let Err(e) = self.poll.poll(&mut events, Some(wait))
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -899,11 +954,16 @@ impl Bridge {
                     return if self.stopping.is_some() { 0 } else { 1 };
                 }
             }
-            let mut lcm_seen = false;
-            while let Some(r) = self.lcm.recv() {
-                lcm_seen = true;
+            let mut lcm_seen = 0;
+            while lcm_seen < LCM_PER_ROUND
+                && let Some(r) = self.lcm.recv()
+            {
+                lcm_seen += 1;
                 self.on_lcm(r, now);
             }
+            // More may be waiting: the next round polls without sleeping
+            // (readiness is edge-triggered, so it would not be told again).
+            lcm_more = lcm_seen == LCM_PER_ROUND;
             for id in pty_ready {
                 self.drain(&id, now);
             }
@@ -912,7 +972,7 @@ impl Bridge {
             }
             // The deputy's timers are scanned when one is due or after an
             // input that may have set one, not on every pty read.
-            let touched = sup_ready || signalled || lcm_seen;
+            let touched = sup_ready || signalled || lcm_seen > 0;
             if touched || deputy_due.is_some_and(|d| now >= d) {
                 deputy_due = self.deputy.tick(now);
             }
@@ -998,5 +1058,13 @@ mod tests {
         assert!(!b.due(now));
         b.push("c", &"x".repeat(5000));
         assert!(b.due(now));
+        // full at 256 ids even if every text is short (issue 14: a batch
+        // of many notices failed to encode and was lost whole)
+        let mut b = Batch::default();
+        for i in 0..BATCH_IDS {
+            assert!(!b.full(), "{i}");
+            b.push(&format!("c{i}"), "n\n");
+        }
+        assert!(b.full());
     }
 }

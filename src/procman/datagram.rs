@@ -21,8 +21,13 @@ pub const FRAGMENT_BODY: usize = 65487;
 pub const FRAGMENT_HEADER: usize = 20;
 /// The largest message reassembled or sent (spec §6.4).
 pub const MAX_PAYLOAD: usize = 1024 * 1024;
-/// The most bytes held in partial messages at once (as liblcm: 16 MiB).
+/// The most bytes held in partial messages at once (as liblcm: 16 MiB),
+/// their bookkeeping included (see [`partial_cost`]).
 pub const MAX_BUFFERED: usize = 16 * 1024 * 1024;
+/// What a partial message costs beyond its data and its table of
+/// fragments seen: its entry in the map and its channel name (at most
+/// [`MAX_CHANNEL`] bytes), rounded up; checked in the tests.
+pub const PARTIAL_OVERHEAD: usize = 256;
 /// The most partial messages held at once (as liblcm: 1000).
 pub const MAX_PARTIALS: usize = 1000;
 /// A partial message with no new fragment for this long is dropped.
@@ -197,15 +202,27 @@ pub fn parse(d: &[u8]) -> Result<Datagram<'_>, DatagramError> {
     }
 }
 
+/// The bytes a partial message of `payload_size` bytes in `count`
+/// fragments is counted for against [`MAX_BUFFERED`]: its data, its bitmap
+/// of fragments seen, and [`PARTIAL_OVERHEAD`]. Without the bitmap and the
+/// overhead, 1000 partials of 65535 tiny fragments held some 64 MiB of
+/// bookkeeping beside the 16 MiB of data (issue 14).
+pub fn partial_cost(payload_size: usize, count: u16) -> usize {
+    payload_size + usize::from(count).div_ceil(64) * 8 + PARTIAL_OVERHEAD
+}
+
 /// A message being put together from its fragments.
 struct Partial {
     seqno: u32,
     count: u16,
     channel: Option<String>,
     buf: Vec<u8>,
-    seen: Vec<bool>,
+    /// One bit per fragment number.
+    seen: Vec<u64>,
     missing: usize,
     last: Instant,
+    /// [`partial_cost`] of this message.
+    cost: usize,
 }
 
 /// Counts of what reassembly threw away.
@@ -241,7 +258,8 @@ impl Reassembler {
         self.stats
     }
 
-    /// Bytes currently held in partial messages.
+    /// Bytes currently held in partial messages, bookkeeping included
+    /// ([`partial_cost`]).
     pub fn buffered(&self) -> usize {
         self.buffered
     }
@@ -253,7 +271,7 @@ impl Reassembler {
 
     fn remove(&mut self, source: &SocketAddr) {
         if let Some(p) = self.partials.remove(source) {
-            self.buffered -= p.buf.len();
+            self.buffered -= p.cost;
         }
     }
 
@@ -304,27 +322,30 @@ impl Reassembler {
         }
         if !self.partials.contains_key(&source) {
             let size = f.payload_size as usize;
-            self.make_room(size, now);
+            let cost = partial_cost(size, f.count);
+            self.make_room(cost, now);
             let p = Partial {
                 seqno: f.seqno,
                 count: f.count,
                 channel: None,
                 buf: vec![0; size],
-                seen: vec![false; f.count as usize],
+                seen: vec![0; usize::from(f.count).div_ceil(64)],
                 missing: f.count as usize,
                 last: now,
+                cost,
             };
-            self.buffered += size;
+            self.buffered += cost;
             self.partials.insert(source, p);
         }
         let p = self.partials.get_mut(&source)?;
         let n = f.number as usize;
-        if p.seen[n] {
+        let (word, bit) = (n / 64, 1u64 << (n % 64));
+        if p.seen.get(word).is_none_or(|w| w & bit != 0) {
             return None;
         }
         let (start, end) = (f.offset as usize, f.offset as usize + f.data.len());
-        p.buf[start..end].copy_from_slice(f.data);
-        p.seen[n] = true;
+        p.buf.get_mut(start..end)?.copy_from_slice(f.data);
+        p.seen[word] |= bit;
         p.missing -= 1;
         p.last = now;
         if let Some(c) = f.channel {
@@ -334,7 +355,7 @@ impl Reassembler {
             return None;
         }
         let p = self.partials.remove(&source)?;
-        self.buffered -= p.buf.len();
+        self.buffered -= p.cost;
         match p.channel {
             Some(c) => Some((c, p.buf)),
             None => {
@@ -497,8 +518,9 @@ mod tests {
             r.push(src(port), &frag(&a[0]), now + Duration::from_millis(port.into()));
             assert!(r.buffered() <= MAX_BUFFERED);
         }
-        assert_eq!(r.partials(), MAX_BUFFERED / MAX_PAYLOAD);
-        assert_eq!(r.stats().dropped, 40 - 16);
+        // 15, not 16: each also counts its bookkeeping
+        assert_eq!(r.partials(), MAX_BUFFERED / partial_cost(MAX_PAYLOAD, 17));
+        assert_eq!(r.stats().dropped, 40 - 15);
         // A small first fragment of a two-fragment message (legal, if odd).
         let mut small = b"LC03\0\0\0\x01".to_vec();
         for v in [100u32, 0] {
@@ -510,6 +532,27 @@ mod tests {
             assert_eq!(r.push(src(1000 + port), &frag(&small), now + Duration::from_secs(1)), None);
         }
         assert_eq!(r.partials(), MAX_PARTIALS);
+    }
+
+    /// Issue 14 #11: the cap held the data only; 1000 partials of 65535
+    /// fragments kept 64 MiB of tables of fragments seen besides.
+    #[test]
+    fn bookkeeping_counts_against_the_cap() {
+        assert!(std::mem::size_of::<(SocketAddr, Partial)>() + MAX_CHANNEL < PARTIAL_OVERHEAD);
+        let mut d = b"LC03\0\0\0\x01".to_vec();
+        for v in [16_384u32, 0] {
+            d.extend_from_slice(&v.to_be_bytes());
+        }
+        d.extend_from_slice(&[0x40, 0, 0xff, 0xff]); // fragment 16384 of 65535, no data
+        let mut r = Reassembler::new();
+        let now = Instant::now();
+        for port in 0..1100u16 {
+            assert_eq!(r.push(src(port), &frag(&d), now), None);
+            let held: usize = r.partials.values().map(|p| p.buf.len() + p.seen.len() * 8 + PARTIAL_OVERHEAD).sum();
+            assert_eq!(held, r.buffered());
+            assert!(r.buffered() <= MAX_BUFFERED);
+        }
+        assert_eq!(r.partials(), MAX_BUFFERED / partial_cost(16_384, 65_535));
     }
 
     /// Random and mutated datagrams never panic the parser or reassembler,

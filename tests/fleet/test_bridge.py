@@ -26,6 +26,21 @@ def pma1(key, channel, message, counter):
     return head + mac.digest()
 
 
+def ask(host, data, end):
+    """Send `data` on a new control connection to host's daemonproxy and
+    return what it answers up to and including `end`."""
+    c = host.control()
+    c.sendall(data)
+    buf = b""
+    while end not in buf:
+        d = c.recv(65536)
+        if not d:
+            break
+        buf += d
+    c.close()
+    return buf
+
+
 class FleetCase(unittest.TestCase):
     def setUp(self):
         self.procs = Procs()
@@ -225,12 +240,7 @@ class Behaviour(FleetCase):
     def test_local_services_and_discovery_answer(self):
         url = self.hub().url
         h = Host(self.procs, url, "dep-l", bridge_args=["--local", "control"])
-        c = h.control()
-        c.sendall(b"service.args\tweb\tsleep\t60\nservice.start\tweb\necho\tok\n")
-        buf = b""
-        while b"ok\n" not in buf:
-            buf += c.recv(4096)
-        c.close()
+        ask(h, b"service.args\tweb\tsleep\t60\nservice.start\tweb\necho\tok\n", b"ok\n")
         s = Sheriff(url)
         self.assertTrue(s.wait(lambda: (st := s.status("dep-l", "web")) is not None and st.pid > 0, 5))
         st = s.status("dep-l", "web")
