@@ -129,7 +129,25 @@ struct Sup {
 impl Sup {
     fn connect(c: &Connection) -> io::Result<Sup> {
         let fd: OwnedFd = match c {
-            Connection::Socket(p) => std::os::unix::net::UnixStream::connect(p)?.into(),
+            Connection::Socket(p) => {
+                let s = std::os::unix::net::UnixStream::connect(p)?;
+                // Talk only to a daemonproxy of root or our own user: whoever
+                // bound the path first would otherwise get our commands.
+                let me = crate::sys::geteuid();
+                match crate::sys::peer_uid(s.as_raw_fd()) {
+                    Some(u) if u == 0 || u == me => s.into(),
+                    other => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::PermissionDenied,
+                            format!(
+                                "{}: served by uid {}, not root or uid {me}; refusing to send it commands",
+                                p.display(),
+                                other.map_or("unknown".into(), |u| u.to_string())
+                            ),
+                        ));
+                    }
+                }
+            }
             Connection::Fd(n) => {
                 // SAFETY: the descriptor was inherited for us to own.
                 unsafe { OwnedFd::from_raw_fd(*n) }

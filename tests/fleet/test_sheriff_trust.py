@@ -309,6 +309,25 @@ class LoneRanger(TrustCase):
         self.assertEqual(got, b"", "the bridge talked to another user's hub")
 
 
+    def test_bridge_sends_no_command_to_another_users_daemonproxy_socket(self):
+        """The client side of daemonproxy's control socket: a bridge told
+        `--socket PATH` where another user listens exits, saying so, and
+        sends nothing (issue 14: every client checks its server)."""
+        evil = self.path("evil-dp.sock")
+        log = self.path("evil-dp.log")
+        a = self.attacker(LISTEN, evil, log, "4", "")
+        self.ready(a)
+        r = subprocess.run([binary("daemonproxy-bridge"), "--socket", evil, "--lcm-url", "tcpq://127.0.0.1:1",
+                            "--id", "victim"], capture_output=True, timeout=20)
+        self.assertNotEqual(r.returncode, 0, r.stderr)
+        self.assertIn(b"served by uid 65534", r.stderr)
+        a.wait(20)
+        with open(log, "rb") as f:
+            conns, _, got = f.read().partition(b"\n")
+        self.assertGreater(int(conns), 0, "the bridge never connected")
+        self.assertEqual(got, b"", "the bridge sent commands to another user's socket")
+
+
 class ControlSocket(TrustCase):
     def test_verbs_talk_only_to_their_own_sheriff(self):
         """#7: a verb sent its request to whoever listened on the control
