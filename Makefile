@@ -5,7 +5,8 @@
 #   make test       run every test (the cargo suites, then tests/python)
 #   make venv       the Python venv with the real LCM library the LCM tests use
 #   make golden     rewrite tests/golden/*.hex with the real LCM library
-#   make check      formatting, clippy, "make lint", and the model test with more cases
+#   make check      formatting, clippy, "make lint", unsafe only in sys/spawn/fatal, doc
+#                   references, and the model test with more cases
 #   make lint       man page and shell script lints only
 #   make fuzz       every cargo-fuzz target for FUZZ_SECONDS (default 60) each; see fuzz/README.md
 #   make bench      figures side by side with peers, and a 10-minute soak (about 25 minutes); see bench/README.md
@@ -38,7 +39,7 @@ VENV        = .venv
 LCM_VERSION = 1.5.3
 VENV_STAMP  = $(VENV)/.lcm-$(LCM_VERSION)
 
-.PHONY: all run test check lint bench fuzz install uninstall clean venv golden
+.PHONY: all run test check lint unsafe-check bench fuzz install uninstall clean venv golden
 
 all:
 	$(CARGO) build --release
@@ -65,7 +66,8 @@ test: $(VENV_STAMP)
 # The last line proves the PID-1 binary builds without the fleet crates;
 # before it, the model test runs many more cases than in "make test".
 MODEL_CASES ?= 10000
-check: lint
+check: lint unsafe-check
+	tools/check-doc-refs
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	(cd fuzz && $(CARGO) fmt --check)
@@ -82,6 +84,18 @@ $(VENV_STAMP):
 
 golden: $(VENV_STAMP)
 	$(VENV)/bin/python tests/lcm_py/golden.py
+
+# unsafe lives in three rooms only: the syscall layer, the forked child and
+# the async-signal-safe fatal path. Lists the files holding it; any other
+# file fails the check.
+UNSAFE_ALLOWED = src/sys.rs src/spawn.rs src/fatal.rs
+unsafe-check:
+	@files=$$(grep -rlE 'unsafe *(\{|fn |impl |extern)' src | sort); \
+	echo "files with unsafe: $$files"; \
+	bad=; for f in $$files; do \
+		case " $(UNSAFE_ALLOWED) " in *" $$f "*) ;; *) bad="$$bad $$f" ;; esac; \
+	done; \
+	if [ -n "$$bad" ]; then echo "unsafe outside $(UNSAFE_ALLOWED):$$bad"; exit 1; fi
 
 # The non-Rust half of "check": man pages and shell scripts.
 lint:

@@ -1,5 +1,5 @@
 //! The controller's side of the protocol: parsing the event lines
-//! daemonproxy sends (protocol.md §4) into [`Event`]s, for programs that
+//! daemonproxy sends (docs/protocol.md §4) into [`Event`]s, for programs that
 //! drive daemonproxy (the sheriff bridge, tests).
 //!
 //! Fields are split with the same cursor the command parser uses
@@ -29,7 +29,7 @@ pub enum Ended<'a> {
     Signal(&'a [u8]),
 }
 
-/// A `service.state` event (§4.1); `-` fields are `None`.
+/// A `service.state` event (docs/protocol.md §4.1); `-` fields are `None`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServiceState<'a> {
     /// The service.
@@ -74,7 +74,7 @@ pub enum Event<'a> {
     /// `info\tTEXT` (the `-i` banner).
     Info(&'a [u8]),
     /// Anything else: an `echo` reply, `log.filter`, or an event this
-    /// client does not know (to be ignored, §1.3).
+    /// client does not know (to be ignored, docs/protocol.md §1.3).
     Other(&'a [u8]),
 }
 
@@ -132,7 +132,7 @@ impl<'a> Event<'a> {
 
 impl Ended<'_> {
     /// The raw wait(2) status this ending stands for: `exit N` is
-    /// `(N & 0xff) << 8`, a signal its number (names of protocol.md §2.6;
+    /// `(N & 0xff) << 8`, a signal its number (names of docs/protocol.md §2.6;
     /// `SIG-?` and unknown names give 0).
     pub fn wait_status(&self) -> i32 {
         match *self {
@@ -146,7 +146,7 @@ impl Ended<'_> {
 }
 
 /// The message of an error line without its `, for command "..."` suffix,
-/// and the quoted command prefix (at most 30 bytes, protocol.md §2.7), if
+/// and the quoted command prefix (at most 30 bytes, docs/protocol.md §2.7), if
 /// the line has one.
 pub fn split_error(rest: &[u8]) -> (&[u8], Option<&[u8]>) {
     const MARK: &[u8] = b", for command \"";

@@ -1,4 +1,4 @@
-//! Monotonic time with sub-second precision (protocol.md §2.4).
+//! Monotonic time with sub-second precision (docs/protocol.md §2.4).
 //!
 //! Every time daemonproxy keeps is `CLOCK_MONOTONIC` in nanoseconds.
 //! Printed timestamps are truncated whole seconds; printed durations are the

@@ -1,14 +1,14 @@
 //! Splitting a command line into fields, the command table, and the shared
-//! argument rules of protocol.md §2 (names, integers).
+//! argument rules of docs/protocol.md §2 (names, integers).
 //!
 //! Parsing borrows from the controller's input line; nothing is copied.
 
 use arrayvec::ArrayString;
 
-/// A service or handle name: 1–31 bytes of `A-Za-z0-9._-` (§2.3).
+/// A service or handle name: 1–31 bytes of `A-Za-z0-9._-` (docs/protocol.md §2.3).
 pub type Name = ArrayString<31>;
 
-/// Every command of protocol.md §3, and the extension commands
+/// Every command of docs/protocol.md §3, and the extension commands
 /// `service.stat`, `service.query` and `service.attach`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[allow(missing_docs)]
@@ -81,7 +81,7 @@ impl Cmd {
     }
 }
 
-/// What to do with a line whose field 0 is not a command (§2.2).
+/// What to do with a line whose field 0 is not a command (docs/protocol.md §2.2).
 #[derive(Debug, PartialEq, Eq)]
 pub enum NotCommand {
     /// A comment or a blank line: ignored.
@@ -155,12 +155,12 @@ pub enum NameKind {
     Handle,
 }
 
-/// Does `b` obey the name rule of §2.3?
+/// Does `b` obey the name rule of docs/protocol.md §2.3?
 pub fn valid_name(b: &[u8]) -> bool {
     (1..=31).contains(&b.len()) && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
-/// Parse a name field with the errors of §2.3.
+/// Parse a name field with the errors of docs/protocol.md §2.3.
 pub fn parse_name(field: Option<&[u8]>, kind: NameKind) -> Result<Name, &'static str> {
     let f = match field {
         None | Some(b"") => {
@@ -190,7 +190,7 @@ pub fn name_from(b: &[u8]) -> Option<Name> {
     Name::from(std::str::from_utf8(b).ok()?).ok()
 }
 
-/// Parse a signed 64-bit decimal integer filling the whole field (§2.3).
+/// Parse a signed 64-bit decimal integer filling the whole field (docs/protocol.md §2.3).
 pub fn parse_int(field: &[u8]) -> Option<i64> {
     let (neg, digits) = match field {
         [b'-', rest @ ..] => (true, rest),

@@ -1,4 +1,4 @@
-//! Controllers (protocol.md §7): fixed input and output buffers per
+//! Controllers (docs/protocol.md §7): fixed input and output buffers per
 //! connection, line framing, and output flow control with `overflow`.
 //!
 //! A controller that stops reading only ever stalls itself: its output
@@ -17,12 +17,12 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 pub const IN_BUF: usize = 1024;
 /// Output buffer size.
 pub const OUT_BUF: usize = 2048;
-/// Most received descriptors queued for `fd.take` (§3.15).
+/// Most received descriptors queued for `fd.take` (docs/protocol.md §3.15).
 pub const MAX_TAKEN: usize = 2;
-/// Most commands one controller runs per loop pass (§2.5).
+/// Most commands one controller runs per loop pass (docs/protocol.md §2.5).
 pub const COMMANDS_PER_PASS: usize = 3;
 
-/// What kind of controller this is (§7.1).
+/// What kind of controller this is (docs/protocol.md §7.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// `-i`: fd 0 in, fd 1 out.
@@ -50,7 +50,7 @@ pub enum Input {
     Wait,
 }
 
-/// Where a paused listing resumes: a `statedump` (§3.2), or the extension
+/// Where a paused listing resumes: a `statedump` (docs/protocol.md §3.2), or the extension
 /// listings `service.stat *` and `service.query`, whose filters are kept
 /// in [`Controller::filters`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,9 +96,9 @@ pub struct Controller {
     discarding: bool,
     outbuf: [u8; OUT_BUF],
     out_len: usize,
-    /// Output is being dropped until the buffer drains (§7.4).
+    /// Output is being dropped until the buffer drains (docs/protocol.md §7.4).
     pub overflow: bool,
-    /// Newest signal receipt this controller was told about (§8.2).
+    /// Newest signal receipt this controller was told about (docs/protocol.md §8.2).
     pub signal_seen: u64,
     /// A statedump (or listing) in progress.
     pub dump: Option<Dump>,
@@ -237,7 +237,7 @@ impl Controller {
             return;
         }
         while self.out_len > 0 {
-            // Only whole lines are written (§7.4).
+            // Only whole lines are written (docs/protocol.md §7.4).
             let end = memchr::memrchr(b'\n', &self.outbuf[..self.out_len]).map_or(self.out_len, |p| p + 1);
             match sys::write(fd, &self.outbuf[..end]) {
                 Ok(0) => break,

@@ -1,4 +1,4 @@
-//! Running one command line (protocol.md §3): [`crate::request`] parses it
+//! Running one command line (docs/protocol.md §3): [`crate::request`] parses it
 //! and checks what needs no state; each request is then carried out here —
 //! the checks that need the tables, in the order the protocol gives, then
 //! the effects and their events. The extension commands (`service.stat`,

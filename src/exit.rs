@@ -1,4 +1,4 @@
-//! Leaving daemonproxy (protocol.md §8.4): the normal end, and the exec path
+//! Leaving daemonproxy (docs/protocol.md §8.4): the normal end, and the exec path
 //! that every trappable exit goes through.
 
 use crate::log::Log;
@@ -40,7 +40,7 @@ pub fn exec_on_exit(log: &mut Log, args: &[u8], code: i32, message: &str, servic
     log!(log, Error, "Unable to exec \"{name}\": {text}");
 }
 
-/// The exec path (§8.4) for help, version, option and setup errors:
+/// The exec path (docs/protocol.md §8.4) for help, version, option and setup errors:
 /// returns only when guarded (daemonproxy then keeps running).
 pub fn exec_path(log: &mut Log, args: &[u8], code: i32, message: &str, guarded: bool, services: Option<&Services>) {
     exec_on_exit(log, args, code, message, services);

@@ -1,4 +1,4 @@
-//! The fatal-signal path (protocol.md §8.1, §8.4): SIGABRT, SIGBUS, SIGFPE,
+//! The fatal-signal path (docs/protocol.md §8.1, docs/protocol.md §8.4): SIGABRT, SIGBUS, SIGFPE,
 //! SIGILL, SIGSEGV and SIGTRAP never kill daemonproxy silently. The handler
 //! execs the exit program (if one is configured) with
 //! `DAEMONPROXY_EXITCODE=4` and `DAEMONPROXY_ERROR=Received signal SIG<NAME>

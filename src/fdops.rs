@@ -1,4 +1,4 @@
-//! The descriptors behind `fd.pipe`, `fd.open` and `fd.socket` (§3.12–3.14):
+//! The descriptors behind `fd.pipe`, `fd.open` and `fd.socket` (docs/protocol.md §3.12–3.14):
 //! flag parsing, the syscalls, and the FLAGS text `fd.state` shows.
 
 use crate::command::comma_items;
@@ -93,7 +93,7 @@ pub fn parse_pipe_flags(flags: Option<&[u8]>) -> Result<PipeSpec, Fail<'_>> {
 }
 
 impl PipeSpec {
-    /// The FLAGS text `fd.state` shows for one end (§4.2): a plain pipe's
+    /// The FLAGS text `fd.state` shows for one end (docs/protocol.md §4.2): a plain pipe's
     /// `[nonblock,]from` / `[nonblock,]to`, a socketpair's
     /// `DOMAIN,TYPE,[nonblock,]to` on both ends.
     pub fn flags_text(&self, read_end: bool) -> Flags {
@@ -197,7 +197,7 @@ impl OpenSpec {
         of
     }
 
-    /// The FLAGS text `fd.state` shows (§4.2): the access mode, then the
+    /// The FLAGS text `fd.state` shows (docs/protocol.md §4.2): the access mode, then the
     /// other flags in a fixed order.
     pub fn flags_text(&self) -> Flags {
         let mut f = Flags::new();
@@ -317,7 +317,7 @@ pub struct SocketSpec<'a> {
     addr: Option<Addr>,
 }
 
-/// Parse the FLAGS and optional ADDRSPEC of `fd.socket` (§3.14), in the
+/// Parse the FLAGS and optional ADDRSPEC of `fd.socket` (docs/protocol.md §3.14), in the
 /// order their errors are reported: flags, a missing address, the address.
 pub fn parse_socket<'a>(flags: &'a [u8], addr: Option<&'a [u8]>) -> Result<SocketSpec<'a>, Fail<'a>> {
     let (mut dom, mut ty) = (Domain::Unix, SockType::Stream);
@@ -354,7 +354,7 @@ pub fn parse_socket<'a>(flags: &'a [u8], addr: Option<&'a [u8]>) -> Result<Socke
 }
 
 impl SocketSpec<'_> {
-    /// The FLAGS text `fd.state` shows (§4.2): `DOMAIN,TYPE`, then
+    /// The FLAGS text `fd.state` shows (docs/protocol.md §4.2): `DOMAIN,TYPE`, then
     /// `,bind` `,listen=N` `,mkdir` `,nonblock`.
     pub fn flags_text(&self) -> Flags {
         let mut f = Flags::new();

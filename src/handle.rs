@@ -1,4 +1,4 @@
-//! Named handles (protocol.md §6): the table of named file descriptors that
+//! Named handles (docs/protocol.md §6): the table of named file descriptors that
 //! services are started with, and how each one is shown in `fd.state`.
 //!
 //! The table is a `BTreeMap` keyed by name: lookup is O(log n) and the
@@ -43,7 +43,7 @@ pub type Flags = ArrayVec<u8, 64>;
 /// One named handle.
 pub struct Handle {
     /// The descriptor; `None` for the `control.*` names, which stand for the
-    /// per-start controller socket (§7.3).
+    /// per-start controller socket (docs/protocol.md §7.3).
     pub fd: Option<OwnedFd>,
     /// TYPE.
     pub kind: Kind,
@@ -73,7 +73,7 @@ impl Handle {
     }
 
     /// Describe a descriptor daemonproxy did not open itself (inherited at
-    /// start-up or received with `fd.take`): §4.2 "inherited" rows.
+    /// start-up or received with `fd.take`): docs/protocol.md §4.2 "inherited" rows.
     pub fn inherited(fd: OwnedFd) -> Handle {
         let raw = fd.as_raw_fd();
         let fl = sys::get_fl(raw).unwrap_or(0);
@@ -125,7 +125,7 @@ impl Handle {
     }
 }
 
-/// Names that can never be replaced or deleted (§6.1).
+/// Names that can never be replaced or deleted (docs/protocol.md §6.1).
 pub const CONSTANTS: [&str; 4] = ["control.cmd", "control.event", "control.socket", "null"];
 
 /// Is `name` one of the `control.*` names?
@@ -140,7 +140,7 @@ pub struct Handles {
     /// Most handles allowed (`--fd-pool N`), counting constants.
     pub limit: usize,
     /// Bytes per handle object (`--fd-pool NxM`): descriptions longer than
-    /// about M+31−len(NAME) are cut and end in `...` (§9.3).
+    /// about M+31−len(NAME) are cut and end in `...` (docs/protocol.md §9.3).
     pub obj_size: Option<usize>,
 }
 
@@ -221,7 +221,7 @@ impl Handles {
         Some(old)
     }
 
-    /// The other end of `old` (named `name`) now shows peer `?` (§6.3).
+    /// The other end of `old` (named `name`) now shows peer `?` (docs/protocol.md §6.3).
     fn orphan_peer(&mut self, name: &Name, old: &Handle) {
         if old.kind != Kind::Pipe {
             return;

@@ -1,4 +1,4 @@
-//! The control socket (protocol.md §3.10, §3.11, §7.2): a listening
+//! The control socket (docs/protocol.md §3.10, docs/protocol.md §3.11, docs/protocol.md §7.2): a listening
 //! `AF_UNIX` stream socket whose accepted connections become controllers.
 
 use crate::sys;

@@ -1,4 +1,4 @@
-//! daemonproxy's own log (protocol.md §10): `<level>: <message>` lines in a
+//! daemonproxy's own log (docs/protocol.md §10): `<level>: <message>` lines in a
 //! fixed 1024-byte buffer, flushed with one `write()` per attempt to a
 //! destination that is never made non-blocking.
 //!
@@ -47,7 +47,7 @@ pub const DEFAULT_FILTER: u8 = 2;
 pub enum Dest {
     /// A raw descriptor (fd 2 by default).
     Fd(RawFd),
-    /// A named handle, looked up again whenever handles change (§3.20).
+    /// A named handle, looked up again whenever handles change (docs/protocol.md §3.20).
     Handle(Name),
 }
 
@@ -233,7 +233,7 @@ impl Log {
     /// takes it (a few cut-off attempts at most): for `log.dest`, so that
     /// the buffer — and the count of messages lost to the old destination
     /// — goes to the new one before anything else is logged, and nothing
-    /// after the switch is counted as lost (§10.2; the C original wrote
+    /// after the switch is counted as lost (docs/protocol.md §10.2; the C original wrote
     /// its buffer when `log.dest` ran).
     pub fn flush_now(&mut self, now: Mono) {
         self.retry = Retry::Ready;

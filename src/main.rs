@@ -1,4 +1,4 @@
-//! The `daemonproxy` binary: flags and wiring only (protocol.md §9.5
+//! The `daemonproxy` binary: flags and wiring only (docs/protocol.md §9.5
 //! start-up order); everything else is in the library.
 
 use daemonproxy::command::Name;
@@ -37,7 +37,7 @@ fn name(s: &str) -> Name {
 }
 
 /// Re-point a std handle to a `/dev/null` duplicate, keeping its flags
-/// (§6.2: daemonproxy uses the original stream as a controller channel).
+/// (docs/protocol.md §6.2: daemonproxy uses the original stream as a controller channel).
 fn repoint_to_null(handles: &mut Handles, which: &str, null: RawFd) {
     let Some(old) = handles.get(which.as_bytes()) else {
         return;
@@ -51,7 +51,7 @@ fn repoint_to_null(handles: &mut Handles, which: &str, null: RawFd) {
 }
 
 /// Clamp `--fd-pool` and `--service-pool` to their ranges with the
-/// warnings of protocol.md §9.3. Returns (handle limit, service limit,
+/// warnings of docs/protocol.md §9.3. Returns (handle limit, service limit,
 /// bytes of data per service).
 fn pool_limits(opts: &options::Options, logger: &mut Log) -> (usize, usize, Option<usize>) {
     let mut fd_limit = usize::MAX;
@@ -298,7 +298,7 @@ fn main() {
     exit::normal_end(&mut sup.log, &args, code, &sup.services);
 }
 
-/// `-D` (§9.2): the parent prints the child's pid without a newline and
+/// `-D` (docs/protocol.md §9.2): the parent prints the child's pid without a newline and
 /// exits 0; the child points the std descriptors that still hold the
 /// original streams at /dev/null ([FIX F4]) and starts a new session.
 fn daemonize(sup: &mut Supervisor, opts: &options::Options, guarded: bool) {

@@ -1,4 +1,4 @@
-//! Command-line options (protocol.md §9), parsed by hand left to right,
+//! Command-line options (docs/protocol.md §9), parsed by hand left to right,
 //! each option acting at once.
 
 use std::ffi::{OsStr, OsString};
@@ -23,7 +23,7 @@ pub const LICENCE: [&str; 3] = [
     "There is NO WARRANTY, to the extent permitted by law.",
 ];
 
-/// `--help` text (§9.4), without the version line: daemonproxy 1.1's text
+/// `--help` text (docs/protocol.md §9.4), without the version line: daemonproxy 1.1's text
 /// byte for byte, then the options added since under `extensions:`.
 pub const HELP: &str = "options:
   -c --config       FILENAME  Read command stream from FILENAME at startup
@@ -108,7 +108,7 @@ fn arg_str(a: &OsStr) -> String {
     String::from_utf8_lossy(a.as_bytes()).into_owned()
 }
 
-/// Parse a pool size (§9.3).
+/// Parse a pool size (docs/protocol.md §9.3).
 pub fn parse_pool(s: &[u8]) -> Option<Pool> {
     let bad = || None;
     let (n, m) = match memchr::memchr(b'x', s) {
@@ -155,7 +155,7 @@ pub fn parse_pool(s: &[u8]) -> Option<Pool> {
 
 /// Parse argv (without argv[0]). `pid1` applies the PID-1 defaults first.
 /// On a stop, the options parsed so far are returned too (`-E` before
-/// `--help` takes effect, §9.1).
+/// `--help` takes effect, docs/protocol.md §9.1).
 pub fn parse(args: &[OsString], pid1: bool) -> (Options, Option<Stop>) {
     let mut o = Options::default();
     if pid1 {

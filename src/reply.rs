@@ -1,4 +1,4 @@
-//! Why a command failed, and how that is written on the wire (§2.7, §2.8).
+//! Why a command failed, and how that is written on the wire (docs/protocol.md §2.7, docs/protocol.md §2.8).
 
 use crate::command::Name;
 use crate::line::Line;
@@ -64,7 +64,7 @@ impl Fail<'_> {
     }
 }
 
-/// Append `"<first 30 bytes>[...]"` of the command line (§2.7).
+/// Append `"<first 30 bytes>[...]"` of the command line (docs/protocol.md §2.7).
 pub fn write_quoted_prefix(out: &mut Line, cmd: &[u8], n: usize, open: u8, close: u8) {
     out.byte(open).push(&cmd[..cmd.len().min(n)]);
     if cmd.len() >= n && open == b'"' {

@@ -1,4 +1,4 @@
-//! One command line parsed into a request (protocol.md §2, §3): the command
+//! One command line parsed into a request (docs/protocol.md §2, docs/protocol.md §3): the command
 //! looked up, then every argument rule that needs neither the supervisor's
 //! tables nor a syscall. [`crate::dispatch`] carries the request out.
 //!
@@ -23,7 +23,7 @@ use crate::signame;
 
 /// What a line is.
 pub enum Parsed<'a> {
-    /// A comment or a blank line (§2.2): nothing happens.
+    /// A comment or a blank line (docs/protocol.md §2.2): nothing happens.
     Ignore,
     /// Field 0 (given) is not a command: `Unknown command: <FIELD0>`.
     Unknown(&'a [u8]),
@@ -31,7 +31,7 @@ pub enum Parsed<'a> {
     Command(Result<Request<'a>, Fail<'a>>),
 }
 
-/// `service.start` WHEN (§3.7).
+/// `service.start` WHEN (docs/protocol.md §3.7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum When {
     /// `-`: cancel a pending start.
@@ -43,7 +43,7 @@ pub enum When {
     At(Seconds),
 }
 
-/// A `log.filter` argument (§3.19).
+/// A `log.filter` argument (docs/protocol.md §3.19).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FilterStep {
     /// Absent: only reply.
@@ -172,7 +172,7 @@ pub enum Request<'a> {
     },
 }
 
-/// Longest `terminate.exec_args` value (§3.23).
+/// Longest `terminate.exec_args` value (docs/protocol.md §3.23).
 pub const MAX_EXEC_ARGS: usize = 255;
 
 fn service_name(f: Option<&[u8]>) -> Result<Name, Fail<'static>> {
@@ -217,7 +217,7 @@ pub fn parse(line: &[u8]) -> Parsed<'_> {
     }
 }
 
-/// The arguments of `cmd`, in the order protocol.md §3 checks them.
+/// The arguments of `cmd`, in the order docs/protocol.md §3 checks them.
 pub fn request(cmd: Cmd, mut a: Args<'_>) -> Result<Request<'_>, Fail<'_>> {
     Ok(match cmd {
         Cmd::Echo => Request::Echo(a.rest().unwrap_or(b"")),
@@ -378,7 +378,7 @@ pub fn request(cmd: Cmd, mut a: Args<'_>) -> Result<Request<'_>, Fail<'_>> {
     })
 }
 
-/// `service.auto_up\tNAME\tMIN_INTERVAL[\tTRIGGER...]` (§3.6, [EXT E3],
+/// `service.auto_up\tNAME\tMIN_INTERVAL[\tTRIGGER...]` (docs/protocol.md §3.6, [EXT E3],
 /// [EXT E7]).
 fn auto_up(mut a: Args<'_>) -> Result<Request<'_>, Fail<'_>> {
     let name = service_name(a.next_field())?;

@@ -1,4 +1,4 @@
-//! Services (protocol.md §5): the table, each service's state machine, and
+//! Services (docs/protocol.md §5): the table, each service's state machine, and
 //! how a service is shown in events.
 //!
 //! Data structures: services live in a slot vector (indices stay valid until
@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::os::fd::OwnedFd;
 
-/// A service's state (§5.1); `deleted` is not kept, the slot is freed.
+/// A service's state (docs/protocol.md §5.1); `deleted` is not kept, the slot is freed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
     /// Not running, no start pending.
@@ -186,7 +186,7 @@ pub struct Triggers {
 
 impl Triggers {
     /// Parse the raw remainder of `service.auto_up` after the interval.
-    /// Parsing stops at the first empty word (§3.6). `None` for an unknown
+    /// Parsing stops at the first empty word (docs/protocol.md §3.6). `None` for an unknown
     /// word (numbers are not accepted as trigger signals).
     pub fn parse(raw: &[u8]) -> Option<Triggers> {
         let mut t = Triggers { raw: raw.to_vec(), always: false, signals: 0, backoff: None, limit: None };
@@ -329,7 +329,7 @@ impl Service {
         self.fds.as_deref().is_some_and(|f| f.split(|&b| b == b'\t').any(crate::handle::is_control))
     }
 
-    /// Is the first argument non-empty (§3.7 `no args configured`)?
+    /// Is the first argument non-empty (docs/protocol.md §3.7 `no args configured`)?
     pub fn has_args(&self) -> bool {
         !self.args.is_empty() && self.args[0] != b'\t'
     }
@@ -405,7 +405,7 @@ impl Service {
     }
 }
 
-/// Write `service.state\tNAME\t...` (always 9 fields, §4.1) as of `now`.
+/// Write `service.state\tNAME\t...` (always 9 fields, docs/protocol.md §4.1) as of `now`.
 pub fn write_state(out: &mut Line, s: &Service, now: Mono) {
     out.s("service.state\t").s(&s.name).tab();
     match (s.state, s.exit) {
@@ -753,7 +753,7 @@ impl Services {
     }
 }
 
-/// Default time before retrying a failed fork (§5.1).
+/// Default time before retrying a failed fork (docs/protocol.md §5.1).
 pub const RETRY_NS: i64 = 3 * SEC;
 
 #[cfg(test)]

@@ -1,11 +1,11 @@
-//! Signals daemonproxy receives (protocol.md §8.1, §8.2).
+//! Signals daemonproxy receives (docs/protocol.md §8.1, docs/protocol.md §8.2).
 //!
 //! INT, HUP, TERM, USR1, USR2 and QUIT are *counted*: a handler adds one to
 //! an atomic counter on every delivery ([FIX F18]) and wakes the loop through
 //! a pipe; the loop turns counts into receipts. CHLD only wakes the loop.
 //! PIPE is ignored (children get it back as default before exec). ALRM has
 //! an empty handler installed *without* `SA_RESTART`, so it interrupts a
-//! blocked log write (§10.2).
+//! blocked log write (docs/protocol.md §10.2).
 
 use crate::clock::Mono;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

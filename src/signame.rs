@@ -1,4 +1,4 @@
-//! Signal names and numbers as the protocol spells them (protocol.md §2.6).
+//! Signal names and numbers as the protocol spells them (docs/protocol.md §2.6).
 
 /// The names daemonproxy 1.1 knows, in its order: events print `SIG` plus
 /// the first name listed for a number.

@@ -1,4 +1,4 @@
-//! The only place daemonproxy starts a process (protocol.md §5.3).
+//! The only place daemonproxy starts a process (docs/protocol.md §5.3).
 //!
 //! Everything the child needs — argv and the descriptor map — is built in
 //! reusable buffers *before* the fork. The child then makes raw `libc` calls
@@ -105,7 +105,7 @@ impl Spawner {
         let mut all: libc::sigset_t = unsafe_zeroed_sigset();
         let mut old: libc::sigset_t = unsafe_zeroed_sigset();
         // SAFETY: valid sigset pointers. Blocking every signal around fork
-        // keeps daemonproxy's handlers from running in the child (§8.1).
+        // keeps daemonproxy's handlers from running in the child (docs/protocol.md §8.1).
         unsafe {
             libc::sigfillset(&mut all);
             libc::sigprocmask(libc::SIG_SETMASK, &all, &mut old);
@@ -149,7 +149,7 @@ impl Spawner {
         // SAFETY: the clone child, on its own stack, while the parent is
         // suspended; pointers come from buffers prepared before the clone.
         unsafe {
-            // Only the dispositions daemonproxy set itself (§5.3); others
+            // Only the dispositions daemonproxy set itself (docs/protocol.md §5.3); others
             // are inherited as daemonproxy inherited them.
             for &sig in crate::signal::OWN_DISPOSITIONS.iter() {
                 libc::signal(sig, libc::SIG_DFL);

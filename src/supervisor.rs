@@ -1,6 +1,6 @@
 //! The event loop: one thread, one `mio::Poll`, and every table.
 //!
-//! Each pass (protocol.md §2.5): take signal deliveries (and start the
+//! Each pass (docs/protocol.md §2.5): take signal deliveries (and start the
 //! services they trigger), reap every exited child, note the exits of
 //! attached processes (their pidfds polled readable), fork the services
 //! whose start is due, then give each controller its turn — flush output, tell it
@@ -85,7 +85,7 @@ pub struct Supervisor {
     pub now: Mono,
     /// Set by `terminate` (or the end of `-i`): the loop ends after this pass.
     pub end: Option<End>,
-    /// Exec-on-exit arguments, TAB-separated (§8.4).
+    /// Exec-on-exit arguments, TAB-separated (docs/protocol.md §8.4).
     pub exec_args: Vec<u8>,
     /// Terminate guard code (0: not armed).
     pub guard: i64,
@@ -187,7 +187,7 @@ impl Supervisor {
 
     // ----- output -------------------------------------------------------
 
-    /// Send a line to every controller with an output side (§2.5).
+    /// Send a line to every controller with an output side (docs/protocol.md §2.5).
     pub fn broadcast(&mut self, line: &Line) {
         let now = self.now;
         for c in self.ctls.iter_mut().flatten() {
@@ -223,7 +223,7 @@ impl Supervisor {
         self.broadcast(&l);
     }
 
-    /// Report a failed command to its issuer and the log (§2.7).
+    /// Report a failed command to its issuer and the log (docs/protocol.md §2.7).
     pub fn fail(&mut self, c: usize, cmd: &[u8], f: &Fail<'_>) {
         let mut l = Line::new();
         reply::error_line(&mut l, f, cmd);
@@ -234,7 +234,7 @@ impl Supervisor {
             reply::write_quoted_prefix(&mut m, cmd, 90, b'\'', b'\'');
             if self.log.is_tty() {
                 // A person reads a terminal, next to the `error` reply:
-                // one line. Files and pipes get 1.1's two (§10.3).
+                // one line. Files and pipes get 1.1's two (docs/protocol.md §10.3).
                 m.s(" with error: '");
                 f.write_to(&mut m);
                 m.byte(b'\'');
@@ -266,7 +266,7 @@ impl Supervisor {
         self.emit_state(i);
     }
 
-    /// Auto-up cases (1) and (2) of §5.2: start a down or pending service
+    /// Auto-up cases (1) and (2) of docs/protocol.md §5.2: start a down or pending service
     /// now if its triggers ask for it.
     pub fn auto_start_now(&mut self, i: usize) {
         let Some(s) = self.services.get(i) else {
@@ -411,7 +411,7 @@ impl Supervisor {
         self.ctls.iter().position(Option::is_none)
     }
 
-    /// Fork service `i` (§5.3).
+    /// Fork service `i` (docs/protocol.md §5.3).
     fn fork(&mut self, i: usize) {
         let Some(s) = self.services.get(i) else {
             return;
@@ -419,7 +419,7 @@ impl Supervisor {
         if s.state != State::Start {
             return;
         }
-        // A controller service gets a slot and a socketpair first (§7.3).
+        // A controller service gets a slot and a socketpair first (docs/protocol.md §7.3).
         let mut pair: Option<(OwnedFd, OwnedFd, usize, bool, bool)> = None;
         if s.is_controller() {
             let fds = s.fds.as_deref().unwrap_or(b"");
@@ -550,7 +550,7 @@ impl Supervisor {
                 }
             }
         }
-        // A new controller hears of every pending signal first (§7.1).
+        // A new controller hears of every pending signal first (docs/protocol.md §7.1).
         c.signal_seen = 0;
         self.ctls[slot] = Some(c);
         self.deliver_signals(slot);
@@ -798,7 +798,7 @@ impl Supervisor {
         }
         // Input is read when no complete line is waiting, and also while
         // output is blocked, so that a full input buffer can force overflow
-        // (§7.4). Reading pauses only when the buffer is full.
+        // (docs/protocol.md §7.4). Reading pauses only when the buffer is full.
         if !c.closing && !c.eof && (c.readable || !c.in_polled) && (!c.has_line() || c.blocked_since.is_some()) {
             c.fill(&mut self.log);
         }
@@ -814,7 +814,7 @@ impl Supervisor {
                     log!(self.log, Warning, "controller {slot} blocked pipe for {secs} seconds");
                 }
                 // Blocked output and a full input buffer: drop output so the
-                // controller's commands can proceed (§7.4).
+                // controller's commands can proceed (docs/protocol.md §7.4).
                 if c.in_full() {
                     c.overflow = true;
                 }
@@ -966,7 +966,7 @@ impl Supervisor {
 
     // ----- the control socket -------------------------------------------
 
-    /// Replace the control socket with a new one at `path` (§3.10).
+    /// Replace the control socket with a new one at `path` (docs/protocol.md §3.10).
     pub fn socket_create(&mut self, path: &[u8]) -> bool {
         self.socket_delete();
         let mut removed = false;
@@ -994,7 +994,7 @@ impl Supervisor {
         }
     }
 
-    /// Close the control socket and unlink its path (§3.11).
+    /// Close the control socket and unlink its path (docs/protocol.md §3.11).
     pub fn socket_delete(&mut self) {
         if let Some(l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut SourceFd(&l.fd.as_raw_fd()));
@@ -1215,7 +1215,7 @@ impl Supervisor {
         None
     }
 
-    /// One last non-blocking flush of every controller's output (§3.25).
+    /// One last non-blocking flush of every controller's output (docs/protocol.md §3.25).
     fn final_flush(&mut self) {
         let now = self.now;
         for c in self.ctls.iter_mut().flatten() {

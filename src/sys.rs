@@ -20,7 +20,7 @@ pub fn errno() -> Errno {
 
 /// Write the C library's `strerror(err)` text into `buf` and return it.
 ///
-/// Rust's `io::Error` display appends ` (os error N)`, which protocol.md §0
+/// Rust's `io::Error` display appends ` (os error N)`, which docs/protocol.md §0
 /// keeps off the wire; this gives the bare libc text without allocating.
 pub fn strerror(err: Errno, buf: &mut [u8; 128]) -> &[u8] {
     // SAFETY: buf is a valid writable buffer of the given length; the XSI
@@ -134,7 +134,7 @@ pub fn writable_now(fd: RawFd) -> bool {
 
 /// Arm (or with 0, disarm) a one-shot `ITIMER_REAL` of `usec` microseconds.
 ///
-/// Used to cut off a blocking log write (protocol.md §10.2): SIGALRM is
+/// Used to cut off a blocking log write (docs/protocol.md §10.2): SIGALRM is
 /// installed without `SA_RESTART`, so the `write` returns `EINTR`.
 pub fn alarm_usec(usec: i64) {
     let t = libc::itimerval {
@@ -165,6 +165,44 @@ pub fn peer_uid(fd: RawFd) -> Option<u32> {
     // SAFETY: cred and len are valid out parameters of the given size.
     let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, (&raw mut cred).cast(), &mut len) };
     (rc == 0).then_some(cred.uid)
+}
+
+/// 8 random bytes from the kernel (`getrandom(2)`), or `None` if it has
+/// none to give.
+pub fn random_u64() -> Option<u64> {
+    let mut b = [0u8; 8];
+    // SAFETY: b is a valid 8-byte buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 8, 0) };
+    (n == 8).then(|| u64::from_be_bytes(b))
+}
+
+/// The C library's description of a signal (`Terminated`).
+pub fn strsignal(sig: i32) -> String {
+    // SAFETY: strsignal returns a pointer to a static or thread-local
+    // string (or NULL); it is copied at once.
+    let p = unsafe { libc::strsignal(sig) };
+    if p.is_null() {
+        return format!("Signal {sig}");
+    }
+    // SAFETY: a NUL-terminated string from the C library.
+    unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+/// `send(2)` with `MSG_NOSIGNAL` (no SIGPIPE for a gone reader); returns
+/// the bytes sent.
+pub fn send_nosignal(fd: RawFd, buf: &[u8]) -> Result<usize, Errno> {
+    // SAFETY: buf is valid for reads of buf.len() bytes.
+    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+    if n < 0 { Err(errno()) } else { Ok(n as usize) }
+}
+
+/// Wait up to `ms` milliseconds for `fd` to be readable (`poll(2)`); a
+/// negative `fd` just sleeps. Returns whether it is readable.
+pub fn wait_readable(fd: RawFd, ms: i32) -> bool {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd (poll ignores a negative fd).
+    let rc = unsafe { libc::poll(&mut p, 1, ms) };
+    rc > 0 && p.revents != 0
 }
 
 /// Take ownership of a descriptor that nothing in this process owns yet:

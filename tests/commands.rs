@@ -1,6 +1,6 @@
-//! Session-level commands (protocol.md §3): `echo`, `exit`, `terminate`,
+//! Session-level commands (docs/protocol.md §3): `echo`, `exit`, `terminate`,
 //! `chdir`, `statedump` argument handling, and the end of an interactive
-//! session (§7.2, §8.4).
+//! session (docs/protocol.md §7.2, docs/protocol.md §8.4).
 
 mod util;
 use util::*;
@@ -152,7 +152,7 @@ fn chdir_errors() {
 
 #[test]
 fn std_handles_under_i_point_to_dev_null() {
-    // §6.2: -i re-points stdin/stdout to /dev/null duplicates; services
+    // docs/protocol.md §6.2: -i re-points stdin/stdout to /dev/null duplicates; services
     // using them cannot read the command stream or write into the events
     let mut dp = Dp::interactive(&[]);
     dp.args("leak", "sh\t-c\techo LEAK; cat > got.txt");

@@ -1,4 +1,4 @@
-//! Controllers (protocol.md §7, §3.10, §3.11, §3.15, §3.21; issue 3):
+//! Controllers (docs/protocol.md §7, docs/protocol.md §3.10, docs/protocol.md §3.11, docs/protocol.md §3.15, docs/protocol.md §3.21; issue 3):
 //! controller services that crash and resync, socket controllers with
 //! flow control and overflow, `fd.take`, controller slots, peer-uid checks
 //! and the control socket's life cycle — all with the real binary, real

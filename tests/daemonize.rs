@@ -1,4 +1,4 @@
-//! `-D` (protocol.md §9.2, [FIX F4]): the parent prints the child's pid
+//! `-D` (docs/protocol.md §9.2, [FIX F4]): the parent prints the child's pid
 //! without a newline and exits 0; the child runs on in its own session with
 //! its original std streams replaced by `/dev/null`, serving the control
 //! socket.

@@ -1,4 +1,4 @@
-//! Framing and error lines (protocol.md §2): unknown commands, the line
+//! Framing and error lines (docs/protocol.md §2): unknown commands, the line
 //! length limit, comments and blank lines, name rules, missing and extra
 //! arguments, CRLF (E1), and the exact `, for command "..."` suffix with
 //! its log lines.

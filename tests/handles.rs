@@ -1,4 +1,4 @@
-//! Named handles (protocol.md §3.12–3.16, §4.2, §6): `fd.pipe`,
+//! Named handles (docs/protocol.md §3.12–3.16, docs/protocol.md §4.2, docs/protocol.md §6): `fd.pipe`,
 //! `fd.open`, `fd.socket`, `fd.delete`, the constant handles, replacement
 //! and peers.
 
@@ -219,7 +219,7 @@ fn socket_tcp_bind_listen_and_errors() {
     );
     TcpStream::connect(("127.0.0.1", q)).expect("connect to *:PORT");
     dp.cmd("fd.socket\tu0\tudp\t127.0.0.1", &["fd.state\tu0\tsocket\tinet,dgram,bind\t127.0.0.1"]);
-    // address in use, with the §2.7 truncation of the example
+    // address in use, with the docs/protocol.md §2.7 truncation of the example
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let bp = busy.local_addr().unwrap().port();
     dp.cmd_err(&format!("fd.socket\tfd2b\ttcp\t127.0.0.1:{bp}"), "bind: Address already in use");

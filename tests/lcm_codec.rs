@@ -98,7 +98,7 @@ fn fingerprints_match_lcm_gen() {
         (0xc77d2e57aed00f59, 0x8efa5caf5da01eb3),
         (0xd8e418c15f6ba5ca, 0xb1c83182bed74b95),
     ];
-    assert_eq!(theirs.iter().map(|t| (t.2, t.1)).collect::<Vec<_>>(), table, "spec §2.5 table");
+    assert_eq!(theirs.iter().map(|t| (t.2, t.1)).collect::<Vec<_>>(), table, "docs/fleet.md §2.5 table");
 }
 
 /// The real library decodes what we encode (it re-encodes what it read, so

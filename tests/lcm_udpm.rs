@@ -1,7 +1,7 @@
 //! The udpm transport against the real LCM library, each test inside a
 //! fresh network namespace of its own (nothing reaches a real interface):
 //! the library's datagrams captured with a plain socket and compared with
-//! spec §2.2, a hand-built LC02 datagram delivered to the library, our own
+//! docs/fleet.md §2.2, a hand-built LC02 datagram delivered to the library, our own
 //! datagrams' forms, and a >64 KB fragmented `deputy_info_t` both ways.
 
 mod lcm_util;
@@ -76,7 +76,7 @@ fn library_datagrams_are_the_spec_forms() {
     let d = datagrams(&cap, 1).remove(0);
     let mut want = unhex("4c433032 00000000 504d5f444953434f56455200");
     want.extend_from_slice(&payload);
-    assert_eq!(d, want, "spec §2.2 example: 51 bytes");
+    assert_eq!(d, want, "docs/fleet.md §2.2 example: 51 bytes");
 
     // 76 800 bytes on BIG: datagrams of 65 507 and 11 337 bytes.
     let big: Vec<u8> = (0..76_800u32).map(|i| (i * 7) as u8).collect();
@@ -201,7 +201,7 @@ fn unsubscribed_channels_are_not_delivered() {
 }
 
 /// Two named network namespaces joined by a veth pair with multicast
-/// routed over it (spec §7, multi-host); deleted on drop.
+/// routed over it (docs/fleet.md §7, multi-host); deleted on drop.
 struct TwoHosts {
     a: String,
     b: String,

@@ -1,4 +1,4 @@
-//! Logging commands (protocol.md §3.19, §3.20, §10): `log.filter` levels,
+//! Logging commands (docs/protocol.md §3.19, docs/protocol.md §3.20, docs/protocol.md §10): `log.filter` levels,
 //! steps and clamping with their effect on the log, and `log.dest` to a
 //! pipe handle read by a service, including held messages.
 
@@ -146,7 +146,7 @@ fn dest_follows_replaced_and_deleted_handle() {
 }
 
 // ---------------------------------------------------------------------------
-// Destinations that fail (issue 8, §10.2): /dev/full, a pipe nobody reads,
+// Destinations that fail (issue 8, docs/protocol.md §10.2): /dev/full, a pipe nobody reads,
 // a pipe whose reader is gone. The loop never blocks longer than the one
 // 1/16 s cut-off of a blocking write, never spins, and once the log can be
 // written again it says how many messages were lost.
@@ -259,7 +259,7 @@ fn log_to_a_pipe_whose_reader_is_gone() {
 
 #[test]
 fn log_on_a_descriptor_closed_at_start() {
-    // fd 2 closed before exec: daemonproxy puts /dev/null there (§6.2), so
+    // fd 2 closed before exec: daemonproxy puts /dev/null there (docs/protocol.md §6.2), so
     // nothing it writes lands in a descriptor opened later, and the log can
     // be pointed at a file.
     let mut dp = Dp::interactive_with(TempDir::new("logclosed"), &[], |c| {
@@ -285,7 +285,7 @@ fn log_on_a_descriptor_closed_at_start() {
 
 #[test]
 fn log_dest_flushes_at_once_so_nothing_after_it_is_lost() {
-    // Issue 15 §1b: with the buffer full and messages counted as lost, a
+    // Issue 15 docs/protocol.md §1b: with the buffer full and messages counted as lost, a
     // switch of the log to a file followed by more logging must keep the
     // messages after the switch. Flushed only at the end of a pass, a line
     // logged in the same pass as `log.dest` was counted as lost (so the

@@ -1,4 +1,4 @@
-//! The log pipe acceptance test (issue 2, protocol.md §6.3): a writer
+//! The log pipe acceptance test (issue 2, docs/protocol.md §6.3): a writer
 //! service and a logger service joined by `fd.pipe log.r log.w`; 10,000
 //! numbered lines pass while the writer is restarted 5 times and the
 //! logger twice, none lost or duplicated.

@@ -1,10 +1,10 @@
 //! The model test (issue 8): random sequences of valid and invalid commands
 //! sent to the real binary (`-i`), each reply checked against a small model
-//! of protocol.md — services, handles, the log filter, the guard — written
+//! of docs/protocol.md — services, handles, the log filter, the guard — written
 //! here without looking at the daemon's code.
 //!
 //! After every batch of commands an `echo` token syncs; the lines before it
-//! must be exactly what the model predicts (errors with their §2.7 suffix,
+//! must be exactly what the model predicts (errors with their docs/protocol.md §2.7 suffix,
 //! warnings, broadcasts, echoes, in order), apart from the asynchronous
 //! `up`/`down` lines of services the test really started, which it learns
 //! from. A `statedump` now and then, and one at the end, must equal the
@@ -108,7 +108,7 @@ fn valid_name(n: &str) -> bool {
     (1..=31).contains(&n.len()) && n.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
-/// The §2.3 name errors, or `None` for a valid name.
+/// The docs/protocol.md §2.3 name errors, or `None` for a valid name.
 fn name_error(n: Option<&str>, what: &str) -> Option<String> {
     match n {
         None | Some("") => Some(format!("Expected {what} name")),
@@ -137,7 +137,7 @@ impl Model {
         }
     }
 
-    /// protocol.md §6.3: the other end of a replaced or deleted pipe end
+    /// docs/protocol.md §6.3: the other end of a replaced or deleted pipe end
     /// shows peer `?`.
     fn forget(&mut self, name: &str) {
         if let Some(Handle::Pipe { peer: Some(p), id, .. }) = self.handles.remove(name)
@@ -419,7 +419,7 @@ fn gen_delete(r: &mut Rng, m: &mut Model) -> Step {
     Step { expect: vec![format!("service.state\t{name}\tdeleted\t-\t-\t-\t-\t-\t-")], line: line.into_bytes() }
 }
 
-/// A handle name error of §2.3 and §6.1 for a name that is to be defined.
+/// A handle name error of docs/protocol.md §2.3 and docs/protocol.md §6.1 for a name that is to be defined.
 fn mutable_error(n: &str) -> Option<String> {
     name_error(Some(n), "file descriptor")
         .or_else(|| CONSTANTS.contains(&n).then(|| "File descriptor cannot be altered".to_string()))
@@ -702,7 +702,7 @@ fn gen_misc(r: &mut Rng, m: &mut Model) -> Step {
             s(&line, if silent { vec![] } else { vec![format!("error\tUnknown command: {f0}")] })
         }
         12 => {
-            // Over the 1023-byte limit: refused without running (§2.1).
+            // Over the 1023-byte limit: refused without running (docs/protocol.md §2.1).
             let n = 1024 + r.below(3000);
             if r.chance(30) {
                 let line = format!("#{}", "c".repeat(n));

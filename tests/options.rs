@@ -1,4 +1,4 @@
-//! The command line (protocol.md §9, §7.2, §8.4, §10.1): `--help`,
+//! The command line (docs/protocol.md §9, docs/protocol.md §7.2, docs/protocol.md §8.4, docs/protocol.md §10.1): `--help`,
 //! `--version`, option errors and their exit codes, `-c FILE`, `-c -`,
 //! F16, `-i`, `-v`/`-q`.
 
@@ -298,7 +298,7 @@ fn interactive_and_config_from_stdin_conflict() {
 }
 
 // ---------------------------------------------------------------------------
-// `-c` is a live stream (issue 15 §1): every line runs as it arrives.
+// `-c` is a live stream (issue 15 docs/protocol.md §1): every line runs as it arrives.
 
 /// Waits until `path` exists; the effect of one streamed command.
 fn wait_file(path: &std::path::Path, what: &str, p: &Proc) {
@@ -340,7 +340,7 @@ fn config_stdin_slow_writer() {
         std::thread::sleep(ms(100));
     }
     p.close_stdin();
-    // The stream's end does not end daemonproxy (§7.2).
+    // The stream's end does not end daemonproxy (docs/protocol.md §7.2).
     std::thread::sleep(ms(200));
     assert!(p.running());
 }

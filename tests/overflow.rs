@@ -1,5 +1,5 @@
-//! Output overflow of a controller that stops reading (protocol.md §7.4,
-//! §3.21): commands stall, after RESET seconds with a full input buffer
+//! Output overflow of a controller that stops reading (docs/protocol.md §7.4,
+//! docs/protocol.md §3.21): commands stall, after RESET seconds with a full input buffer
 //! overflow is forced, output is dropped until the buffer has drained,
 //! then `overflow` is written and delivery resumes with whole lines only.
 

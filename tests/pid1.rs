@@ -1,4 +1,4 @@
-//! daemonproxy as PID 1 (protocol.md §8, issue 4): the real binary runs as
+//! daemonproxy as PID 1 (docs/protocol.md §8, issue 4): the real binary runs as
 //! the init of a fresh PID namespace (`unshare --pid --fork --kill-child
 //! --mount-proc`), and the tests check what an init must do: reap every
 //! orphan, survive the counted signals and the loss of every controller,
@@ -29,7 +29,7 @@ use std::time::Instant;
 /// /proc; `--kill-child` takes the namespace down with `unshare`.
 const UNSHARE: [&str; 5] = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"];
 
-/// The power-off helper of protocol.md E8.
+/// The power-off helper of docs/protocol.md E8.
 const POWEROFF: &str = env!("CARGO_BIN_EXE_daemonproxy-poweroff");
 
 // ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-//! Service commands and events (protocol.md §3.3–3.9, §4.1, §5):
+//! Service commands and events (docs/protocol.md §3.3–3.9, docs/protocol.md §4.1, docs/protocol.md §5):
 //! `service.tags/args/fds/auto_up/start/signal/delete`, every
 //! `service.state` variant, exec failures and descriptor mapping.
 
@@ -317,7 +317,7 @@ fn signal_names_and_numbers_in_events() {
 #[test]
 fn signal_lower_case_names_e4() {
     // E4 (announced as implemented): lower-case names are accepted,
-    // events still print the §2.6 names
+    // events still print the docs/protocol.md §2.6 names
     let mut dp = Dp::interactive(&[]);
     dp.args("s", "sleep\t20");
     let pid = dp.start("s");
@@ -511,7 +511,7 @@ fn descriptor_mapping() {
         dp.wait_match(&format!("service.state\t{name}\tdown\t*\t{pid}\texit\t0\t0\t0"), T);
         assert_eq!(dp.dir.read(&out).trim_end(), want, "descriptors of service {name} (fds {fds:?})");
     }
-    // an empty entry takes no slot: later entries move down (§5.3)
+    // an empty entry takes no slot: later entries move down (docs/protocol.md §5.3)
     dp.args("gap", &fd_lister("gap.out"));
     dp.send("service.fds\tgap\tnull\t\tf");
     let got = dp.sync();
@@ -538,7 +538,7 @@ fn descriptor_mapping() {
 
 #[test]
 fn service_environment_umask_and_signals() {
-    // §5.3: umask 077 inherited, default signal dispositions, empty mask
+    // docs/protocol.md §5.3: umask 077 inherited, default signal dispositions, empty mask
     let mut dp = Dp::interactive(&[]);
     dp.args("env", "sh\t-c\tumask > umask.out; grep -E '^Sig(Blk|Ign)' /proc/self/status > sig.out");
     let pid = dp.start("env");

@@ -1,4 +1,4 @@
-//! Signals sent to the daemon (protocol.md §8.1, §8.2, §5.2, §3.22):
+//! Signals sent to the daemon (docs/protocol.md §8.1, docs/protocol.md §8.2, docs/protocol.md §5.2, docs/protocol.md §3.22):
 //! counted signals become `signal` events with rising counts and never
 //! terminate daemonproxy; triggers start services; `signal.clear`.
 

@@ -1,4 +1,4 @@
-//! The smoke test of protocol.md §11: a config with a log pipe, a `cat`
+//! The smoke test of docs/protocol.md §11: a config with a log pipe, a `cat`
 //! logger and a controller service driven by a shell script; the script's
 //! transcript must match the C original's line for line.
 

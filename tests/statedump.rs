@@ -1,4 +1,4 @@
-//! `statedump` (protocol.md §3.2): handles bytewise by name, then five
+//! `statedump` (docs/protocol.md §3.2): handles bytewise by name, then five
 //! lines per service by name, then signals; with 100 services and 20
 //! handles.
 

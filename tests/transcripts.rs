@@ -1,4 +1,4 @@
-//! The example exchanges of protocol.md §3 (and §2.7), reproduced line for
+//! The example exchanges of docs/protocol.md §3 (and docs/protocol.md §2.7), reproduced line for
 //! line under `-i`; pids and timestamps are wildcards (`*`), timestamps
 //! are additionally checked against the test's own monotonic clock.
 
@@ -134,7 +134,7 @@ fn s3_14_fd_socket_and_s2_7_error() {
         &format!("fd.socket\tweb\ttcp,listen=11\t*:{port}"),
         &[&format!("fd.state\tweb\tsocket\tinet,stream,bind,listen=11\t*:{port}")],
     );
-    // §2.7: a port that is in use (the spec uses 11203)
+    // docs/protocol.md §2.7: a port that is in use (the spec uses 11203)
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let bp = busy.local_addr().unwrap().port();
     let line = format!("fd.socket\tfd2b\ttcp\t127.0.0.1:{bp}");

@@ -1,7 +1,7 @@
-//! The field parsers that commands share: integers (§2.3, against the
-//! standard library), names, signal arguments (§2.6, E4), seconds (E3),
+//! The field parsers that commands share: integers (docs/protocol.md §2.3, against the
+//! standard library), names, signal arguments (docs/protocol.md §2.6, E4), seconds (E3),
 //! `auto_up` triggers with backoff words (E7), and `--fd-pool` /
-//! `--service-pool` values (§9.3).
+//! `--service-pool` values (docs/protocol.md §9.3).
 
 #![no_main]
 

@@ -1,4 +1,4 @@
-//! The bridge's handling of hostile orders (sheriff-bridge.md §4, §6): a
+//! The bridge's handling of hostile orders (docs/fleet.md §4, §6): a
 //! deputy fed arbitrary command definitions (ids, exec strings with
 //! `NAME=VALUE` and `$VAR`, groups, signals, stop times), arbitrary orders
 //! sequences, daemonproxy events about its services and raw event lines,

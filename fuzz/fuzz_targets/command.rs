@@ -2,8 +2,8 @@
 //! (`daemonproxy::request`), with arbitrary lines.
 //!
 //! Checks, besides not panicking: field 0 and the unknown/ignored decision
-//! of §2.2; every error, including the ones the dispatcher reports later,
-//! is a catalogue message or a quoted flag and makes a well-formed §2.7
+//! of docs/protocol.md §2.2; every error, including the ones the dispatcher reports later,
+//! is a catalogue message or a quoted flag and makes a well-formed docs/protocol.md §2.7
 //! error line the client reads back; accepted arguments obey their rules
 //! (names, ranges, lengths).
 

@@ -1,12 +1,12 @@
-//! What more than one target checks: the message catalogue of protocol.md
-//! §2.8 and the shape of an error line (§2.7).
+//! What more than one target checks: the message catalogue of docs/protocol.md
+//! docs/protocol.md §2.8 and the shape of an error line (docs/protocol.md §2.7).
 
 #![allow(dead_code)]
 
 use daemonproxy::line::Line;
 use daemonproxy::reply::{self, Fail};
 
-/// Every fixed message a command's argument parsing may give (§2.8); a
+/// Every fixed message a command's argument parsing may give (docs/protocol.md §2.8); a
 /// text outside this list is a bug even if nothing crashes.
 pub const PARSE_MESSAGES: &[&str] = &[
     "Expected service name",

@@ -1,5 +1,5 @@
 //! The handle flag parsers of `fd.pipe`, `fd.open` and `fd.socket`
-//! (protocol.md §3.12–3.14, §4.2), with their addresses: a refused list
+//! (docs/protocol.md §3.12–3.14, docs/protocol.md §4.2), with their addresses: a refused list
 //! quotes one of its own items; an accepted one describes itself with the
 //! FLAGS text `fd.state` shows, and that text, read back as flags, gives
 //! the same description (a fixed point), uncut.

@@ -2,7 +2,7 @@
 //! same buffer and rules the loop reads into): an arbitrary byte stream
 //! cut into arbitrary chunks must give exactly the lines, over-long-line
 //! reports and final partial line that a plain split at LF predicts
-//! (protocol.md §2.1, §7.4: 1024-byte buffer, lines of 1023 bytes at most),
+//! (docs/protocol.md §2.1, docs/protocol.md §7.4: 1024-byte buffer, lines of 1023 bytes at most),
 //! whatever the chunking, and never stall.
 
 #![no_main]

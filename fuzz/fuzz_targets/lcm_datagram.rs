@@ -1,5 +1,5 @@
 //! UDP multicast datagrams (LC02 short messages, LC03 fragments) and their
-//! reassembly, from hostile senders (sheriff-bridge.md §6.4): arbitrary
+//! reassembly, from hostile senders (docs/fleet.md §6.4): arbitrary
 //! datagrams from a few sources interleaved with a real fragmented message,
 //! delivered out of order and with time passing. The buffers stay within
 //! their caps, whatever completes is consistent with its header, and the

@@ -1,4 +1,4 @@
-//! Decoding of every procman_lcm type (sheriff-bridge.md §2.4, §6.4) from
+//! Decoding of every procman_lcm type (docs/fleet.md §2.4, §6.4) from
 //! hostile bytes, two ways: the typed decoders the bridge uses and the
 //! table walker of `procman::schema`. They must agree on success, on the
 //! bytes taken and on the re-encoding; a decoded message re-encodes to the

@@ -1,4 +1,4 @@
-//! PMA1 authentication trailers (sheriff-bridge.md §6.3): hostile bytes
+//! PMA1 authentication trailers (docs/fleet.md §6.3): hostile bytes
 //! never verify; a message signed by a holder of the key verifies once,
 //! its replay is refused, and any change to a signed byte, the channel or
 //! the sender's clock beyond the skew is refused too.

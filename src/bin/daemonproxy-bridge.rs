@@ -1,5 +1,5 @@
 //! `daemonproxy-bridge`: makes one daemonproxy a procman deputy on LCM
-//! (sheriff-bridge.md §4). Flags and wiring only; the work is in
+//! (docs/fleet.md §4). Flags and wiring only; the work is in
 //! `daemonproxy::bridge`. See daemonproxy-bridge(8).
 
 use daemonproxy::bridge::deputy::{Config, LocalMode};

@@ -1,4 +1,4 @@
-//! `daemonproxy-poweroff`: the small power-off helper of protocol.md E8.
+//! `daemonproxy-poweroff`: the small power-off helper of docs/protocol.md E8.
 //!
 //! Meant as daemonproxy's exit program on an image that boots straight into
 //! daemonproxy: once the controller has stopped the services it runs

@@ -338,11 +338,8 @@ fn expect_ok(text: &str) -> &str {
 fn one_shot(g: &Global, observer: bool, wait: Duration, until: impl Fn(&Engine) -> bool) -> Engine {
     let mut e = Engine::new(g.settings(observer, true)).unwrap_or_else(|e| fail(&format!("LCM: {e}")));
     let end = Instant::now() + wait;
-    let mut fds = [libc::pollfd { fd: -1, events: libc::POLLIN, revents: 0 }];
     while Instant::now() < end && !until(&e) {
-        fds[0].fd = e.lcm.fds().first().copied().unwrap_or(-1);
-        // SAFETY: one valid pollfd (or fd -1, which poll ignores).
-        unsafe { libc::poll(fds.as_mut_ptr(), 1, 20) };
+        daemonproxy::sys::wait_readable(e.lcm.fds().first().copied().unwrap_or(-1), 20);
         e.poll_lcm(Instant::now());
     }
     e
@@ -548,11 +545,8 @@ fn logs_cmd(g: &Global, args: &[String]) -> i32 {
     }
     let mut e = one_shot(g, true, Duration::ZERO, |_| false);
     let mut out = std::io::stdout().lock();
-    let mut fds = [libc::pollfd { fd: -1, events: libc::POLLIN, revents: 0 }];
     loop {
-        fds[0].fd = e.lcm.fds().first().copied().unwrap_or(-1);
-        // SAFETY: one valid pollfd (or -1, ignored).
-        unsafe { libc::poll(fds.as_mut_ptr(), 1, 200) };
+        daemonproxy::sys::wait_readable(e.lcm.fds().first().copied().unwrap_or(-1), 200);
         e.poll_lcm(Instant::now());
         for k in std::mem::take(&mut e.fresh_output) {
             if k.1 == name && (deputy.is_empty() || k.0 == deputy) {

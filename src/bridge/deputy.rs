@@ -1,4 +1,4 @@
-//! The deputy's decisions (sheriff-bridge.md §4), without I/O.
+//! The deputy's decisions (docs/fleet.md §4), without I/O.
 //!
 //! [`Deputy`] holds what the bridge knows: the services daemonproxy reports
 //! (rebuilt from `statedump` at every sync) and, for each procman command,
@@ -1140,14 +1140,7 @@ fn new_command(def: Def, svc: String, owned: bool) -> Command {
 /// The C library's description of a signal (`Terminated`) for a wait
 /// status that is a signal number.
 pub fn strsignal(sig: i32) -> String {
-    // SAFETY: strsignal returns a pointer to a static or thread-local
-    // string (or NULL); it is copied at once.
-    let p = unsafe { libc::strsignal(sig) };
-    if p.is_null() {
-        return format!("Signal {sig}");
-    }
-    // SAFETY: a NUL-terminated string from the C library.
-    unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    crate::sys::strsignal(sig)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Splitting a procman `exec_str` into environment assignments and argv
-//! (sheriff-bridge.md §4.6), with `$NAME` / `${NAME}` expansion from the
+//! (docs/fleet.md §4.6), with `$NAME` / `${NAME}` expansion from the
 //! bridge's own environment. No shell: no pipes, redirections or globs.
 //!
 //! Three bugs of the stock deputy are deliberately not copied: a final

@@ -1,5 +1,5 @@
 //! The sheriff bridge: daemonproxy as a procman deputy over LCM
-//! (sheriff-bridge.md §4). The bridge is an ordinary controller of
+//! (docs/fleet.md §4). The bridge is an ordinary controller of
 //! daemonproxy; it keeps no process state that `statedump` and the
 //! services' tags cannot rebuild.
 //!

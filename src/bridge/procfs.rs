@@ -1,4 +1,4 @@
-//! The figures a deputy reports, read from /proc (sheriff-bridge.md §4.9):
+//! The figures a deputy reports, read from /proc (docs/fleet.md §4.9):
 //! host CPU load and memory, each process's CPU and memory, and the
 //! descendants of a process (for stops, §4.7). See proc(5).
 
@@ -90,9 +90,7 @@ pub struct ProcStat {
 
 /// The system page size.
 pub fn page_size() -> i64 {
-    // SAFETY: sysconf takes an integer name.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 { p } else { 4096 }
+    crate::sys::sysconf(libc::_SC_PAGESIZE, 4096)
 }
 
 impl ProcStat {

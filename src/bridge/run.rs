@@ -1,7 +1,7 @@
 //! The bridge's I/O: one mio loop joining daemonproxy's protocol (a
 //! control socket or an inherited controller socket), LCM, the output ptys
 //! of the commands, and signals. It feeds [`Deputy`] and carries out the
-//! [`Action`]s it queues (sheriff-bridge.md §4).
+//! [`Action`]s it queues (docs/fleet.md §4).
 
 use super::bounded::quote;
 use super::deputy::{Action, Config, Deputy, MAX_REPORTED, Order, Status};
@@ -17,7 +17,7 @@ use mio::{Events, Interest, Poll, Token};
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// How the bridge reaches daemonproxy.
@@ -148,10 +148,8 @@ impl Sup {
                     }
                 }
             }
-            Connection::Fd(n) => {
-                // SAFETY: the descriptor was inherited for us to own.
-                unsafe { OwnedFd::from_raw_fd(*n) }
-            }
+            Connection::Fd(n) => crate::sys::own_fd(*n)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("descriptor {n} is not open")))?,
         };
         crate::sys::set_nonblock(fd.as_raw_fd(), true).map_err(io::Error::from_raw_os_error)?;
         let _ = crate::sys::set_cloexec(fd.as_raw_fd());
@@ -200,23 +198,18 @@ impl Sup {
                 }
             } else {
                 let rest = &front.line[self.front_done..];
-                // SAFETY: a valid buffer; MSG_NOSIGNAL keeps SIGPIPE away.
-                let n =
-                    unsafe { libc::send(self.fd.as_raw_fd(), rest.as_ptr().cast(), rest.len(), libc::MSG_NOSIGNAL) };
-                let n = if n < 0 && !self.can_pass {
+                // MSG_NOSIGNAL keeps SIGPIPE away.
+                let r = match crate::sys::send_nosignal(self.fd.as_raw_fd(), rest) {
                     // Not a socket: a plain write.
-                    crate::sys::write(self.fd.as_raw_fd(), rest).map_or(-1, |n| n as isize)
-                } else {
-                    n
+                    Err(_) if !self.can_pass => crate::sys::write(self.fd.as_raw_fd(), rest),
+                    r => r,
                 };
-                if n < 0 {
-                    let e = io::Error::last_os_error();
-                    if e.kind() == io::ErrorKind::WouldBlock {
-                        return Ok(());
-                    }
-                    return Err(e);
-                }
-                self.front_done += n as usize;
+                let n = match r {
+                    Ok(n) => n,
+                    Err(libc::EAGAIN) => return Ok(()),
+                    Err(e) => return Err(io::Error::from_raw_os_error(e)),
+                };
+                self.front_done += n;
             }
             if self.front_done >= self.outq.front().map_or(0, |f| f.line.len()) {
                 self.outq.pop_front();
@@ -357,14 +350,7 @@ fn log(msg: &str) {
 }
 
 fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    // SAFETY: b is a valid 8-byte buffer.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 8, 0) };
-    if n != 8 {
-        let t = auth::now_us() as u64;
-        b = (t ^ u64::from(std::process::id()).rotate_left(32)).to_be_bytes();
-    }
-    u64::from_be_bytes(b)
+    crate::sys::random_u64().unwrap_or_else(|| auth::now_us() as u64 ^ u64::from(std::process::id()).rotate_left(32))
 }
 
 fn cmd_t(d: &Def) -> CmdT {

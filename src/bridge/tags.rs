@@ -1,6 +1,6 @@
 //! What the bridge keeps in daemonproxy: the service name it derives from a
 //! procman command id, and the `service.tags` that hold every per-command
-//! fact, so a restarted bridge resumes exactly (sheriff-bridge.md §4.1).
+//! fact, so a restarted bridge resumes exactly (docs/fleet.md §4.1).
 //!
 //! Tags are TAB-separated words: `procman`, then `KEY=VALUE` words with the
 //! values percent-encoded (`%` and every byte outside 0x21..0x7e):

@@ -1,4 +1,4 @@
-//! Message authentication (spec §6.3): the 48-byte "PMA1" trailer that
+//! Message authentication (docs/fleet.md §6.3): the 48-byte "PMA1" trailer that
 //! follows an encoded message in the same datagram or frame, which stock
 //! decoders ignore.
 //!

@@ -1,6 +1,6 @@
-//! The LCM payload encoding (spec §2.4): big-endian scalars, length-prefixed
+//! The LCM payload encoding (docs/fleet.md §2.4): big-endian scalars, length-prefixed
 //! NUL-terminated strings, arrays without prefix, nested structs inlined
-//! without their fingerprint, and the limits of spec §6.4 that keep hostile
+//! without their fingerprint, and the limits of docs/fleet.md §6.4 that keep hostile
 //! input from costing more than it carries.
 //!
 //! [`Reader`] and [`Writer`] are the primitives; [`Message`] is what every

@@ -1,4 +1,4 @@
-//! The udpm datagram forms of spec §2.2, without sockets: the short `LC02`
+//! The udpm datagram forms of docs/fleet.md §2.2, without sockets: the short `LC02`
 //! form, the fragmented `LC03` form, and reassembly of fragments keyed by
 //! (source, seqno) with bounded buffers.
 
@@ -19,7 +19,7 @@ pub const MAX_SHORT_BODY: usize = 65499;
 pub const FRAGMENT_BODY: usize = 65487;
 /// Size of the fragment header.
 pub const FRAGMENT_HEADER: usize = 20;
-/// The largest message reassembled or sent (spec §6.4).
+/// The largest message reassembled or sent (docs/fleet.md §6.4).
 pub const MAX_PAYLOAD: usize = 1024 * 1024;
 /// The most bytes held in partial messages at once (as liblcm: 16 MiB),
 /// their bookkeeping included (see [`partial_cost`]).

@@ -1,5 +1,5 @@
 //! The LCM type fingerprint, computed from a [`StructDef`] table exactly as
-//! `lcm-gen` computes it (spec §2.5), at compile time.
+//! `lcm-gen` computes it (docs/fleet.md §2.5), at compile time.
 //!
 //! The base hash folds each member's name, its type name (primitives only),
 //! and its dimensions into a 64-bit value; the fingerprint adds the

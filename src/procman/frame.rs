@@ -1,4 +1,4 @@
-//! The tcpq wire forms of spec §2.3, without sockets: the handshake words
+//! The tcpq wire forms of docs/fleet.md §2.3, without sockets: the handshake words
 //! and the PUBLISH / SUBSCRIBE / UNSUBSCRIBE frames (all integers u32
 //! big-endian), shared by the client ([`super::tcpq`]) and the hub
 //! ([`super::hub`]).

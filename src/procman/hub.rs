@@ -1,4 +1,4 @@
-//! An embedded tcpq hub (spec §2.3): accepts clients, greets them, and
+//! An embedded tcpq hub (docs/fleet.md §2.3): accepts clients, greets them, and
 //! relays each PUBLISH once to every client with a matching subscription
 //! (channel regex, full match), the publisher included.
 //!
@@ -155,11 +155,10 @@ impl Hub {
     /// a directory no other user can write to.
     pub fn bind_unix(path: &str) -> io::Result<Hub> {
         let poll = Poll::new()?;
-        // SAFETY: umask takes an integer: the socket is created mode 0600.
-        let old = unsafe { libc::umask(0o177) };
+        // Bound under umask 0177: the socket is created mode 0600.
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
         let bound = UnixListener::bind(path);
-        // SAFETY: restores the previous mask.
-        unsafe { libc::umask(old) };
+        nix::sys::stat::umask(old);
         let mut listener = bound?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         Ok(Hub::with(poll, Listener::Unix(listener, path.to_string())))

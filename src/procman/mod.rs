@@ -1,6 +1,6 @@
 //! The fleet layer shared by the sheriff bridge and the sheriff CLI: the
 //! `procman_lcm` message types and their codec, the LCM transport (udpm and
-//! tcpq, written by hand from the wire facts of `sheriff-bridge.md` §2), an
+//! tcpq, written by hand from the wire facts of `docs/fleet.md` §2), an
 //! embedded tcpq hub, and the PMA1 message authentication of §6.3.
 //!
 //! Floors: [`schema`] (type tables), [`fingerprint`], [`codec`] and

@@ -4,7 +4,7 @@
 //! The tables are the one description the fingerprints are computed from
 //! ([`super::fingerprint`]), and [`Value`] walks any table over encoded bytes,
 //! so the hand-written codecs in [`super::types`] can be checked against them
-//! and a later protocol (libbot2's `bot_procman`, spec §3.3) needs only new
+//! and a later protocol (libbot2's `bot_procman`, docs/fleet.md §3.3) needs only new
 //! tables and structs.
 
 use super::codec::{DecodeError, EncodeError, Reader, Writer};

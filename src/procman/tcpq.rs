@@ -1,4 +1,4 @@
-//! The tcpq client (spec §2.3): a non-blocking TCP connection to a hub,
+//! The tcpq client (docs/fleet.md §2.3): a non-blocking TCP connection to a hub,
 //! with the handshake, SUBSCRIBE/UNSUBSCRIBE/PUBLISH frames, a bounded
 //! output queue, and reconnection with backoff (resubscribing each time).
 //! The same framing also runs over a Unix stream socket (`tcpq+unix://`,

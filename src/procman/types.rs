@@ -1,6 +1,6 @@
-//! The seven `procman_lcm` message types (spec §3.1) as plain Rust structs,
+//! The seven `procman_lcm` message types (docs/fleet.md §3.1) as plain Rust structs,
 //! their tables (from which the fingerprints are computed), their codecs,
-//! and the channel names of spec §3.2.
+//! and the channel names of docs/fleet.md §3.2.
 //!
 //! Array counts (`ncmds`, `num_commands`) are not stored: they are the
 //! lengths of the vectors, written on encode and checked on decode.
@@ -122,7 +122,7 @@ pub static ALL: [&StructDef; 7] =
 pub struct CmdT {
     /// Unique key; config files forbid '/'.
     pub command_id: String,
-    /// The command line (split per spec §4.6, no shell).
+    /// The command line (split per docs/fleet.md §4.6, no shell).
     pub exec_str: String,
     /// '/'-separated group path; "" = top level.
     pub group: String,
@@ -421,7 +421,7 @@ macro_rules! inherent_codec {
             pub const FINGERPRINT: u64 = <$t as Message>::FINGERPRINT;
 
             /// Appends the encoded message (fingerprint first) to `out`.
-            /// Refuses values outside the limits of spec §6.4 (strings over
+            /// Refuses values outside the limits of docs/fleet.md §6.4 (strings over
             /// 64 KiB or with a NUL, over 10000 array elements, messages over
             /// 1 MiB) and unequal parallel arrays; `out` is then unchanged.
             pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
@@ -429,7 +429,7 @@ macro_rules! inherent_codec {
             }
 
             /// Decodes a message from the start of `data`, returning it and
-            /// the bytes it took; trailing bytes are ignored (spec §2.4).
+            /// the bytes it took; trailing bytes are ignored (docs/fleet.md §2.4).
             pub fn decode(data: &[u8]) -> Result<(Self, usize), DecodeError> {
                 <$t as Message>::decode(data)
             }
@@ -446,7 +446,7 @@ macro_rules! inherent_codec {
 
 inherent_codec!(CmdT, CmdDesired, CmdStatus, DeputyInfo, Orders, Output, Discovery);
 
-/// What the authentication of spec §6.3 needs from a top-level message: who
+/// What the authentication of docs/fleet.md §6.3 needs from a top-level message: who
 /// sent it and its wall-clock time.
 pub trait Sent: Message {
     /// The sender: `sheriff_id` for orders, `deputy_id` for info and output,

@@ -1,4 +1,4 @@
-//! The udpm transport's sockets (spec §2.2): one non-blocking socket that
+//! The udpm transport's sockets (docs/fleet.md §2.2): one non-blocking socket that
 //! sends to the multicast group, one bound to GROUP:PORT that receives from
 //! it. Datagram forms and reassembly are in [`super::datagram`].
 
@@ -11,7 +11,7 @@ use nix::sys::socket::{self, AddressFamily, IpMembershipRequest, SockFlag, SockT
 
 use super::datagram::{self, Datagram, DatagramError, Reassembler, ReassemblyStats};
 
-/// The receive buffer asked for when the URL gives none (spec §2.2).
+/// The receive buffer asked for when the URL gives none (docs/fleet.md §2.2).
 pub const DEFAULT_RECV_BUF: usize = 2 * 1024 * 1024;
 
 /// Largest datagram read (the largest UDP payload, rounded up).

@@ -1,4 +1,4 @@
-//! LCM URLs (spec §2.1): `udpm://GROUP:PORT?ttl=N[&recv_buf_size=B]` and
+//! LCM URLs (docs/fleet.md §2.1): `udpm://GROUP:PORT?ttl=N[&recv_buf_size=B]` and
 //! `tcpq://HOST:PORT`, their defaults, and the `LCM_DEFAULT_URL` fallback;
 //! and this project's `tcpq+unix:///PATH`, tcpq framing over a Unix stream
 //! socket (the lone ranger's private hub: only its own user and root can

@@ -1,4 +1,4 @@
-//! The sheriff's configuration file (sheriff-bridge.md §5.3) and its
+//! The sheriff's configuration file (docs/fleet.md §5.3) and its
 //! scripts (§5.4): [`parse`] and [`load`] read one, [`save`] writes one
 //! back in the same syntax, [`validate`] checks scripts before they run.
 //! No I/O beyond reading the file.
@@ -901,7 +901,7 @@ mod tests {
     use super::*;
     use crate::sheriff::testutil::expect_errors;
 
-    /// The example of sheriff-bridge.md §5.3, verbatim.
+    /// The example of docs/fleet.md §5.3, verbatim.
     const EXAMPLE: &str = r#"cmd "hw-interface" { exec = "hw_driver --port /dev/ttyUSB0"; deputy = "robot"; auto_respawn = "true"; }
 group "perception" {
     cmd "camera-left" { exec = "camera --side left"; deputy = "robot"; stop_signal = 15; stop_time_allowed = 3; }

@@ -1,4 +1,4 @@
-//! The sheriff on the wire (sheriff-bridge.md §5.1, §5.5): subscribes to
+//! The sheriff on the wire (docs/fleet.md §5.1, §5.5): subscribes to
 //! info, orders and output, keeps the [`Fleet`] and a bounded ring of each
 //! command's recent output, sends one `orders_t` per deputy every second
 //! and at once after a change, and notices other sheriffs.

@@ -1,5 +1,5 @@
 //! Importing the JSON configuration of the older Python "ProcMan"
-//! (sheriff-bridge.md §5.6): `{"deputies": [URL...], "processes": [{name,
+//! (docs/fleet.md §5.6): `{"deputies": [URL...], "processes": [{name,
 //! command, working_dir, host, autostart, auto_restart}]}` becomes a
 //! [`Config`], with warnings for what does not carry over.
 //!

@@ -1,4 +1,4 @@
-//! The tokens of a sheriff configuration file (sheriff-bridge.md §5.3):
+//! The tokens of a sheriff configuration file (docs/fleet.md §5.3):
 //! `#` comments to the end of the line, identifiers
 //! `[A-Za-z_][A-Za-z0-9_-]*`, `"strings"` (`\n`, `\r`, `\t`, and `\c` = `c`;
 //! no raw newline), unsigned integers and `= ; { }`.

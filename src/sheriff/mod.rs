@@ -1,6 +1,6 @@
 //! The sheriff (`daemonproxy-sheriff`): holds the desired state of every
 //! command on every deputy, sends the orders, shows status and runs
-//! scripts (sheriff-bridge.md §5). It reaches daemonproxy only through
+//! scripts (docs/fleet.md §5). It reaches daemonproxy only through
 //! deputies (bridges) on LCM.
 //!
 //! Floors: configuration — `error` (positions and [`config::ConfigError`],

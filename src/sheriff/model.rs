@@ -1,4 +1,4 @@
-//! The sheriff's view of the fleet and its decisions (sheriff-bridge.md
+//! The sheriff's view of the fleet and its decisions (docs/fleet.md
 //! §5.2, §5.5), without I/O: deputies and their commands as reported, the
 //! desired state the sheriff holds, the actions people and scripts take on
 //! it, and the orders that follow from it.

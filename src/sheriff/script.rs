@@ -1,4 +1,4 @@
-//! Running procman scripts (sheriff-bridge.md §5.4) against the fleet:
+//! Running procman scripts (docs/fleet.md §5.4) against the fleet:
 //! start, stop and restart of a command, a group or everything, with
 //! optional waits; `wait ms`; `wait ... status`; `run_script` inline.
 //! A [`Run`] is stepped by the sheriff's loop; it never blocks.

@@ -282,11 +282,10 @@ impl Sheriff {
         for c in &cfg.cmds {
             engine.fleet.define(&c.deputy, cmd_t(c));
         }
-        // SAFETY: umask takes an integer; the socket is created mode 0600.
-        let old = unsafe { libc::umask(0o177) };
+        // Bound under umask 0177: the socket is created mode 0600.
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
         let listener = UnixListener::bind(&o.control);
-        // SAFETY: restores the previous mask.
-        unsafe { libc::umask(old) };
+        nix::sys::stat::umask(old);
         let mut listener = listener.map_err(|e| format!("control socket {}: {e}", o.control.display()))?;
         poll.registry().register(&mut listener, LISTEN, Interest::READABLE).map_err(|e| e.to_string())?;
         let (sig_rx, sig_tx) = std::os::unix::net::UnixStream::pair().map_err(|e| e.to_string())?;

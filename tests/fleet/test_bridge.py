@@ -1,4 +1,4 @@
-"""daemonproxy-bridge against the real LCM library (sheriff-bridge.md §4,
+"""daemonproxy-bridge against the real LCM library (docs/fleet.md §4,
 §6, §7): a sheriff made of the Python binding steers real daemonproxy
 processes through the bridge, over tcpq and over udpm in a fresh network
 namespace."""

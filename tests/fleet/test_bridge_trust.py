@@ -5,7 +5,7 @@ commands than a report can carry still reports, and fragment reassembly
 counts its bookkeeping.
 
 The flood tests play the tcpq hub themselves (the frames of
-sheriff-bridge.md section 2.3, as tests/lcm_py/hub.py writes them) so that a
+docs/fleet.md section 2.3, as tests/lcm_py/hub.py writes them) so that a
 gigabyte of orders, encoded by the real LCM library's generated types,
 reaches the real bridge in seconds. Figures are printed to stderr.
 

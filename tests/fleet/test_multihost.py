@@ -1,4 +1,4 @@
-"""Three hosts on one machine (sheriff-bridge.md §7 "Multi-host"): two
+"""Three hosts on one machine (docs/fleet.md §7 "Multi-host"): two
 network namespaces each with a daemonproxy and its bridge, a third with a
 sheriff made of the real LCM library, joined by veth pairs on a Linux
 bridge in the sheriff's namespace, with multicast TTL 1. Loopback-free

@@ -1,4 +1,4 @@
-"""daemonproxy-sheriff against real daemonproxy bridges (sheriff-bridge.md
+"""daemonproxy-sheriff against real daemonproxy bridges (docs/fleet.md
 §5): every CLI verb, the script language, observer mode, adoption on a
 sheriff restart, config errors, the lone ranger, JSON import."""
 

@@ -74,7 +74,7 @@ def big_info():
 
 
 CASES = {
-    # The three vectors of sheriff-bridge.md section 2.4.
+    # The three vectors of docs/fleet.md section 2.4.
     "discovery_t-spec": discovery(1, "ab", 2),
     "orders_t-spec": orders(1, "d", "s", [desired(cmd("x", "sleep 1", "g", False, 2, 7.0), 1, False)]),
     "output_t-spec": output(3, "d", ["x", ""], ["hi\n", "ok\n"]),

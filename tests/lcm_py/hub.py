@@ -1,4 +1,4 @@
-"""A minimal tcpq hub written from sheriff-bridge.md section 2.3, so the
+"""A minimal tcpq hub written from docs/fleet.md section 2.3, so the
 Rust tcpq client is also tested against a hub that is not ours.
 
     .venv/bin/python tests/lcm_py/hub.py PORT   (prints "listening PORT" when ready)

@@ -183,7 +183,7 @@ impl Drop for Peer {
 }
 
 /// Runs the calling test's body inside a fresh network namespace with a
-/// multicast-capable loopback (spec §7). Returns true in the child, where
+/// multicast-capable loopback (docs/fleet.md §7). Returns true in the child, where
 /// the body runs; in the parent it re-executes this test binary for just
 /// `test` inside `unshare -n`, asserts it passed, and returns false.
 pub fn in_netns(test: &str) -> bool {

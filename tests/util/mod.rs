@@ -1,6 +1,6 @@
 //! Shared harness for the integration tests: runs the real `daemonproxy`
 //! binary in a fresh temporary directory, talks the protocol of
-//! `protocol.md` over pipes and matches the lines that come back.
+//! `docs/protocol.md` over pipes and matches the lines that come back.
 //!
 //! Every wait has a timeout; every process is started in its own process
 //! group (whose id is the daemon's pid), and the whole group is killed when
@@ -151,7 +151,7 @@ pub fn assert_lines(lines: &[String], pats: &[&str], what: &str) {
     }
 }
 
-/// The error line of §2.7: `error\t<MSG>, for command "<L30>[...]"`.
+/// The error line of docs/protocol.md §2.7: `error\t<MSG>, for command "<L30>[...]"`.
 pub fn err_for(msg: &str, line: &str) -> String {
     let b = line.as_bytes();
     let n = b.len().min(30);
@@ -163,7 +163,7 @@ pub fn err_for(msg: &str, line: &str) -> String {
     s
 }
 
-/// The first log line of a failed command (§2.7): `error: controller[N]
+/// The first log line of a failed command (docs/protocol.md §2.7): `error: controller[N]
 /// command failed: '<L90>'[...]`.
 pub fn log_failed(n: usize, line: &str) -> String {
     let b = line.as_bytes();
@@ -583,7 +583,7 @@ pub fn run_in(dir: TempDir, args: &[&str], stdin: &[u8], timeout: Duration) -> (
 // ---------------------------------------------------------------------------
 // The interactive controller
 
-/// The 6th banner line (§7.2).
+/// The 6th banner line (docs/protocol.md §7.2).
 pub const BANNER_LAST: &str =
     "info\tInteractive mode.  Use ^D or 'exit' to terminate.  See 'man daemonproxy' for command syntax.";
 
@@ -1007,7 +1007,7 @@ impl Dp {
         self.sync_expect(pats)
     }
 
-    /// Sends `line` and expects exactly the §2.7 error for `msg`.
+    /// Sends `line` and expects exactly the docs/protocol.md §2.7 error for `msg`.
     pub fn cmd_err(&mut self, line: &str, msg: &str) {
         let e = err_for(msg, line);
         self.send(line);
