@@ -286,6 +286,10 @@ while IFS= read -r line; do
 		# Expected when racing a service's exit; anything else is shown.
 		case $2 in
 		"service is not running"* | "no service.start pending"*) ;;
+		"terminate guard code required"* | "incorrect terminate guard code"* | "cannot exit"*)
+			note "daemonproxy refused to exit: it has a terminate guard (process 1 arms one);"
+			note "set SHUTDOWN_GUARD and an exit program, or use controllers/container-stop.sh"
+			;;
 		*) note "daemonproxy: ${line#error"$TAB"}" ;;
 		esac
 		;;

@@ -283,6 +283,16 @@ fn main() {
         }
     }
 
+    // With no controller and no control socket (a config file that could
+    // not be read, say) nothing can ever tell daemonproxy what to do: end
+    // now, with a clear message, rather than idle for ever — as process 1
+    // of a container too, where the runtime then reports the failure. The
+    // terminate guard protects against controllers, not against this.
+    if sup.listener.is_none() && sup.ctls.iter().all(Option::is_none) {
+        log!(sup.log, Fatal, "no controller and no control socket: nothing could ever give a command; exiting");
+        exit::exec_path(&mut sup.log, &opts.exit_exec, 3, "Nothing to do", false, None);
+    }
+
     let End::Normal(code) = sup.run();
     if nonblock_restore || stdin_nonblock_restore {
         let _ = sys::set_nonblock(0, false);

@@ -594,3 +594,27 @@ fn poweroff_helper_refuses_unless_pid_1_or_exit_program_or_forced() {
     assert_eq!(st.code(), Some(0), "{out}");
     assert!(out.starts_with("daemonproxy-poweroff version ") && out.contains("usage: daemonproxy-poweroff"), "{out}");
 }
+
+#[test]
+fn pid1_without_any_controller_exits_instead_of_idling() {
+    // Issue 16 #6: a typo in `-c PATH` made PID 1 fall back to a missing
+    // /etc/daemonproxy.conf and idle for ever, so a container hung until
+    // SIGKILL. With no controller and no socket nothing can ever happen:
+    // it says so and exits 3.
+    need_namespaces!();
+    let dir = TempDir::new("p1none");
+    let args = ["-c", "/nonexistent/typo.conf"];
+    let mut c = command_under(&UNSHARE, dir.path(), &args);
+    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn unshare");
+    let err = Collector::spawn(child.stderr.take().unwrap());
+    let st = wait_child(&mut child, T).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("PID 1 without a controller idled instead of exiting; stderr:\n{}", err.text())
+    });
+    err.wait_eof(secs(2));
+    let text = err.text();
+    assert_eq!(st.code(), Some(3), "{}: {text}", describe(&st));
+    assert!(text.contains("Cannot stat configfile \"/nonexistent/typo.conf\""), "{text}");
+    assert!(text.contains("fatal: no controller and no control socket"), "{text}");
+}

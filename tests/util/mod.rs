@@ -444,7 +444,8 @@ fn kill_group(pgid: i32) {
     }
 }
 
-fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+/// Waits up to `timeout` for `child` to exit; its status, or `None`.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let end = Instant::now() + timeout;
     loop {
         if let Ok(Some(st)) = child.try_wait() {
