@@ -246,6 +246,7 @@ impl Supervisor {
                     }
                 }
                 self.end = Some(End::Normal((code & 255) as i32));
+                self.terminator = self.ctls.get(slot).and_then(|c| c.as_ref()).and_then(|c| c.service);
                 Ok(())
             }
         }

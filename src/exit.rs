@@ -61,10 +61,19 @@ pub fn exec_path(log: &mut Log, args: &[u8], code: i32, message: &str, guarded: 
 }
 
 /// The normal end (`terminate N`, end of `-i`).
-pub fn normal_end(log: &mut Log, args: &[u8], code: i32, services: &Services) -> ! {
+///
+/// `issuer` is the controller service that sent `terminate`, if one did:
+/// after 1.1's `warning: service ... running as pid ...` (log matchers
+/// and the smoke test of docs/protocol.md §11 expect it for every running
+/// service), an info line says that this one is the controller that asked
+/// to exit and ends on its own.
+pub fn normal_end(log: &mut Log, args: &[u8], code: i32, services: &Services, issuer: Option<usize>) -> ! {
     if args.is_empty() {
         log!(log, Info, "daemonproxy exiting");
         log_running(log, Some(services));
+        if let Some(s) = issuer.and_then(|i| services.get(i)).filter(|s| s.state == State::Up) {
+            log!(log, Info, "service '{}' is the controller that sent terminate; it ends on its own", s.name);
+        }
     } else {
         exec_on_exit(log, args, code, "terminated normally", Some(services));
     }

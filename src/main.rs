@@ -305,7 +305,7 @@ fn main() {
         l.unlink();
     }
     let args = sup.exec_args.clone();
-    exit::normal_end(&mut sup.log, &args, code, &sup.services);
+    exit::normal_end(&mut sup.log, &args, code, &sup.services, sup.terminator);
 }
 
 /// `-D` (docs/protocol.md §9.2): the parent prints the child's pid without a newline and

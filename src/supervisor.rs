@@ -109,6 +109,8 @@ pub struct Supervisor {
     /// Uids besides root and our own whose control connections are accepted
     /// (`--socket-allow-uid`).
     pub socket_uids: Vec<u32>,
+    /// The controller service that sent `terminate`, if one did.
+    pub terminator: Option<usize>,
     /// Mode and group of the control socket's file (`--socket-mode`,
     /// `--socket-group`).
     pub socket_perm: listener::Perm,
@@ -168,6 +170,7 @@ impl Supervisor {
             accept_failed: false,
             socket_uids: Vec::new(),
             socket_perm: listener::Perm::default(),
+            terminator: None,
             fatal_prepared: None,
             report_orphans: false,
             deadline_fd,

@@ -123,5 +123,10 @@ fn appendix_smoke_test() {
     let p1 = pids[0].clone().unwrap();
     let want = format!("warning: service 'ctl' running as pid {p1}");
     assert!(err.contains(&want), "stderr lacks {want:?}: {err:#?}");
+    // Issue 16 #7: 1.1's warning stays, and a line says that this service is
+    // the controller that asked to exit.
+    let note = "info: service 'ctl' is the controller that sent terminate; it ends on its own";
+    let at = err.iter().position(|l| *l == want).unwrap();
+    assert_eq!(err.get(at + 1).map(String::as_str), Some(note), "{err:#?}");
     assert!(!err.iter().any(|l| l.starts_with("warning: service 'logger'")), "logger was down: {err:#?}");
 }
