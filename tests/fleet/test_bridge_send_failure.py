@@ -5,19 +5,14 @@ and up, and the route added by hand does not come back). Each episode
 gives one log line however many messages fail, and its end one more."""
 
 import os
-import subprocess
 import time
 import unittest
 
-from support import Host, Procs, have_netns, wait_until
+from support import Host, Procs, have_netns, ip, wait_until
 
 URL = "udpm://239.255.76.67:7667?ttl=0"
 FAIL = "cannot send on LCM"
 BACK = "sending on LCM works again"
-
-
-def ip(*args, check=True):
-    return subprocess.run(["ip", *args], check=check, capture_output=True)
 
 
 class SendFailure(unittest.TestCase):
