@@ -23,7 +23,11 @@ LCM:
   --id ID                  deputy id (default: the host name)
 Behaviour:
   --local hide|observe|control
-                           services the bridge did not create (default observe)
+                           services the bridge did not create: not reported
+                           (hide, the default), reported and left alone
+                           (observe), or started and stopped as ordered
+                           (control); controllers, the bridge among them,
+                           are never reported
   --read-only              report, never act on orders
   --allow-sheriff GLOB     obey only these sheriff ids (repeatable)
   --allow-source CIDR      obey only orders from these addresses (udpm; repeatable)
@@ -57,7 +61,10 @@ fn main() {
     let mut cfg = Config {
         id: daemonproxy::sys::hostname(),
         read_only: false,
-        local: LocalMode::Observe,
+        // A stock sheriff adopts every reported command and waits for it
+        // in "stop everything": by default report only procman's own
+        // (docs/fleet.md §4.1).
+        local: LocalMode::Hide,
         allow_sheriff: Vec::new(),
         allow_exec: Vec::new(),
         max_order_age: Some(Duration::from_secs(60)),
@@ -120,7 +127,7 @@ fn main() {
         }
     }
     if cfg.read_only && cfg.local == LocalMode::Control {
-        cfg.local = LocalMode::Observe; // --read-only implies observe
+        cfg.local = LocalMode::Observe; // --read-only never controls
     }
     let url = Url::from_env_or(url_arg.as_deref()).unwrap_or_else(|e| fail(&format!("LCM URL: {e}")));
     let keys: Vec<Key> = key_files

@@ -113,6 +113,11 @@ pub struct View {
     pub args: Vec<u8>,
     /// auto_up has `always`.
     pub auto_up: bool,
+    /// The raw `service.auto_up` value (`INTERVAL\tTRIGGERS`, or `-`).
+    pub auto_up_raw: Vec<u8>,
+    /// Its fds name `control.socket`, `control.cmd` or `control.event`:
+    /// a controller of daemonproxy (a bridge among them), never reported.
+    pub controller: bool,
 }
 
 /// A stop under way (§4.7).
@@ -165,6 +170,15 @@ pub struct Command {
     pub descendants: Vec<(i32, u64)>,
     /// The output pty exists (this bridge handed it over).
     pub has_output: bool,
+    /// Local services: the sheriffs (by [`Deputy::sheriff_key`]) whose
+    /// last orders listed it.
+    pub listed_by: Vec<u64>,
+    /// Local services: the sheriffs that removed it (listed it, then left it
+    /// out); it is not reported while one of them is the current sheriff.
+    pub dismissed_by: Vec<u64>,
+    /// Local services under `--local control`: the `service.auto_up` value
+    /// a stop turned off, put back by the next start.
+    pub saved_auto_up: Option<String>,
     /// CPU share and memory of the running process.
     pub cpu: f32,
     /// Virtual size, bytes.
@@ -200,6 +214,8 @@ const MIN_BACKOFF: u64 = 10;
 const MAX_BACKOFF: u64 = 1000;
 const START_TIMEOUT: Duration = Duration::from_secs(2);
 const NOTICE_EVERY: Duration = Duration::from_secs(30);
+/// The most sheriffs a local service remembers as listing or dismissing it.
+const MAX_LISTERS: usize = 16;
 /// The most rate-limit keys of notices remembered; a new one in a full
 /// table evicts the oldest.
 pub const NOTICE_KEYS: usize = 256;
@@ -265,6 +281,15 @@ pub struct Deputy {
     notice_window: (Instant, u32),
     /// Rate-limited notices not given because of [`NOTICE_BURST`].
     pub notices_suppressed: u64,
+    /// Answers given once (an order about a local service the deputy does
+    /// not act on), at most [`NOTICE_KEYS`].
+    answered: Table<()>,
+    /// The sheriff whose orders were accepted last ([`Deputy::sheriff_key`]):
+    /// the local services it removed are not reported.
+    current_sheriff: Option<u64>,
+    /// The bridge's own pid and its ancestors': a service running one of
+    /// them is the bridge's own (or runs it) and is never reported.
+    pub own_pids: Vec<i32>,
     /// Shutting down: orders are ignored.
     pub shutting_down: bool,
 }
@@ -286,6 +311,9 @@ impl Deputy {
             noticed: Table::new(NOTICE_KEYS),
             notice_window: (Instant::now(), 0),
             notices_suppressed: 0,
+            answered: Table::new(NOTICE_KEYS),
+            current_sheriff: None,
+            own_pids: Vec::new(),
             shutting_down: false,
         }
     }
@@ -315,19 +343,52 @@ impl Deputy {
     /// in all.
     fn notice_limited(&mut self, key: &[&str], id: &str, text: impl Into<String>, now: Instant) {
         let key = self.noticed.key(key);
-        if self.noticed.get(key).is_some_and(|&(t, _)| now.duration_since(t) < NOTICE_EVERY) {
+        if self.noticed.get(key).is_some_and(|&(t, _)| now.duration_since(t) < NOTICE_EVERY) || !self.burst_allows(now)
+        {
             return;
         }
+        self.noticed.insert(key, now, ());
+        self.notice(id, text);
+    }
+
+    /// A notice given once for `key` (an answer that the same orders would
+    /// only repeat), within [`NOTICE_BURST`] a second like the others; the
+    /// table forgets the oldest answers first.
+    fn notice_once(&mut self, key: &[&str], id: &str, text: impl Into<String>, now: Instant) {
+        let key = self.answered.key(key);
+        if self.answered.get(key).is_some() || !self.burst_allows(now) {
+            return;
+        }
+        self.answered.insert(key, now, ());
+        self.notice(id, text);
+    }
+
+    /// Count one more limited notice in this second's [`NOTICE_BURST`];
+    /// false (and counted as suppressed) if the burst is spent.
+    fn burst_allows(&mut self, now: Instant) -> bool {
         if now.duration_since(self.notice_window.0) >= Duration::from_secs(1) {
             self.notice_window = (now, 0);
         }
         if self.notice_window.1 >= NOTICE_BURST {
             self.notices_suppressed += 1;
-            return;
+            return false;
         }
         self.notice_window.1 += 1;
-        self.noticed.insert(key, now, ());
-        self.notice(id, text);
+        true
+    }
+
+    /// The key that stands for sheriff `id` in [`Command::listed_by`] and
+    /// [`Command::dismissed_by`].
+    pub fn sheriff_key(&self, id: &str) -> u64 {
+        self.last_orders.key(&[id])
+    }
+
+    /// A service the bridge did not create and never reports whatever
+    /// `--local` says: a controller of daemonproxy (this bridge, another
+    /// bridge, a shutdown controller), or a service running the bridge
+    /// itself or one of its ancestors (docs/fleet.md §4.1).
+    pub fn unreportable(&self, v: &View) -> bool {
+        v.controller || (v.pid > 0 && self.own_pids.contains(&v.pid))
     }
 
     /// A definition whose `service.tags` line would not fit [`MAX_LINE`].
@@ -387,7 +448,22 @@ impl Deputy {
             Event::Tags(n, t) => self.services.entry(text(n)).or_default().tags = t.to_vec(),
             Event::Args(n, a) => self.services.entry(text(n)).or_default().args = a.to_vec(),
             Event::AutoUp(n, r) => {
-                self.services.entry(text(n)).or_default().auto_up = r.split(|&b| b == b'\t').any(|w| w == b"always")
+                let v = self.services.entry(text(n)).or_default();
+                v.auto_up = r.split(|&b| b == b'\t').any(|w| w == b"always");
+                v.auto_up_raw = r.to_vec();
+            }
+            Event::Fds(n, f) => {
+                let name = text(n);
+                let ctl = f
+                    .split(|&b| b == b'\t')
+                    .any(|w| matches!(w, b"control.socket" | b"control.cmd" | b"control.event"));
+                let v = self.services.entry(name.clone()).or_default();
+                let changed = v.controller != ctl;
+                v.controller = ctl;
+                if changed && !self.syncing && !self.is_owned_svc(&name) {
+                    self.refresh_locals();
+                    self.out.push(Action::PublishInfo);
+                }
             }
             Event::Fd(n, rest) => {
                 if rest == b"deleted" {
@@ -461,7 +537,7 @@ impl Deputy {
         let locals: Vec<(String, View)> = self
             .services
             .iter()
-            .filter(|(n, v)| !hide && tags::parse(&v.tags).is_none() && !self.is_owned_svc(n))
+            .filter(|(n, v)| !hide && tags::parse(&v.tags).is_none() && !self.is_owned_svc(n) && !self.unreportable(v))
             .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
         let keep: std::collections::HashSet<&String> = locals.iter().map(|(n, _)| n).collect();
@@ -628,7 +704,16 @@ impl Deputy {
             let c = self.cmds.get_mut(id).expect("checked above");
             c.pending_runid = Some(runid);
             c.start_deadline = Some(now + START_TIMEOUT);
-            self.send(format!("service.start\t{svc}"));
+            // Auto-up turned off by a stop goes back on; with `always` it
+            // starts the service itself (docs/protocol.md §3.6).
+            let restore = c.saved_auto_up.take();
+            let starts = restore.as_ref().is_some_and(|r| r.split('\t').any(|w| w == "always"));
+            if let Some(r) = restore {
+                self.send(format!("service.auto_up\t{svc}\t{r}"));
+            }
+            if !starts {
+                self.send(format!("service.start\t{svc}"));
+            }
             return;
         }
         let mut split = match exec::split_env(c.def.exec.as_bytes()) {
@@ -866,7 +951,7 @@ impl Deputy {
         }
         let mut full = (0, None);
         for o in orders {
-            if !self.apply(o, &mut load, now) {
+            if !self.apply(o, (sheriff_id, sheriff), &mut load, now) {
                 full.0 += 1;
                 full.1.get_or_insert(o.def.id.as_str());
             }
@@ -878,6 +963,22 @@ impl Deputy {
                 quote(first)
             );
             self.notice_limited(&["full"], "", t, now);
+        }
+        // A local service this sheriff listed and now leaves out was removed
+        // by it: no longer reported while it is the current sheriff (a stock
+        // sheriff forgets a removed command only when a report leaves it
+        // out). The service itself is never touched.
+        let mut reported_changed = self.current_sheriff != Some(sheriff);
+        for c in self.cmds.values_mut().filter(|c| !c.owned && !listed.contains(c.def.id.as_str())) {
+            if let Some(i) = c.listed_by.iter().position(|&k| k == sheriff) {
+                c.listed_by.remove(i);
+                remember(&mut c.dismissed_by, sheriff);
+                reported_changed = true;
+            }
+        }
+        self.current_sheriff = Some(sheriff);
+        if reported_changed {
+            self.out.push(Action::PublishInfo);
         }
         // Removal of owned commands no longer listed.
         let absent: Vec<String> =
@@ -917,13 +1018,28 @@ impl Deputy {
     /// One order; false if a report could not carry the command it would
     /// create or the definition it would grow to (`load`: see
     /// [`MAX_REPORTED`]), so it was refused.
-    fn apply(&mut self, o: &Order, load: &mut Load, now: Instant) -> bool {
+    fn apply(&mut self, o: &Order, sheriff: (&str, u64), load: &mut Load, now: Instant) -> bool {
         let id = &o.def.id;
         let budget = report_budget(&self.cfg.id);
         if let Some(c) = self.cmds.get(id)
             && !c.owned
         {
-            self.apply_local(o, now);
+            self.apply_local(o, sheriff, now);
+            return true;
+        }
+        // An order in group `local` naming a service the deputy does not
+        // report (its own, a controller, or any under --local hide): a
+        // sheriff that adopted it from an earlier report. Creating a
+        // command of that id would run a copy of it (a second bridge).
+        if o.def.group == "local"
+            && !self.cmds.contains_key(id)
+            && self.services.get(id).is_some_and(|v| tags::parse(&v.tags).is_none())
+        {
+            let t = format!(
+                "{} is a service of this daemonproxy that this deputy does not report; orders about it are ignored",
+                quote(id)
+            );
+            self.notice_once(&["unreported", sheriff.0, id], id, t, now);
             return true;
         }
         let size = status_size(&o.def);
@@ -983,19 +1099,46 @@ impl Deputy {
         accepted
     }
 
-    fn apply_local(&mut self, o: &Order, now: Instant) {
+    /// An order about a local service (§4.1). Under `observe` nothing is
+    /// done: a start or restart has its runid adopted, so the sheriff shows
+    /// what is true (`Running` for a running service, `Stopped` for a
+    /// stopped one), and an order that asked for a change is answered once
+    /// per sheriff, service and order, not again while it is repeated.
+    /// Under `control` it is started or stopped; a stop also turns its
+    /// auto-up off (else daemonproxy would start it again at once), and the
+    /// next start puts it back.
+    fn apply_local(&mut self, o: &Order, sheriff: (&str, u64), now: Instant) {
         let id = o.def.id.clone();
-        match self.cfg.local {
-            LocalMode::Control => {}
-            _ => {
-                let t = format!("{id} is not a procman command of this deputy; orders about it are ignored");
-                return self.notice_limited(&["local", &id], &id, t, now);
-            }
-        }
+        let control = self.cfg.local == LocalMode::Control;
         let c = self.cmds.get_mut(&id).expect("caller checked");
+        remember(&mut c.listed_by, sheriff.1);
+        c.dismissed_by.retain(|&k| k != sheriff.1);
+        if !control {
+            let running = c.pid != 0;
+            let change = if o.force_quit { running } else { o.desired_runid != 0 && o.desired_runid != c.actual_runid };
+            c.desired = o.desired_runid;
+            if o.desired_runid != 0 {
+                c.actual_runid = o.desired_runid;
+            }
+            if change {
+                let t = format!("{} is not a procman command of this deputy; orders about it are ignored", quote(&id));
+                let (runid, quit) = (o.desired_runid.to_string(), if o.force_quit { "stop" } else { "start" });
+                self.notice_once(&["local", sheriff.0, &id, quit, &runid], &id, t, now);
+            }
+            return;
+        }
         c.should_run = !o.force_quit;
         c.desired = o.desired_runid;
         let running = c.pid != 0 || c.pending_runid.is_some();
+        if !c.should_run && c.saved_auto_up.is_none() {
+            let raw = self.services.get(&c.svc).filter(|v| v.auto_up).map(|v| String::from_utf8_lossy(&v.auto_up_raw));
+            if let Some(raw) = raw {
+                c.saved_auto_up = Some(raw.into_owned());
+                let svc = c.svc.clone();
+                self.send(format!("service.auto_up\t{svc}\t-"));
+            }
+        }
+        let c = self.cmds.get_mut(&id).expect("caller checked");
         if !running && c.should_run && o.desired_runid != 0 && o.desired_runid != c.actual_runid {
             self.start(&id, o.desired_runid, now);
         } else if running && !c.should_run {
@@ -1048,7 +1191,12 @@ impl Deputy {
 
     /// The commands as `deputy_info_t` lists them (§4.3).
     pub fn statuses(&self) -> Vec<Status> {
-        self.cmds.values().map(status).collect()
+        self.cmds.values().filter(|c| self.reported(c)).map(status).collect()
+    }
+
+    /// Not a local service the current sheriff removed.
+    fn reported(&self, c: &Command) -> bool {
+        c.owned || self.current_sheriff.is_none_or(|s| !c.dismissed_by.contains(&s))
     }
 
     /// The commands a `deputy_info_t` carries: [`Deputy::statuses`] up to
@@ -1060,7 +1208,7 @@ impl Deputy {
         let rank = |c: &Command| if c.remove_requested { 2 } else { u8::from(!c.owned) };
         let (mut list, mut bytes, mut left_out) = (Vec::new(), 0, 0);
         for r in 0..3 {
-            for c in self.cmds.values().filter(|c| rank(c) == r) {
+            for c in self.cmds.values().filter(|c| rank(c) == r && self.reported(c)) {
                 let size = status_size(&c.def);
                 if list.len() < MAX_REPORTED && bytes + size <= budget {
                     bytes += size;
@@ -1101,7 +1249,7 @@ fn status(c: &Command) -> Status {
     Status {
         def: c.def.clone(),
         pid: c.pid,
-        actual_runid: if c.owned { c.actual_runid } else { 0 },
+        actual_runid: c.actual_runid,
         exit_code: c.exit_code,
         cpu: if up { c.cpu } else { 0.0 },
         vsize: if up { c.vsize } else { 0 },
@@ -1131,9 +1279,22 @@ fn new_command(def: Def, svc: String, owned: bool) -> Command {
         stop_after_up: false,
         descendants: Vec::new(),
         has_output: false,
+        listed_by: Vec::new(),
+        dismissed_by: Vec::new(),
+        saved_auto_up: None,
         cpu: 0.0,
         vsize: 0,
         rss: 0,
+    }
+}
+
+/// Add `key` to `list`, forgetting the oldest beyond [`MAX_LISTERS`].
+fn remember(list: &mut Vec<u64>, key: u64) {
+    if !list.contains(&key) {
+        if list.len() >= MAX_LISTERS {
+            list.remove(0);
+        }
+        list.push(key);
     }
 }
 
@@ -1198,6 +1359,30 @@ mod tests {
             let now = self.at(ms);
             self.d.on_orders("d1", "s:1:1", self.utime, &o, false, false, self.utime, now);
             self.d.take_actions()
+        }
+        /// A deputy that synced with these services (event lines).
+        fn with(c: Config, lines: &[&str]) -> T {
+            let mut d = Deputy::new(c);
+            d.own_pids = vec![4000, 3999];
+            d.begin_sync();
+            let t0 = Instant::now();
+            for l in lines {
+                d.on_event(&Event::parse(l.as_bytes()), t0);
+            }
+            d.synced(t0);
+            d.take_actions();
+            T { d, t0, utime: WALL }
+        }
+        fn orders_from(&mut self, sheriff: &str, ms: u64, list: &[(Def, i32, bool)]) -> Vec<Action> {
+            self.utime += 1000;
+            let o: Vec<Order> =
+                list.iter().map(|(d, r, q)| Order { def: d.clone(), desired_runid: *r, force_quit: *q }).collect();
+            let now = self.at(ms);
+            self.d.on_orders("d1", sheriff, self.utime, &o, false, false, self.utime, now);
+            self.d.take_actions()
+        }
+        fn ids(&self) -> Vec<String> {
+            self.d.report().0.into_iter().map(|s| s.def.id).collect()
         }
         fn event(&mut self, ms: u64, line: &str) -> Vec<Action> {
             let now = self.at(ms);
@@ -1515,6 +1700,177 @@ mod tests {
         assert!(report_budget("d1") - bytes < status_size(&o[0].def), "filled up to the last that fits");
     }
 
+    /// daemonproxy's services as a statedump shows them: the bridge (a
+    /// controller service), another controller, a service running the
+    /// bridge's parent (pid 3999, see `T::with`), and two ordinary ones.
+    const LOCALS: &[&str] = &[
+        "service.state\tbridge\tup\t5\t4000\t-\t-\t9\t-",
+        "service.fds\tbridge\tcontrol.socket\tcontrol.socket\tstderr",
+        "service.auto_up\tbridge\t1\talways",
+        "service.state\tshutdown\tup\t5\t302\t-\t-\t9\t-",
+        "service.fds\tshutdown\tcontrol.event\tcontrol.cmd\tstderr",
+        "service.state\twrapper\tup\t5\t3999\t-\t-\t9\t-",
+        "service.fds\twrapper\tnull\tnull\tstderr",
+        "service.state\tweb\tup\t5\t301\t-\t-\t9\t-",
+        "service.args\tweb\tsleep\t60",
+        "service.fds\tweb\tnull\tnull\tstderr",
+        "service.auto_up\tweb\t1\talways",
+        "service.state\tjob\tdown\t5\t303\texit\t0\t9\t9",
+        "service.args\tjob\ttrue",
+    ];
+
+    /// A deputy under `--local mode` that synced with [`LOCALS`].
+    fn in_mode(mode: LocalMode) -> T {
+        let mut c = cfg();
+        c.local = mode;
+        T::with(c, LOCALS)
+    }
+
+    fn local(id: &str) -> Def {
+        Def { group: "local".into(), stop_signal: 15, stop_time_allowed: 7.0, ..def(id, "x", false) }
+    }
+
+    /// Issue 15 §2: the bridge reported its own controller service, a stock
+    /// sheriff adopted it and ordered it stopped with everything else;
+    /// under --local control the bridge then stopped itself, again and
+    /// again. Controllers and the service running the bridge are never
+    /// reported, and a stale order about one creates nothing.
+    #[test]
+    fn own_service_and_controllers_are_never_reported() {
+        for mode in [LocalMode::Observe, LocalMode::Control] {
+            let mut t = in_mode(mode);
+            assert_eq!(t.ids(), ["job", "web"], "{mode:?}");
+            // A sheriff that adopted them from an older bridge orders them stopped.
+            let all: Vec<(Def, i32, bool)> =
+                ["bridge", "shutdown", "wrapper"].iter().map(|i| (local(i), 0, true)).collect();
+            for k in 0..3 {
+                let a = t.orders(k * 1000, &all);
+                assert!(sends(&a).is_empty(), "{mode:?}: {a:?}");
+                let n = a.iter().filter(|x| matches!(x, Action::Notice(..))).count();
+                assert_eq!(n, if k == 0 { 3 } else { 0 }, "{mode:?}: answered once: {a:?}");
+            }
+            assert_eq!(t.ids(), ["job", "web"], "{mode:?}");
+            // A controller made later is dropped from the report.
+            t.event(5000, "service.fds\tweb\tcontrol.socket\tcontrol.socket\tstderr");
+            assert_eq!(t.ids(), ["job"], "{mode:?}");
+        }
+        let mut t = in_mode(LocalMode::Hide);
+        assert!(t.ids().is_empty());
+        // Under hide too, an order in group local about a service that exists
+        // does not start a copy of it as a procman command.
+        let a = t.orders(0, &[(local("web"), 1, false)]);
+        assert!(sends(&a).is_empty(), "{a:?}");
+        // A procman command of that id in another group is created as ever.
+        let a = t.orders(10, &[(def("web", "sleep 1", false), 1, false)]);
+        assert!(a.contains(&Action::Send("service.start\tpm.web".into())), "{a:?}");
+    }
+
+    /// Issue 15 §2: the notice about an order the deputy does not obey was
+    /// repeated every 30 s for as long as the sheriff kept sending it.
+    #[test]
+    fn orders_about_a_local_service_are_answered_once() {
+        let mut t = in_mode(LocalMode::Observe);
+        let notices = |a: &[Action]| a.iter().filter(|x| matches!(x, Action::Notice(id, _) if id == "web")).count();
+        let mut n = 0;
+        for k in 0..5 {
+            n += notices(&t.orders(k * 31_000, &[(local("web"), 0, true)]));
+        }
+        assert_eq!(n, 1, "a stop repeated for two minutes is answered once");
+        // Another order (a start) is answered, once too.
+        let mut m = 0;
+        for k in 5..8 {
+            m += notices(&t.orders(k * 31_000, &[(local("web"), 1, false)]));
+        }
+        assert_eq!(m, 1);
+        // Another sheriff gets its own answer.
+        assert_eq!(notices(&t.orders_from("other:1:1", 300_000, &[(local("web"), 0, true)])), 1);
+        // An order that asks nothing (an adoption, a stop of a stopped one) gets none.
+        assert_eq!(notices(&t.orders(301_000, &[(local("job"), 0, false), (local("job"), 0, true)])), 0);
+    }
+
+    /// Issue 16 #14b: after a stop, a start of the running local services
+    /// left them "Restarting (Command Sent)" in every sheriff: their runid
+    /// was always reported 0. A start's runid is adopted, so a stock
+    /// sheriff shows Running for a running service and Stopped for a
+    /// stopped one.
+    #[test]
+    fn a_local_service_reports_the_runid_ordered() {
+        for mode in [LocalMode::Observe, LocalMode::Control] {
+            let mut t = in_mode(mode);
+            t.orders(0, &[(local("web"), 0, false), (local("job"), 0, false)]);
+            t.orders(1000, &[(local("web"), 0, true), (local("job"), 0, true)]);
+            let a = t.orders(2000, &[(local("web"), 1, false), (local("job"), 1, false)]);
+            if mode == LocalMode::Control {
+                t.event(2100, "service.state\tweb\tdown\t5\t301\tsignal\tSIGTERM\t9\t9");
+                t.event(2200, "service.state\tweb\tup\t5\t305\t-\t-\t9\t-");
+                t.event(2300, "service.state\tjob\tup\t5\t306\t-\t-\t9\t-");
+                assert!(a.contains(&Action::Send("service.start\tjob".into())), "{a:?}");
+            }
+            let (w, j) = (t.status("web"), t.status("job"));
+            assert!(w.pid > 0 && w.actual_runid == 1, "{mode:?}: web {w:?}");
+            assert_eq!(j.actual_runid, 1, "{mode:?}: job {j:?}");
+            assert_eq!(j.pid > 0, mode == LocalMode::Control, "{mode:?}: job {j:?}");
+        }
+    }
+
+    /// Issue 15 §2: a local service removed in a stock sheriff stayed
+    /// "Stopping" or "Removing" there for ever, since the deputy kept
+    /// reporting it (a stock sheriff forgets a removed command when a
+    /// report leaves it out), and nothing could be loaded while it was
+    /// listed. Leaving it out of the orders after listing it removes it
+    /// from the reports while that sheriff is the current one.
+    #[test]
+    fn a_removed_local_service_is_no_longer_reported_to_that_sheriff() {
+        for mode in [LocalMode::Observe, LocalMode::Control] {
+            let mut t = in_mode(mode);
+            t.orders(0, &[(local("web"), 0, false), (local("job"), 0, false)]);
+            assert_eq!(t.ids(), ["job", "web"]);
+            let a = t.orders(1000, &[(local("job"), 0, false)]);
+            assert!(a.contains(&Action::PublishInfo), "{a:?}");
+            assert!(sends(&a).is_empty(), "the service is not touched: {a:?}");
+            assert_eq!(t.ids(), ["job"], "{mode:?}");
+            t.orders(2000, &[]);
+            assert!(t.ids().is_empty(), "{mode:?}");
+            assert!(t.orders(3000, &[]).iter().all(|x| !matches!(x, Action::Send(_) | Action::Notice(..))));
+            // A new sheriff sees them (and may adopt them); the one that
+            // removed them no longer does when it orders again.
+            t.orders_from("fresh:2:2", 4000, &[]);
+            assert_eq!(t.ids(), ["job", "web"], "{mode:?}");
+            t.orders(5000, &[]);
+            assert!(t.ids().is_empty(), "{mode:?}");
+            // Listed again by it (a sheriff that adds it back): reported again.
+            t.orders(6000, &[(local("web"), 0, false)]);
+            assert_eq!(t.ids(), ["web"], "{mode:?}");
+        }
+    }
+
+    /// A stop under --local control of a service with auto-up `always`
+    /// was undone by daemonproxy at once, and the next orders stopped it
+    /// again: a new pid every second. The stop turns auto-up off, the next
+    /// start puts it back (which starts the service).
+    #[test]
+    fn control_stops_a_local_service_for_good() {
+        let mut t = in_mode(LocalMode::Control);
+        t.orders(0, &[(local("web"), 0, false)]);
+        let a = t.orders(1000, &[(local("web"), 0, true)]);
+        let lines: Vec<&str> =
+            a.iter().filter_map(|x| if let Action::Send(l) = x { Some(l.as_str()) } else { None }).collect();
+        assert_eq!(lines, ["service.auto_up\tweb\t-", "service.signal\tweb\t15"]);
+        t.event(1010, "service.auto_up\tweb\t1");
+        t.event(1100, "service.state\tweb\tdown\t5\t301\tsignal\tSIGTERM\t9\t9");
+        assert!(sends(&t.orders(2000, &[(local("web"), 0, true)])).is_empty(), "stopped stays stopped");
+        let a = t.orders(3000, &[(local("web"), 1, false)]);
+        let lines: Vec<&str> =
+            a.iter().filter_map(|x| if let Action::Send(l) = x { Some(l.as_str()) } else { None }).collect();
+        assert_eq!(lines, ["service.auto_up\tweb\t1\talways"], "auto-up back on starts it");
+        t.event(3100, "service.state\tweb\tup\t5\t310\t-\t-\t9\t-");
+        let w = t.status("web");
+        assert_eq!((w.pid, w.actual_runid), (310, 1));
+        // job has no auto-up: a plain signal, and a plain start.
+        let a = t.orders(4000, &[(local("web"), 1, false), (local("job"), 1, false)]);
+        assert_eq!(sends(&a), ["service.start job"]);
+    }
+
     #[test]
     fn resync_from_tags_and_locals() {
         let mut d = Deputy::new(cfg());
@@ -1550,7 +1906,9 @@ mod tests {
         ];
         d.on_orders("d1", "s", WALL, &o, false, false, WALL, now);
         let a = d.take_actions();
-        assert!(matches!(&a[..], [Action::Notice(id, _)] if id == "web"), "{a:?}");
+        let notices: Vec<&Action> = a.iter().filter(|x| matches!(x, Action::Notice(..))).collect();
+        assert!(matches!(&notices[..], [Action::Notice(id, _)] if id == "web"), "{a:?}");
+        assert!(sends(&a).is_empty(), "{a:?}");
         assert!(d.cmds.contains_key("web") && d.cmds.contains_key("x"), "no removal of others' services");
     }
 }

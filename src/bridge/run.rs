@@ -306,6 +306,26 @@ fn utf8_chunk(partial: &mut Vec<u8>, bytes: &[u8]) -> String {
     text
 }
 
+/// Sends on LCM failing since `since` (§4.3): logged once when it begins
+/// and once when a send works again, never per message.
+struct SendFailure {
+    since: Instant,
+    lost: u64,
+}
+
+/// The bridge's own pid and its ancestors' (from /proc), so that the
+/// service running it is never reported (§4.1).
+fn own_pids() -> Vec<i32> {
+    let mut list = vec![crate::sys::getpid()];
+    while list.len() < 64 {
+        match list.last().and_then(|&p| ProcStat::read(p)) {
+            Some(s) if s.ppid > 1 && !list.contains(&s.ppid) => list.push(s.ppid),
+            _ => break,
+        }
+    }
+    list
+}
+
 /// Discovery at start-up (§4.2).
 struct Discovering {
     nonce: i64,
@@ -341,6 +361,8 @@ pub struct Bridge {
     exit_code: Option<i32>,
     /// Commands the last info left out (see [`Deputy::report`]).
     unreported: usize,
+    /// Sends failing, if they are (logged once per episode).
+    send_failure: Option<SendFailure>,
     _sig_tx: std::os::unix::net::UnixStream,
     sig_rx: std::os::unix::net::UnixStream,
 }
@@ -399,6 +421,7 @@ impl Bridge {
         let verifier = Verifier::new(opts.keys.iter().cloned()).map_err(|e| io::Error::other(e.to_string()))?;
         let token = format!("bridge-sync-{:016x}", random_u64());
         let mut deputy = Deputy::new(deputy_cfg);
+        deputy.own_pids = own_pids();
         deputy.begin_sync();
         sup.queue("statedump");
         sup.queue(&format!("echo\t{token}"));
@@ -430,6 +453,7 @@ impl Bridge {
             stopping: None,
             exit_code: None,
             unreported: 0,
+            send_failure: None,
             _sig_tx: sig_tx,
             sig_rx,
         })
@@ -442,10 +466,33 @@ impl Bridge {
             let t = s.sign(channel, &data);
             data.extend_from_slice(&t);
         }
-        if let Err(e) = self.lcm.publish(channel, &data)
-            && self.opts.verbose
-        {
-            log(&format!("publish {channel}: {e}"));
+        match self.lcm.publish(channel, &data) {
+            Ok(()) => {
+                if let Some(f) = self.send_failure.take() {
+                    log(&format!(
+                        "sending on LCM works again after {:.1} s ({} message(s) lost)",
+                        f.since.elapsed().as_secs_f64(),
+                        f.lost
+                    ));
+                }
+            }
+            // A full socket buffer or tcpq queue loses one message, which
+            // the next periodic one heals: not an episode.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if self.opts.verbose {
+                    log(&format!("publish {channel}: {e}"));
+                }
+            }
+            Err(e) => match &mut self.send_failure {
+                Some(f) => f.lost += 1,
+                None => {
+                    log(&format!(
+                        "cannot send on LCM ({channel}: {e}): sheriffs will see this deputy as lost until sending \
+                         works again; over udpm, check the route for 224.0.0.0/4 (docs/fleet.md §2.1)"
+                    ));
+                    self.send_failure = Some(SendFailure { since: Instant::now(), lost: 1 });
+                }
+            },
         }
     }
 

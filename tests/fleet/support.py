@@ -61,6 +61,11 @@ def free_port():
     return port
 
 
+def ip(*args, check=True):
+    """Run ip(8) (network namespaces, links, routes), output captured."""
+    return subprocess.run(["ip", *args], check=check, capture_output=True)
+
+
 def have_netns():
     """None if network namespaces work here, else why not."""
     if os.geteuid() != 0:

@@ -258,10 +258,12 @@ class Behaviour(FleetCase):
         self.assertTrue(s.wait(lambda: s.status("dep-l", "web").pid == 0, 5, lambda: s.orders("dep-l", web(0, True))))
         self.assertEqual(h.statedump()["web"][0], "down")
         self.assertTrue(s.wait(lambda: s.status("dep-l", "web").pid > 0, 5, lambda: s.orders("dep-l", web(1, False))))
+        # Left out of the orders after being listed (a removal): no longer
+        # reported to this sheriff, and the service is not touched.
+        running = s.status("dep-l", "web").pid
         s.orders("dep-l", [])
-        s.pump(0.5)
-        self.assertGreater(s.status("dep-l", "web").pid, 0)
-        self.assertIn("web", h.statedump())
+        self.assertTrue(s.wait(lambda: s.status("dep-l", "web") is None, 3), s.infos["dep-l"].cmds)
+        self.assertEqual(h.statedump()["web"], ("up", str(running)))
 
 
 def pmtypes_discovery():

@@ -321,14 +321,16 @@ class AllowExec(FleetCase):
 
 class Capacity(FleetCase):
     def test_a_deputy_with_more_commands_than_a_report_carries_still_reports(self):
-        """Issue 14 #10: 10,000 ordered commands and the bridge's own
-        service made 10,001, more than a deputy_info_t carries, and every
-        report failed from then on. The 10,000th ordered command is refused
-        with a notice and the deputy goes on reporting 10,000."""
+        """Issue 14 #10: 10,000 ordered commands and a local service (then
+        the bridge's own, which is no longer reported) made 10,001, more
+        than a deputy_info_t carries, and every report failed from then on.
+        The 10,000th ordered command is refused with a notice and the
+        deputy goes on reporting 10,000."""
         hub = HubProc(self.procs)
-        h = Host(self.procs, hub.url, "dep-10k", bridge_as_service=True)
+        h = Host(self.procs, hub.url, "dep-10k", bridge_args=["--local", "observe"], bridge_as_service=True)
+        ask(h, b"service.args\tweb\tsleep\t300\nservice.start\tweb\necho\tok\n", b"ok\n")
         s = Sheriff(hub.url)
-        self.assertTrue(s.wait_deputy("dep-10k", 10), h.bridge_log())
+        self.assertTrue(s.wait(lambda: s.status("dep-10k", "web") is not None, 10), h.bridge_log())
         t0 = time.monotonic()
         cmds = [cmd(f"c{i:05d}", "true", 0) for i in range(10_000)]
         s.orders("dep-10k", cmds)
@@ -338,7 +340,8 @@ class Capacity(FleetCase):
         info = s.infos["dep-10k"]
         ids = {c.cmd.command_id for c in info.cmds}
         self.assertEqual(info.ncmds, 10_000)
-        self.assertIn("bridge", ids)
+        self.assertIn("web", ids)
+        self.assertNotIn("bridge", ids)
         self.assertNotIn("c09999", ids)
         self.assertTrue(s.wait(lambda: "1 command(s) refused, c09999 first" in s.text(""), 5), s.text("")[-500:])
         # and it keeps reporting

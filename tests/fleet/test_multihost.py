@@ -8,13 +8,9 @@ import os
 import subprocess
 import unittest
 
-from support import HERE, PYTHON, have_netns
+from support import HERE, PYTHON, have_netns, ip
 
 URL = "udpm://239.255.76.67:7667?ttl=1"
-
-
-def ip(*args, check=True):
-    return subprocess.run(["ip", *args], check=check, capture_output=True)
 
 
 class ThreeHosts(unittest.TestCase):
