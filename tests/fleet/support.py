@@ -122,9 +122,12 @@ class Host:
 
     `prefix` runs both inside a network namespace (e.g. ["ip", "netns",
     "exec", NS]). With `bridge_as_service` the bridge is a controller
-    service of daemonproxy (auto_up 1 always), else a socket client."""
+    service of daemonproxy (auto_up 1 always), else a socket client.
+    `conf_lines`: more lines of daemonproxy's configuration (services of
+    its own, which the bridge reports as local)."""
 
-    def __init__(self, procs, url, deputy_id, prefix=(), bridge_args=(), bridge_as_service=False, env=None):
+    def __init__(self, procs, url, deputy_id, prefix=(), bridge_args=(), bridge_as_service=False, env=None,
+                 conf_lines=()):
         self.procs = procs
         self.dir = tempfile.mkdtemp(prefix="fleet-")
         self.sock = os.path.join(self.dir, "dp.sock")
@@ -133,7 +136,7 @@ class Host:
         self.blog_path = os.path.join(self.dir, "bridge.log")
         conf = os.path.join(self.dir, "dp.conf")
         bridge = [binary("daemonproxy-bridge"), "--lcm-url", url, "--id", deputy_id, *bridge_args]
-        lines = []
+        lines = list(conf_lines)
         if bridge_as_service:
             blog = os.path.join(self.dir, "bridge.log")
             lines += [
@@ -192,6 +195,21 @@ class Host:
         return out
 
 
+def new_lcm(url):
+    """lcm.LCM(url), without the library's "LCM tcpq: connecting..." on
+    standard error (written by its C part to descriptor 2)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        return lcm.LCM(url)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def cmd(cid, exe, runid, force_quit=False, respawn=False, group="g", stop_signal=15, stop_time=2.0):
     c = P.cmd_t()
     c.command_id, c.exec_str, c.group = cid, exe, group
@@ -206,7 +224,7 @@ class Sheriff:
     deputy_info_t and output_t it receives."""
 
     def __init__(self, url, sheriff_id="test-sheriff:1:1"):
-        self.lc = lcm.LCM(url)
+        self.lc = new_lcm(url)
         self.id = sheriff_id
         self.infos = {}  # deputy id -> latest info
         self.info_log = []  # (monotonic, info)
