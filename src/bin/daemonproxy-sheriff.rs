@@ -660,19 +660,29 @@ fn chrono_now() -> String {
 /// Is a `--wait` for `w` met by these rows? Commands whose deputy said it
 /// will not act on them are not waited for, unless the verb named one by
 /// id: then the wait fails at once, with the deputy's word.
-fn rows_met(rows: &[Row], sel: &Filter, w: &str) -> Result<bool, String> {
-    let mut ok = true;
+/// Returns whether it is met, and how many commands it did not wait for.
+fn rows_met(rows: &[Row], sel: &Filter, w: &str) -> Result<(bool, usize), String> {
+    let (mut ok, mut left) = (true, 0);
     for r in rows {
         if let Some(why) = &r.refused {
             if sel.name.as_deref() == Some(r.id.as_str()) {
                 return Err(format!("{} on {}: the deputy will not act on it: {why}", r.id, r.deputy));
             }
+            left += 1;
             continue;
         }
         let stopped = r.status.starts_with("Stopped");
         ok &= if w == "running" { r.status == "Running" || stopped } else { stopped };
     }
-    Ok(ok)
+    Ok((ok, left))
+}
+
+/// Say which commands a met wait did not wait for.
+fn met_note(left: usize) -> i32 {
+    if left > 0 {
+        eprintln!("{left} command(s) not waited for: their deputy said it will not act on them");
+    }
+    0
 }
 
 fn act_cmd(g: &Global, verb: &str, args: &[String]) -> i32 {
@@ -741,8 +751,8 @@ fn act_cmd(g: &Global, verb: &str, args: &[String]) -> i32 {
         e.poll_lcm(now);
         if let Some(w) = wait.as_deref() {
             match rows_met(&view::rows(&e.fleet, &f, now), &f, w) {
-                Ok(true) => return 0,
-                Ok(false) => {}
+                Ok((true, left)) => return met_note(left),
+                Ok((false, _)) => {}
                 Err(why) => {
                     e.tick(Instant::now());
                     fail_with(1, &format!("{verb}: {why}"));
@@ -772,8 +782,8 @@ fn wait_via_server(s: &Served, f: &Filter, w: &str, timeout: Duration) -> i32 {
     loop {
         let rows = serve::parse_rows(expect_ok(&ask(s, &req.join("\t"))));
         match rows_met(&rows, f, w) {
-            Ok(true) => return 0,
-            Ok(false) => {}
+            Ok((true, left)) => return met_note(left),
+            Ok((false, _)) => {}
             Err(why) => fail_with(1, &why),
         }
         if Instant::now() >= end {

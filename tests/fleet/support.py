@@ -304,3 +304,37 @@ class HubProc:
         if not line.startswith("listening"):
             raise AssertionError("hub did not start: " + line)
         self.url = f"tcpq://127.0.0.1:{self.port}"
+
+
+def ip(*args, check=True):
+    return subprocess.run(["ip", *args], check=check, capture_output=True)
+
+
+def three_namespaces(test):
+    """Three hosts on one machine (docs/fleet.md §7 "Multi-host"): network
+    namespaces A and B for deputies and S for the sheriff, joined by veth
+    pairs on a Linux bridge in S (10.77.0.0/24), each with a route for
+    224.0.0.0/4. Skips `test` (a TestCase) without root or netns; removed
+    at its cleanup. Returns {"A": name, "B": name, "S": name}."""
+    why = have_netns()
+    if why:
+        test.skipTest(why)
+    tag = str(os.getpid())
+    ns = {k: f"dp{k}{tag}" for k in "ABS"}
+    test.addCleanup(lambda: [ip("netns", "del", n, check=False) for n in ns.values()])
+    A, B, S = ns["A"], ns["B"], ns["S"]
+    for n in (A, B, S):
+        ip("netns", "add", n)
+        ip("-n", n, "link", "set", "lo", "up")
+    ip("-n", S, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
+    ip("-n", S, "addr", "add", "10.77.0.1/24", "dev", "br0")
+    ip("-n", S, "link", "set", "br0", "up")
+    ip("-n", S, "route", "add", "224.0.0.0/4", "dev", "br0")
+    for k, host, addr in (("A", A, "10.77.0.2"), ("B", B, "10.77.0.3")):
+        ip("-n", S, "link", "add", f"s{k}", "type", "veth", "peer", "name", f"v{k}", "netns", host)
+        ip("-n", S, "link", "set", f"s{k}", "master", "br0")
+        ip("-n", S, "link", "set", f"s{k}", "up")
+        ip("-n", host, "addr", "add", f"{addr}/24", "dev", f"v{k}")
+        ip("-n", host, "link", "set", f"v{k}", "up")
+        ip("-n", host, "route", "add", "224.0.0.0/4", "dev", f"v{k}")
+    return ns

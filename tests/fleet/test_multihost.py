@@ -8,42 +8,14 @@ import os
 import subprocess
 import unittest
 
-from support import HERE, PYTHON, have_netns
+from support import HERE, PYTHON, three_namespaces
 
 URL = "udpm://239.255.76.67:7667?ttl=1"
 
 
-def ip(*args, check=True):
-    return subprocess.run(["ip", *args], check=check, capture_output=True)
-
-
 class ThreeHosts(unittest.TestCase):
     def setUp(self):
-        why = have_netns()
-        if why:
-            self.skipTest(why)
-        tag = str(os.getpid())
-        self.ns = {k: f"dp{k}{tag}" for k in "ABS"}
-        self.addCleanup(self.teardown)
-        A, B, S = self.ns["A"], self.ns["B"], self.ns["S"]
-        for n in (A, B, S):
-            ip("netns", "add", n)
-            ip("-n", n, "link", "set", "lo", "up")
-        ip("-n", S, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
-        ip("-n", S, "addr", "add", "10.77.0.1/24", "dev", "br0")
-        ip("-n", S, "link", "set", "br0", "up")
-        ip("-n", S, "route", "add", "224.0.0.0/4", "dev", "br0")
-        for k, host, addr in (("A", A, "10.77.0.2"), ("B", B, "10.77.0.3")):
-            ip("-n", S, "link", "add", f"s{k}", "type", "veth", "peer", "name", f"v{k}", "netns", host)
-            ip("-n", S, "link", "set", f"s{k}", "master", "br0")
-            ip("-n", S, "link", "set", f"s{k}", "up")
-            ip("-n", host, "addr", "add", f"{addr}/24", "dev", f"v{k}")
-            ip("-n", host, "link", "set", f"v{k}", "up")
-            ip("-n", host, "route", "add", "224.0.0.0/4", "dev", f"v{k}")
-
-    def teardown(self):
-        for n in self.ns.values():
-            ip("netns", "del", n, check=False)
+        self.ns = three_namespaces(self)
 
     def test_sheriff_steers_two_deputies_across_a_link_that_goes_down(self):
         env = dict(os.environ, NS_A=self.ns["A"], NS_B=self.ns["B"], LINK_A="sA")

@@ -140,7 +140,7 @@ class Waits(SheriffCase):
         r = self.cli("stop", "--all", "--wait", "stopped", "--timeout", "10", check=False, timeout=30)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertLess(time.monotonic() - t, 8)
-        self.assertIn(b"left alone", r.stderr)
+        self.assertIn(b"will not act on them", r.stderr)
         st = self.status()
         self.assertTrue(st[("dep-1", "job")][3].startswith("Stopped"), st)
         self.assertEqual(st[("dep-1", "keeper")][3], "Running", st)
