@@ -17,19 +17,26 @@ class ThreeHosts(unittest.TestCase):
     def setUp(self):
         self.ns = three_namespaces(self)
 
-    def test_sheriff_steers_two_deputies_across_a_link_that_goes_down(self):
-        env = dict(os.environ, NS_A=self.ns["A"], NS_B=self.ns["B"], LINK_A="sA")
-        r = subprocess.run(["ip", "netns", "exec", self.ns["S"], PYTHON, "scenarios.py", "multihost", URL],
-                           cwd=HERE, env=env, capture_output=True, timeout=90)
+    def scenario(self, name, timeout, **env):
+        """Run scenarios.py NAME in the sheriff's namespace S."""
+        env = dict(os.environ, NS_A=self.ns["A"], NS_B=self.ns["B"], **env)
+        r = subprocess.run(["ip", "netns", "exec", self.ns["S"], PYTHON, "scenarios.py", name, URL],
+                           cwd=HERE, env=env, capture_output=True, timeout=timeout)
         self.assertEqual(r.returncode, 0, r.stderr.decode(errors="replace")[-3000:])
-        self.assertIn(b"multihost over", r.stdout)
+        self.assertIn(f"{name} over".encode(), r.stdout)
+
+    def test_sheriff_steers_two_deputies_across_a_link_that_goes_down(self):
+        self.scenario("multihost", 90, LINK_A="sA")
 
     def test_daemonproxy_sheriff_runs_a_group_across_hosts(self):
-        env = dict(os.environ, NS_A=self.ns["A"], NS_B=self.ns["B"])
-        r = subprocess.run(["ip", "netns", "exec", self.ns["S"], PYTHON, "scenarios.py", "multihost_sheriff", URL],
-                           cwd=HERE, env=env, capture_output=True, timeout=120)
-        self.assertEqual(r.returncode, 0, r.stderr.decode(errors="replace")[-3000:])
-        self.assertIn(b"multihost_sheriff over", r.stdout)
+        self.scenario("multihost_sheriff", 120)
+
+    def test_daemonproxy_sheriff_one_shot_verbs_order_every_deputy(self):
+        """Verbs with no sheriff serving (issue 16 #14, #14b; docs/fleet.md
+        §5.5): every deputy's commands, orders only after the reports of
+        all, and a wait over --all that ends though host-a lists a local
+        service its bridge will not stop."""
+        self.scenario("oneshot_sheriff", 150)
 
 
 if __name__ == "__main__":
