@@ -492,6 +492,19 @@ mod tests {
     }
 
     #[test]
+    fn refusals_are_recognised() {
+        let me = "host:12:1700000000000000";
+        let local = "keeper is not a procman command of this deputy; orders about it are ignored\n";
+        assert_eq!(refusal(local, "keeper", me), Some(local.trim_end()));
+        assert_eq!(refusal(local, "", me), None, "under the deputy's id it is not about one command");
+        assert!(refusal("deputy d is read-only; orders ignored", "", me).is_some());
+        assert!(refusal(&format!("unsigned orders from \"{me}\" ignored"), "", me).is_some());
+        assert!(refusal("unsigned orders from \"other:1:1\" ignored", "", me).is_none(), "another sheriff's");
+        assert!(refusal("Terminated", "x", me).is_none());
+        assert!(refusal("ignoring stale orders (utime 61 seconds ago).", "x", me).is_none());
+    }
+
+    #[test]
     fn orders_that_cannot_be_sent_are_reported() {
         let mut e = Engine::new(Settings {
             url: Url::Tcpq { host: "127.0.0.1".into(), port: 9 },

@@ -694,6 +694,67 @@ mod tests {
     }
 
     #[test]
+    fn uptime_on_the_deputys_clock_and_last_exit() {
+        let mut f = Fleet::default();
+        let t = Instant::now();
+        let up = |f: &Fleet, now| f.cmds[&key("x")].uptime(&f.deputies["d"], now).map(|(d, s)| (d.as_secs(), s));
+        f.on_info(&info(NOW, &[("x", 0, 0, 0)]), NOW, t, false);
+        assert_eq!((up(&f, t), f.cmds[&key("x")].last_exit), (None, None), "never ran");
+        f.act(&key("x"), Verb::Start);
+        // the start is seen: from the report that first shows the pid, on
+        // the deputy's clock (its utime), plus the time since that report
+        f.on_info(&info(NOW + 1_000_000, &[("x", 7, 1, 0)]), NOW, t, false);
+        f.on_info(&info(NOW + 4_000_000, &[("x", 7, 1, 0)]), NOW, t, false);
+        assert_eq!(up(&f, t + Duration::from_secs(2)), Some((5, true)));
+        f.on_info(&info(NOW + 5_000_000, &[("x", 0, 1, 3 << 8)]), NOW, t, false);
+        assert_eq!((up(&f, t), f.cmds[&key("x")].last_exit), (None, Some(768)));
+        // a new run: the deputy reports exit 0 from the start on; the last
+        // exit is kept until the next one
+        f.act(&key("x"), Verb::Start);
+        f.on_info(&info(NOW + 6_000_000, &[("x", 0, 1, 0)]), NOW, t, false);
+        f.on_info(&info(NOW + 7_000_000, &[("x", 8, 2, 0)]), NOW, t, false);
+        assert_eq!(f.cmds[&key("x")].last_exit, Some(768));
+        f.on_info(&info(NOW + 8_000_000, &[("x", 0, 2, 0)]), NOW, t, false);
+        assert_eq!(f.cmds[&key("x")].last_exit, Some(0), "a clean exit is an exit");
+        // a run going before this sheriff heard of it: at least that old
+        let mut g = Fleet::default();
+        g.on_info(&info(NOW, &[("x", 9, 4, 0)]), NOW, t, false);
+        assert_eq!(up(&g, t + Duration::from_secs(3)), Some((3, false)));
+        assert_eq!(g.cmds[&key("x")].last_exit, None);
+        let mut g = Fleet::default();
+        g.define("d", cmd_t("x", false));
+        g.on_info(&info(NOW, &[("x", 0, 4, 0)]), NOW, t, false);
+        assert_eq!(g.cmds[&key("x")].last_exit, Some(0), "a stopped command's last run is known at once");
+    }
+
+    #[test]
+    fn commands_the_deputy_will_not_act_on() {
+        let mut f = Fleet::default();
+        let t = Instant::now();
+        f.on_info(&info(NOW, &[("local", 5, 0, 0), ("x", 6, 1, 0)]), NOW, t, false);
+        let all = crate::sheriff::view::Filter { all: true, ..Default::default() };
+        f.act(&key("local"), Verb::Stop);
+        assert_eq!(f.cmds[&key("local")].status(), Status::Stopping);
+        assert!(f.refuse(&key("local"), "local is not a procman command of this deputy; orders about it are ignored"));
+        assert!(!f.refuse(&key("nobody"), "x"));
+        let c = &f.cmds[&key("local")];
+        assert_eq!((c.status(), c.force_quit, c.desired_runid), (Status::Running, false, 0), "back to what runs");
+        assert_eq!(all.actionable(&f), (vec![key("x")], 1), "--all leaves it alone");
+        let named = crate::sheriff::view::Filter { name: Some("local".into()), ..Default::default() };
+        assert_eq!(named.actionable(&f), (vec![key("local")], 0), "named, it is ordered");
+        assert!(f.act(&key("local"), Verb::Stop));
+        assert_eq!(f.cmds[&key("local")].status(), Status::Running, "its status is what the deputy reports");
+        f.on_info(&info(NOW + 1, &[("local", 5, 0, 0), ("x", 6, 1, 0)]), NOW, t, false);
+        assert!(f.cmds[&key("local")].refused.is_some());
+        // seen acting on it after all: the mark goes
+        f.on_info(&info(NOW + 2, &[("local", 0, 0, 15), ("x", 6, 1, 0)]), NOW, t, false);
+        assert!(f.cmds[&key("local")].refused.is_none());
+        // a deputy refusing every order of this sheriff
+        f.refuse_deputy("d", "deputy d is read-only; orders ignored");
+        assert_eq!(all.actionable(&f).1, 2);
+    }
+
+    #[test]
     fn observer_rebuilds_desired_state() {
         let mut f = Fleet::default();
         let mut o = Orders { utime: NOW, deputy_id: "d".into(), sheriff_id: "other".into(), cmds: vec![] };
