@@ -186,6 +186,20 @@ impl Outputs {
     }
 }
 
+/// Is `text`, a deputy's notice under command `id` ("" = the deputy's
+/// own), its word that it will not act on orders about that command, or
+/// on any order of sheriff `me`? The notice, trimmed, if so. These are the
+/// bridge's notices of docs/fleet.md §4.1, §4.4 and §6.1.
+pub fn refusal<'a>(text: &'a str, id: &str, me: &str) -> Option<&'a str> {
+    let t = text.trim_end();
+    if id.is_empty() {
+        let about_me = t.contains(me) && (t.contains(" ignored") || t.contains(" refused"));
+        (t.ends_with("is read-only; orders ignored") || about_me).then_some(t)
+    } else {
+        t.ends_with("orders about it are ignored").then_some(t)
+    }
+}
+
 /// Settings of the engine.
 pub struct Settings {
     /// LCM endpoint.
@@ -353,14 +367,32 @@ impl Engine {
         if !self.auth.admits(&v) && !self.trust_unsigned.iter().any(|t| t == &o.deputy_id) {
             return;
         }
-        let fleet = &self.fleet;
-        let held = |k: &CmdKey| fleet.cmds.contains_key(k) || (k.1.is_empty() && fleet.deputies.contains_key(&k.0));
         for (id, text) in o.command_ids.iter().zip(&o.text) {
+            if let Some(why) = refusal(text, id, &self.id) {
+                self.refused_notice(&o.deputy_id, id, why);
+            }
+            let fleet = &self.fleet;
+            let held = |k: &CmdKey| fleet.cmds.contains_key(k) || (k.1.is_empty() && fleet.deputies.contains_key(&k.0));
             let key = (o.deputy_id.clone(), id.clone());
             if self.output.push(key.clone(), text.as_bytes(), &held) {
                 self.fresh_output.insert(key);
             }
         }
+    }
+
+    /// A deputy said it will not act on orders about `id` ("" = on any
+    /// order of this sheriff): the fleet takes note (`Fleet::refuse`) and
+    /// that deputy's orders go out at once with the desired state reset.
+    fn refused_notice(&mut self, deputy: &str, id: &str, why: &str) {
+        if self.observer {
+            return;
+        }
+        if id.is_empty() {
+            self.fleet.refuse_deputy(deputy, why);
+        } else if !self.fleet.refuse(&(deputy.to_string(), id.to_string()), why) {
+            return;
+        }
+        self.dirty.insert(deputy.to_string());
     }
 
     /// The orders for `deputy` cannot be sent: why (a definition the wire
@@ -457,6 +489,19 @@ mod tests {
         o.prune(&|k: &CmdKey| k.1 == "held0");
         assert_eq!(o.len(), MAX_STRAYS + 1);
         assert_eq!(o.take(&("d".into(), "nothing".into())), b"");
+    }
+
+    #[test]
+    fn refusals_are_recognised() {
+        let me = "host:12:1700000000000000";
+        let local = "keeper is not a procman command of this deputy; orders about it are ignored\n";
+        assert_eq!(refusal(local, "keeper", me), Some(local.trim_end()));
+        assert_eq!(refusal(local, "", me), None, "under the deputy's id it is not about one command");
+        assert!(refusal("deputy d is read-only; orders ignored", "", me).is_some());
+        assert!(refusal(&format!("unsigned orders from \"{me}\" ignored"), "", me).is_some());
+        assert!(refusal("unsigned orders from \"other:1:1\" ignored", "", me).is_none(), "another sheriff's");
+        assert!(refusal("Terminated", "x", me).is_none());
+        assert!(refusal("ignoring stale orders (utime 61 seconds ago).", "x", me).is_none());
     }
 
     #[test]

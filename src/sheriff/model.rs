@@ -112,8 +112,24 @@ pub struct Command {
     pub vsize: i64,
     /// Bytes.
     pub rss: i64,
-    /// When a pid > 0 was first seen for the current run (for uptime).
-    pub up_since: Option<Instant>,
+    /// The start of the current run on the deputy's clock (the `utime`
+    /// of the first report that showed its pid), while it runs.
+    pub start_utime: Option<i64>,
+    /// The sheriff saw that start happen (an earlier report showed the
+    /// command without this pid): [`Command::start_utime`] is the start,
+    /// to within the deputy's report delay. Otherwise the run was already
+    /// going when this sheriff first heard of it, and the start is only
+    /// known to be earlier (docs/fleet.md §5.2).
+    pub start_seen: bool,
+    /// The raw wait status of the last run that ended, kept across later
+    /// starts until the next exit (deputies report 0 from each start).
+    pub last_exit: Option<i32>,
+    /// The deputy said it will not act on orders about this command (a
+    /// local service of a bridge, a read-only deputy): its notice.
+    /// `--all`, groups and `everything` leave it alone, and its status is
+    /// what the deputy reports (docs/fleet.md §5.2). Cleared when a report
+    /// shows the deputy acting on it after all (a new pid or runid).
+    pub refused: Option<String>,
 }
 
 /// Status words of §5.2 (as the stock sheriff shows them).
@@ -159,10 +175,19 @@ impl Status {
 }
 
 impl Command {
-    /// The status word (first match of §5.2's table).
+    /// The status word (first match of §5.2's table). For a command its
+    /// deputy will not act on, what the deputy reports: `Running` or
+    /// stopped, never an order pending.
     pub fn status(&self) -> Status {
         if self.pid < 0 {
             return Status::Unknown;
+        }
+        if self.refused.is_some() {
+            return match (self.pid > 0, self.exit_code) {
+                (true, _) => Status::Running,
+                (false, 0) => Status::StoppedOk,
+                _ => Status::StoppedError,
+            };
         }
         let same = self.desired_runid == self.actual_runid;
         match (same, self.pid > 0) {
@@ -183,9 +208,16 @@ impl Command {
         }
     }
 
-    /// Uptime of the current run.
-    pub fn uptime(&self, now: Instant) -> Option<Duration> {
-        self.up_since.filter(|_| self.pid > 0).map(|t| now.duration_since(t))
+    /// Uptime of the current run, measured on the deputy's clock (its
+    /// last report's `utime` less the start's, plus the time since that
+    /// report arrived), so clocks that differ between hosts do not
+    /// matter; and whether the start was seen ([`Command::start_seen`]:
+    /// if not, the run is at least that old).
+    pub fn uptime(&self, deputy: &Deputy, now: Instant) -> Option<(Duration, bool)> {
+        let start = self.start_utime.filter(|_| self.pid > 0)?;
+        let heard = deputy.heard?;
+        let reported = Duration::from_micros(deputy.utime.saturating_sub(start).max(0) as u64);
+        Some((reported + now.saturating_duration_since(heard), self.start_seen))
     }
 }
 
@@ -226,6 +258,9 @@ pub struct Fleet {
     /// What was ignored for the limits.
     pub refused: Refused,
 }
+
+/// The most characters of a deputy's refusal kept with a command.
+pub const MAX_REFUSAL: usize = 200;
 
 /// Infos older than this are dropped (unless observing).
 pub const MAX_INFO_AGE_US: i64 = 30_000_000;
@@ -334,11 +369,30 @@ impl Fleet {
             }
             reported.insert(s.cmd.command_id.clone());
             let Some(c) = self.cmds.get_mut(&key) else { continue };
-            let new_run = s.pid > 0 && (c.pid != s.pid || c.up_since.is_none());
-            if new_run {
-                c.up_since = Some(now);
-            } else if s.pid <= 0 {
-                c.up_since = None;
+            // A refusal holds until the deputy is seen acting on the
+            // command after all (a new run or a stop).
+            if c.refused.is_some() && c.pid >= 0 && (s.pid != c.pid || s.actual_runid != c.actual_runid) {
+                c.refused = None;
+            }
+            if s.pid > 0 {
+                if c.pid != s.pid || c.start_utime.is_none() {
+                    // A report before this one showed the command without
+                    // this pid: the run started since (the bridge reports
+                    // at once after a start, docs/fleet.md §4.3).
+                    c.start_seen = c.pid >= 0;
+                    c.start_utime = Some(info.utime);
+                }
+            } else {
+                c.start_utime = None;
+                // A run ended: keep its status, unless a start is pending
+                // (the deputy reports exit 0 from the start on, §4.6).
+                // (Desired 0 is no opinion yet: adoption follows below.)
+                let desired = if c.desired_runid == 0 { s.actual_runid } else { c.desired_runid };
+                let pending = s.exit_code == 0 && desired != s.actual_runid && !c.force_quit;
+                let news = c.pid > 0 || c.last_exit.is_none() || s.exit_code != 0 || s.actual_runid != c.actual_runid;
+                if s.actual_runid != 0 && news && !pending {
+                    c.last_exit = Some(s.exit_code);
+                }
             }
             c.pid = s.pid;
             c.actual_runid = s.actual_runid;
@@ -367,10 +421,35 @@ impl Fleet {
         for ((d, id), c) in self.cmds.iter_mut() {
             if d == &dep && !reported.contains(id) && c.pid > 0 {
                 c.pid = 0; // no longer listed: not running there
-                c.up_since = None;
+                c.start_utime = None;
             }
         }
         true
+    }
+
+    /// The deputy said it will not act on orders about `key` (`why`, its
+    /// notice): the desired state goes back to what the deputy reports, so
+    /// the status words stay true and no order keeps asking for what will
+    /// not happen; `--all`, groups and `everything` leave it alone from
+    /// then on (docs/fleet.md §5.2). True if the command is held.
+    pub fn refuse(&mut self, key: &Key, why: &str) -> bool {
+        let Some(c) = self.cmds.get_mut(key) else { return false };
+        c.refused = Some(why.chars().filter(|ch| !ch.is_control()).take(MAX_REFUSAL).collect());
+        if c.pid >= 0 {
+            c.desired_runid = c.actual_runid;
+            c.force_quit = c.pid == 0;
+        }
+        c.removing = false;
+        true
+    }
+
+    /// [`Fleet::refuse`] for every command of `deputy` (it refuses every
+    /// order of this sheriff: read-only, not allowed, unsigned).
+    pub fn refuse_deputy(&mut self, deputy: &str, why: &str) {
+        let keys: Vec<Key> = self.cmds.keys().filter(|k| k.0 == deputy).cloned().collect();
+        for k in &keys {
+            self.refuse(k, why);
+        }
     }
 
     /// Observer mode: another sheriff's orders say what is desired.
@@ -498,7 +577,10 @@ fn new_command(deputy: &str, cmd: CmdT) -> Command {
         cpu: 0.0,
         vsize: 0,
         rss: 0,
-        up_since: None,
+        start_utime: None,
+        start_seen: false,
+        last_exit: None,
+        refused: None,
     }
 }
 
@@ -609,6 +691,67 @@ mod tests {
         assert!(f.cmds[&key("e")].removing);
         // the runid wraps to 1
         assert_eq!(bump(i32::MAX), 1);
+    }
+
+    #[test]
+    fn uptime_on_the_deputys_clock_and_last_exit() {
+        let mut f = Fleet::default();
+        let t = Instant::now();
+        let up = |f: &Fleet, now| f.cmds[&key("x")].uptime(&f.deputies["d"], now).map(|(d, s)| (d.as_secs(), s));
+        f.on_info(&info(NOW, &[("x", 0, 0, 0)]), NOW, t, false);
+        assert_eq!((up(&f, t), f.cmds[&key("x")].last_exit), (None, None), "never ran");
+        f.act(&key("x"), Verb::Start);
+        // the start is seen: from the report that first shows the pid, on
+        // the deputy's clock (its utime), plus the time since that report
+        f.on_info(&info(NOW + 1_000_000, &[("x", 7, 1, 0)]), NOW, t, false);
+        f.on_info(&info(NOW + 4_000_000, &[("x", 7, 1, 0)]), NOW, t, false);
+        assert_eq!(up(&f, t + Duration::from_secs(2)), Some((5, true)));
+        f.on_info(&info(NOW + 5_000_000, &[("x", 0, 1, 3 << 8)]), NOW, t, false);
+        assert_eq!((up(&f, t), f.cmds[&key("x")].last_exit), (None, Some(768)));
+        // a new run: the deputy reports exit 0 from the start on; the last
+        // exit is kept until the next one
+        f.act(&key("x"), Verb::Start);
+        f.on_info(&info(NOW + 6_000_000, &[("x", 0, 1, 0)]), NOW, t, false);
+        f.on_info(&info(NOW + 7_000_000, &[("x", 8, 2, 0)]), NOW, t, false);
+        assert_eq!(f.cmds[&key("x")].last_exit, Some(768));
+        f.on_info(&info(NOW + 8_000_000, &[("x", 0, 2, 0)]), NOW, t, false);
+        assert_eq!(f.cmds[&key("x")].last_exit, Some(0), "a clean exit is an exit");
+        // a run going before this sheriff heard of it: at least that old
+        let mut g = Fleet::default();
+        g.on_info(&info(NOW, &[("x", 9, 4, 0)]), NOW, t, false);
+        assert_eq!(up(&g, t + Duration::from_secs(3)), Some((3, false)));
+        assert_eq!(g.cmds[&key("x")].last_exit, None);
+        let mut g = Fleet::default();
+        g.define("d", cmd_t("x", false));
+        g.on_info(&info(NOW, &[("x", 0, 4, 0)]), NOW, t, false);
+        assert_eq!(g.cmds[&key("x")].last_exit, Some(0), "a stopped command's last run is known at once");
+    }
+
+    #[test]
+    fn commands_the_deputy_will_not_act_on() {
+        let mut f = Fleet::default();
+        let t = Instant::now();
+        f.on_info(&info(NOW, &[("local", 5, 0, 0), ("x", 6, 1, 0)]), NOW, t, false);
+        let all = crate::sheriff::view::Filter { all: true, ..Default::default() };
+        f.act(&key("local"), Verb::Stop);
+        assert_eq!(f.cmds[&key("local")].status(), Status::Stopping);
+        assert!(f.refuse(&key("local"), "local is not a procman command of this deputy; orders about it are ignored"));
+        assert!(!f.refuse(&key("nobody"), "x"));
+        let c = &f.cmds[&key("local")];
+        assert_eq!((c.status(), c.force_quit, c.desired_runid), (Status::Running, false, 0), "back to what runs");
+        assert_eq!(all.actionable(&f), (vec![key("x")], 1), "--all leaves it alone");
+        let named = crate::sheriff::view::Filter { name: Some("local".into()), ..Default::default() };
+        assert_eq!(named.actionable(&f), (vec![key("local")], 0), "named, it is ordered");
+        assert!(f.act(&key("local"), Verb::Stop));
+        assert_eq!(f.cmds[&key("local")].status(), Status::Running, "its status is what the deputy reports");
+        f.on_info(&info(NOW + 1, &[("local", 5, 0, 0), ("x", 6, 1, 0)]), NOW, t, false);
+        assert!(f.cmds[&key("local")].refused.is_some());
+        // seen acting on it after all: the mark goes
+        f.on_info(&info(NOW + 2, &[("local", 0, 0, 15), ("x", 6, 1, 0)]), NOW, t, false);
+        assert!(f.cmds[&key("local")].refused.is_none());
+        // a deputy refusing every order of this sheriff
+        f.refuse_deputy("d", "deputy d is read-only; orders ignored");
+        assert_eq!(all.actionable(&f).1, 2);
     }
 
     #[test]

@@ -26,8 +26,9 @@ enum Flat {
 pub enum Outcome {
     /// Every action ran and every wait was met.
     Done,
-    /// A wait was not met within the script timeout.
-    TimedOut(String),
+    /// A wait failed: not met within the script timeout, or a command it
+    /// names is one its deputy said it will not act on.
+    Failed(String),
 }
 
 /// A script being run.
@@ -64,14 +65,16 @@ fn flatten(cfg: &Config, actions: &[Action], out: &mut Vec<Flat>, depth: usize) 
     Ok(())
 }
 
-/// The commands a target names.
+/// The commands a target names. `everything` and groups leave out the
+/// commands whose deputy said it will not act on them (docs/fleet.md
+/// §5.2): they are neither ordered nor waited for.
 pub fn targets(f: &Fleet, t: &Target) -> Vec<(String, String)> {
     f.cmds
         .iter()
         .filter(|(_, c)| match t {
-            Target::Everything => true,
+            Target::Everything => c.refused.is_none(),
             Target::Cmd(id) => &c.cmd.command_id == id,
-            Target::Group(g) => group_matches(g, &c.cmd.group),
+            Target::Group(g) => c.refused.is_none() && group_matches(g, &c.cmd.group),
         })
         .map(|(k, _)| k.clone())
         .collect()
@@ -126,13 +129,23 @@ impl Run {
     ) -> Result<Outcome, Option<Instant>> {
         loop {
             if let Some((t, w, since)) = &self.waiting {
+                let refused = targets(f, t).iter().find_map(|k| f.cmds[k].refused.clone());
+                if let Some(why) = refused.filter(|_| !met(f, t, *w)) {
+                    let msg = format!(
+                        "wait for {} to be {}: the deputy will not act on it: {why}",
+                        describe(t),
+                        wait_word(*w)
+                    );
+                    self.progress.push(msg.clone());
+                    return Ok(Outcome::Failed(msg));
+                }
                 if met(f, t, *w) {
                     self.progress.push(format!("{} is {}", describe(t), wait_word(*w)));
                     self.waiting = None;
                 } else if self.timeout.is_some_and(|d| now.duration_since(*since) >= d) {
                     let msg = format!("wait for {} to be {} timed out", describe(t), wait_word(*w));
                     self.progress.push(msg.clone());
-                    return Ok(Outcome::TimedOut(msg));
+                    return Ok(Outcome::Failed(msg));
                 } else {
                     let poll = now + Duration::from_millis(50);
                     return Err(Some(self.timeout.map_or(poll, |d| (*since + d).min(poll))));
@@ -271,7 +284,7 @@ script "s" { start cmd "a" wait "running"; run_script "inner"; stop group "g" wa
         // b never stops: the wait times out after a second
         assert!(matches!(run.step(&f, t2 + Duration::from_millis(500), &mut |_, _| {}), Err(Some(_))));
         let end = run.step(&f, t2 + Duration::from_millis(1001), &mut |_, _| {});
-        assert!(matches!(end, Ok(Outcome::TimedOut(ref m)) if m.contains("group \"g\"")), "{end:?}");
+        assert!(matches!(end, Ok(Outcome::Failed(ref m)) if m.contains("group \"g\"")), "{end:?}");
         // once it stops, the same script ends well
         let mut run = Run::new(&c, "s", None).unwrap();
         report(&mut f, 3, &[("a", "", 7, 1), ("b", "g", 0, 1)]);

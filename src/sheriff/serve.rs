@@ -6,9 +6,11 @@
 //! Control protocol: one request line per connection, TAB-separated; the
 //! reply's first line is `ok` or `error\tMESSAGE`. `status` sends `row`
 //! lines (see [`Row`]) and `end`; `deputies` the table text and `end`;
-//! `act\tVERB\tFILTER...` `ok\tN`; `logs\tDEPUTY\tID\tLINES\tFOLLOW` the
-//! output itself (followed while the connection lasts); `run\tSCRIPT`
-//! progress lines and a last `done` or `failed\tWHY`.
+//! `act\tVERB\tFILTER...` `ok\tCHANGED\tSELECTED\tSKIPPED`;
+//! `logs\tDEPUTY\tID\tLINES\tFOLLOW` the output itself (followed while
+//! the connection lasts); `run\tSCRIPT[\ttimeout=SECONDS]` progress lines
+//! and a last `done` or `failed\tWHY`; `id` `ok\tID\tactive|observer\tURL`
+//! (docs/fleet.md §5.7).
 
 use super::config::{self, Config};
 use super::engine::{Engine, Settings};
@@ -30,6 +32,8 @@ use std::time::{Duration, Instant};
 /// What to do after the script given on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AfterScript {
+    /// Go on steering (the default).
+    Continue,
     /// Exit (status 0, or 1 if a wait failed).
     Exit,
     /// Go on as an observer.
@@ -196,6 +200,8 @@ pub struct Sheriff {
     script_timeout: Option<Duration>,
     after_script: AfterScript,
     hub: Option<Hub>,
+    /// The LCM URL in use (the hub's, if it runs one).
+    url: String,
     _local: Option<Local>,
     sig_rx: std::os::unix::net::UnixStream,
     _sig_tx: std::os::unix::net::UnixStream,
@@ -314,6 +320,7 @@ impl Sheriff {
             script_timeout: o.script_timeout,
             after_script: o.after_script,
             hub,
+            url: url.to_string(),
             _local: local,
             sig_rx,
             _sig_tx: sig_tx,
@@ -428,8 +435,10 @@ impl Sheriff {
                 if filter.is_empty() {
                     return self.reply(t, "error\tno command selected\n", Mode::Closing);
                 }
-                let keys = filter.select(fleet);
-                if keys.is_empty() {
+                // Commands whose deputy said it will not act on them are
+                // left out unless named by id (docs/fleet.md §5.2).
+                let (keys, skipped) = filter.actionable(fleet);
+                if keys.is_empty() && skipped == 0 {
                     return self.reply(t, "error\tno such command\n", Mode::Closing);
                 }
                 let n = self.engine.act(&keys, verb);
@@ -438,9 +447,12 @@ impl Sheriff {
                 if let Some(why) = deputies.iter().find_map(|d| self.engine.unsendable(d)) {
                     return self.reply(t, &format!("error\t{why}\n"), Mode::Closing);
                 }
-                self.reply(t, &format!("ok\t{n}\t{}\n", keys.len()), Mode::Closing);
+                self.reply(t, &format!("ok\t{n}\t{}\t{skipped}\n", keys.len()), Mode::Closing);
             }
             "flush" => {
+                if self.engine.observer {
+                    return self.reply(t, "error\tthis sheriff is an observer\n", Mode::Closing);
+                }
                 let n = self.engine.fleet.flush_dead();
                 for d in self.engine.fleet.heard_deputies() {
                     self.engine.touch(&d);
@@ -470,7 +482,17 @@ impl Sheriff {
                 if self.engine.observer {
                     return self.reply(t, "error\tthis sheriff is an observer\n", Mode::Closing);
                 }
-                match Run::new(&self.config, f[1], self.script_timeout) {
+                // The client's --script-timeout, if it gave one, else ours.
+                let mut timeout = self.script_timeout;
+                for x in &f[2..] {
+                    match x.strip_prefix("timeout=").map(str::parse::<f64>) {
+                        Some(Ok(secs)) if secs.is_finite() && secs >= 0.0 => {
+                            timeout = Some(Duration::from_secs_f64(secs.min(1e9)))
+                        }
+                        _ => return self.reply(t, &format!("error\tbad run option {x:?}\n"), Mode::Closing),
+                    }
+                }
+                match Run::new(&self.config, f[1], timeout) {
                     Ok(r) => {
                         if let Some((old, Some(ot))) = self.run.take() {
                             self.reply(
@@ -487,8 +509,8 @@ impl Sheriff {
                 }
             }
             "id" => {
-                let out =
-                    format!("ok\t{}\t{}\n", self.engine.id, if self.engine.observer { "observer" } else { "active" });
+                let mode = if self.engine.observer { "observer" } else { "active" };
+                let out = format!("ok\t{}\t{mode}\t{}\n", self.engine.id, self.url);
                 self.reply(t, &out, Mode::Closing);
             }
             _ => self.reply(t, "error\tunknown request\n", Mode::Closing),
@@ -563,7 +585,7 @@ impl Sheriff {
                 self.run = None;
                 let (line, code) = match &outcome {
                     Outcome::Done => ("done\n".to_string(), 0),
-                    Outcome::TimedOut(why) => (format!("failed\t{why}\n"), 1),
+                    Outcome::Failed(why) => (format!("failed\t{why}\n"), 1),
                 };
                 log(&format!("script {name}: {}", line.trim_end().replace('\t', ": ")));
                 match client {
@@ -572,6 +594,7 @@ impl Sheriff {
                         self.flush_client(t);
                     }
                     None => match self.after_script {
+                        AfterScript::Continue => {}
                         AfterScript::Exit => self.exit = Some(code),
                         AfterScript::Observe => self.engine.observer = true,
                     },

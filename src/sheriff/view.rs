@@ -37,6 +37,30 @@ impl Filter {
         f.cmds.iter().filter(|(_, c)| self.matches(c)).map(|(k, _)| k.clone()).collect()
     }
 
+    /// Does it name `c` by its id (not by a pattern, a group or `--all`)?
+    pub fn names(&self, c: &Command) -> bool {
+        self.name.as_deref() == Some(c.cmd.command_id.as_str())
+    }
+
+    /// The commands a verb acts on: those selected, less the ones whose
+    /// deputy said it will not act on them unless named by id
+    /// (docs/fleet.md §5.2); and how many were left out.
+    pub fn actionable(&self, f: &Fleet) -> (Vec<(String, String)>, usize) {
+        let mut skipped = 0;
+        let keys = f
+            .cmds
+            .iter()
+            .filter(|(_, c)| self.matches(c))
+            .filter(|(_, c)| {
+                let skip = c.refused.is_some() && !self.names(c);
+                skipped += usize::from(skip);
+                !skip
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        (keys, skipped)
+    }
+
     /// As protocol fields (`name=...`, ...), for the control socket.
     pub fn to_fields(&self) -> Vec<String> {
         let mut v = Vec::new();
@@ -91,10 +115,14 @@ pub struct Row {
     pub rss: i64,
     /// Seconds of the current run (-1: not running).
     pub uptime: i64,
-    /// Raw wait status of the last run.
-    pub exit: i32,
+    /// The sheriff saw the run start; if not, it is at least `uptime` old.
+    pub start_seen: bool,
+    /// Raw wait status of the last run that ended (`None`: none seen).
+    pub exit: Option<i32>,
     /// `ok`, `late` or `lost` (the deputy's liveness).
     pub live: String,
+    /// The deputy's notice if it said it will not act on this command.
+    pub refused: Option<String>,
 }
 
 fn live_word(l: Liveness) -> &'static str {
@@ -110,26 +138,32 @@ pub fn rows(f: &Fleet, filter: &Filter, now: Instant) -> Vec<Row> {
     f.cmds
         .values()
         .filter(|c| filter.matches(c))
-        .map(|c| Row {
-            deputy: c.deputy.clone(),
-            id: c.cmd.command_id.clone(),
-            group: c.cmd.group.clone(),
-            status: c.status().text().to_string(),
-            pid: c.pid,
-            cpu_pct: c.cpu * 100.0,
-            rss: c.rss,
-            uptime: c.uptime(now).map_or(-1, |d| d.as_secs() as i64),
-            exit: c.exit_code,
-            live: live_word(f.liveness(&c.deputy, now)).to_string(),
+        .map(|c| {
+            let up = f.deputies.get(&c.deputy).and_then(|d| c.uptime(d, now));
+            Row {
+                deputy: c.deputy.clone(),
+                id: c.cmd.command_id.clone(),
+                group: c.cmd.group.clone(),
+                status: c.status().text().to_string(),
+                pid: c.pid,
+                cpu_pct: c.cpu * 100.0,
+                rss: c.rss,
+                uptime: up.map_or(-1, |(d, _)| d.as_secs() as i64),
+                start_seen: up.is_some_and(|(_, seen)| seen),
+                exit: c.last_exit,
+                live: live_word(f.liveness(&c.deputy, now)).to_string(),
+                refused: c.refused.clone(),
+            }
         })
         .collect()
 }
 
 impl Row {
-    /// TAB-separated (`row` first).
+    /// TAB-separated (`row` first; an unknown exit is `-`, no refusal an
+    /// empty field).
     pub fn to_line(&self) -> String {
         format!(
-            "row\t{}\t{}\t{}\t{}\t{}\t{:.2}\t{}\t{}\t{}\t{}",
+            "row\t{}\t{}\t{}\t{}\t{}\t{:.2}\t{}\t{}\t{}\t{}\t{}\t{}",
             self.deputy,
             self.id,
             self.group,
@@ -138,15 +172,17 @@ impl Row {
             self.cpu_pct,
             self.rss,
             self.uptime,
-            self.exit,
-            self.live
+            u8::from(self.start_seen),
+            self.exit.map_or("-".to_string(), |e| e.to_string()),
+            self.live,
+            self.refused.as_deref().unwrap_or("")
         )
     }
 
     /// Parse [`Row::to_line`].
     pub fn from_line(l: &str) -> Option<Row> {
         let f: Vec<&str> = l.split('\t').collect();
-        if f.len() != 11 || f[0] != "row" {
+        if f.len() != 13 || f[0] != "row" {
             return None;
         }
         Some(Row {
@@ -158,21 +194,19 @@ impl Row {
             cpu_pct: f[6].parse().ok()?,
             rss: f[7].parse().ok()?,
             uptime: f[8].parse().ok()?,
-            exit: f[9].parse().ok()?,
-            live: f[10].into(),
+            start_seen: f[9] == "1",
+            exit: if f[10] == "-" { None } else { Some(f[10].parse().ok()?) },
+            live: f[11].into(),
+            refused: (!f[12].is_empty()).then(|| f[12].to_string()),
         })
     }
 }
 
-/// A raw wait status as people read it: `exit N`, `signal N`, `-`.
-pub fn exit_text(status: i32) -> String {
-    if status == 0 {
-        "-".into()
-    } else if status & 0x7f == 0 {
-        format!("exit {}", (status >> 8) & 0xff)
-    } else {
-        format!("signal {}", status & 0x7f)
-    }
+/// A raw wait status as people read it: `exit N` (`exit 0` for a clean
+/// exit), `signal N`; `-` when no run has ended.
+pub fn exit_text(status: Option<i32>) -> String {
+    let Some(status) = status else { return "-".into() };
+    if status & 0x7f == 0 { format!("exit {}", (status >> 8) & 0xff) } else { format!("signal {}", status & 0x7f) }
 }
 
 fn human_bytes(b: i64) -> String {
@@ -187,6 +221,12 @@ fn human_bytes(b: i64) -> String {
     } else {
         format!("{:.0}K", b / 1024.0)
     }
+}
+
+/// An uptime: `-` when not running; `>` before it when the run was
+/// already going when the sheriff first heard of it (at least that long).
+fn uptime_text(secs: i64, seen: bool) -> String {
+    if secs < 0 || seen { human_secs(secs) } else { format!(">{}", human_secs(secs)) }
 }
 
 fn human_secs(s: i64) -> String {
@@ -213,7 +253,7 @@ pub fn table(rows: &[Row]) -> String {
             if r.pid > 0 { r.pid.to_string() } else { "-".into() },
             if r.pid > 0 { format!("{:.1}", r.cpu_pct) } else { "-".into() },
             if r.pid > 0 { human_bytes(r.rss) } else { "-".into() },
-            human_secs(r.uptime),
+            uptime_text(r.uptime, r.start_seen),
             exit_text(r.exit),
         ]);
     }
@@ -273,15 +313,21 @@ mod tests {
             cpu_pct: 12.5,
             rss: 3 << 20,
             uptime: 75,
-            exit: 768,
+            start_seen: true,
+            exit: Some(768),
             live: "ok".into(),
+            refused: None,
         };
         assert_eq!(Row::from_line(&r.to_line()), Some(r.clone()));
-        let t = table(&[r]);
+        let other = Row { start_seen: false, exit: None, refused: Some("not ours".into()), ..r.clone() };
+        assert_eq!(Row::from_line(&other.to_line()), Some(other.clone()));
+        let t = table(&[r, other]);
         assert!(t.starts_with("DEPUTY  COMMAND  GROUP  STATUS   PID  CPU%  RSS   UPTIME  LAST EXIT\n"), "{t}");
-        assert!(t.contains("d       x        g/h    Running  12   12.5  3.0M  1m15s   exit 3"), "{t}");
-        assert_eq!(exit_text(15), "signal 15");
-        assert_eq!(exit_text(0), "-");
+        assert!(t.contains("\nd       x        g/h    Running  12   12.5  3.0M  1m15s   exit 3\n"), "{t}");
+        assert!(t.contains("\nd       x        g/h    Running  12   12.5  3.0M  >1m15s  -\n"), "{t}");
+        assert_eq!(exit_text(Some(15)), "signal 15");
+        assert_eq!(exit_text(Some(0)), "exit 0");
+        assert_eq!(exit_text(None), "-");
         let f = Filter { name: Some("x*".into()), group: Some("g".into()), deputy: None, all: false };
         assert_eq!(Filter::from_fields(f.to_fields().iter().map(String::as_str)), f);
     }

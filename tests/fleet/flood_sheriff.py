@@ -5,11 +5,11 @@ sent. Every table the reports can grow is pushed past its limit."""
 import sys
 import time
 
-from support import P, lcm
+from support import P, new_lcm
 
 url = sys.argv[1]
 phases = sys.argv[2] if len(sys.argv) > 2 else "1234"
-lc = lcm.LCM(url)
+lc = new_lcm(url)
 sent = 0
 
 

@@ -199,6 +199,82 @@ script "bringup" { start group "grp" wait "running"; }
     assert got == "".join(f"{i}\n" for i in range(1, 20001)).encode(), f"{got.count(b'{}')} lines followed"
 
 
+def oneshot_sheriff(procs, url):
+    """daemonproxy-sheriff verbs with no sheriff serving, in the sheriff's
+    namespace, against deputies in NS_A and NS_B (issue 16 #14, #14b):
+    each acts on every deputy's commands, ordering only after the reports
+    of all (not 2 ms after the first), and a wait over --all does not hang
+    on host-a's local service, which its bridge will not stop."""
+    from support import P, binary
+    ns_a, ns_b = os.environ["NS_A"], os.environ["NS_B"]
+    keeper = ["service.args\tkeeper\tsleep\t300", "service.start\tkeeper"]
+    a = Host(procs, url, "host-a", prefix=["ip", "netns", "exec", ns_a], conf_lines=keeper)
+    b = Host(procs, url, "host-b", prefix=["ip", "netns", "exec", ns_b])
+    s = Sheriff(url)
+    seen = []  # (monotonic, kind, sender)
+    s.lc.subscribe("PM_ORDERS", lambda c, d: seen.append((time.monotonic(), "orders", P.orders_t.decode(d).sheriff_id)))
+    s.lc.subscribe("PM_DISCOVER", lambda c, d: seen.append(
+        (time.monotonic(), "discover", P.discovery_t.decode(d).transmitter_id)))
+    assert s.wait(lambda: "host-a" in s.infos and "host-b" in s.infos, 8), "deputies not seen"
+    want = {"host-a": [cmd("w1", "sleep 300", 1, group="web")], "host-b": [cmd("w2", "sleep 300", 1, group="web")]}
+
+    def send():
+        for dep, cmds in want.items():
+            s.orders(dep, cmds)
+
+    def pid(host, svc):
+        st = host.statedump().get(svc, ("down", "-"))
+        return st[1] if st[0] == "up" else None
+
+    send()
+    assert s.wait(lambda: pid(a, "pm.w1") and pid(b, "pm.w2"), 8, send), "w1 and w2 not started"
+    keeper_pid = pid(a, "keeper")
+    assert keeper_pid, a.statedump()
+    # From here on the test's sheriff only listens; the deputies keep its
+    # last orders.
+    sheriff = binary("daemonproxy-sheriff")
+
+    def oneshot(*args, timeout=40):
+        t0 = time.monotonic()
+        p = subprocess.Popen([sheriff, "--lcm-url", url, "--control", os.path.join(a.dir, "none.sock"), *args],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        err = b""
+        try:
+            while p.poll() is None:
+                assert time.monotonic() - t0 < timeout, f"{args} still running after {timeout} s"
+                s.lc.handle_timeout(20)
+        finally:
+            if p.poll() is None:
+                p.kill()
+            err = p.communicate()[1]
+        return p.returncode, err.decode(errors="replace"), p.pid, time.monotonic() - t0
+
+    # stop --all --wait stopped: both deputies, and the local service is
+    # left alone (its bridge said it will not act on it).
+    rc, err, _, took = oneshot("stop", "--all", "--wait", "stopped", "--timeout", "20")
+    assert rc == 0 and took < 15, f"stop --all: exit {rc} after {took:.1f} s: {err}"
+    assert not pid(a, "pm.w1") and not pid(b, "pm.w2"), (a.statedump(), b.statedump())
+    assert pid(a, "keeper") == keeper_pid, "the local service was touched"
+    assert "will not act on them" in err, err
+    rc, err, _, _ = oneshot("start", "--group", "web", "--wait", "running", "--timeout", "20")
+    assert rc == 0 and pid(a, "pm.w1") and pid(b, "pm.w2"), f"start --group web: exit {rc}: {err}"
+    # restart --group web, three times: every time both commands get a new
+    # run, and the orders go out after a report period, not at once.
+    for n in range(3):
+        before = (pid(a, "pm.w1"), pid(b, "pm.w2"))
+        rc, err, spid, _ = oneshot("restart", "--group", "web")
+        assert rc == 0 and "2 of 2 command(s) changed" in err, f"restart {n}: exit {rc}: {err}"
+        assert wait_until(lambda: all(p and p != q for p, q in zip((pid(a, "pm.w1"), pid(b, "pm.w2")), before)), 5), \
+            f"restart {n}: not both restarted: {before} -> {(pid(a, 'pm.w1'), pid(b, 'pm.w2'))}"
+        # its messages: sheriff_id is "<hostname>:<pid>:<utime>"
+        mine = [x for x in seen if x[2].split(":")[1:2] == [str(spid)]]
+        disc = next((t for t, kind, _ in mine if kind == "discover"), None)
+        first = next((t for t, kind, _ in mine if kind == "orders"), None)
+        assert disc is not None and first is not None, mine
+        assert first - disc >= 1.0, f"restart {n}: orders {1000 * (first - disc):.0f} ms after the discovery"
+    assert pid(a, "keeper") == keeper_pid
+
+
 def main():
     name, url = sys.argv[1], sys.argv[2]
     procs = Procs()

@@ -127,9 +127,12 @@ class Host:
 
     `prefix` runs both inside a network namespace (e.g. ["ip", "netns",
     "exec", NS]). With `bridge_as_service` the bridge is a controller
-    service of daemonproxy (auto_up 1 always), else a socket client."""
+    service of daemonproxy (auto_up 1 always), else a socket client.
+    `conf_lines`: more lines of daemonproxy's configuration (services of
+    its own, which the bridge reports as local)."""
 
-    def __init__(self, procs, url, deputy_id, prefix=(), bridge_args=(), bridge_as_service=False, env=None):
+    def __init__(self, procs, url, deputy_id, prefix=(), bridge_args=(), bridge_as_service=False, env=None,
+                 conf_lines=()):
         self.procs = procs
         self.dir = tempfile.mkdtemp(prefix="fleet-")
         self.sock = os.path.join(self.dir, "dp.sock")
@@ -138,7 +141,7 @@ class Host:
         self.blog_path = os.path.join(self.dir, "bridge.log")
         conf = os.path.join(self.dir, "dp.conf")
         bridge = [binary("daemonproxy-bridge"), "--lcm-url", url, "--id", deputy_id, *bridge_args]
-        lines = []
+        lines = list(conf_lines)
         if bridge_as_service:
             blog = os.path.join(self.dir, "bridge.log")
             lines += [
@@ -197,6 +200,21 @@ class Host:
         return out
 
 
+def new_lcm(url):
+    """lcm.LCM(url), without the library's "LCM tcpq: connecting..." on
+    standard error (written by its C part to descriptor 2)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        return lcm.LCM(url)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def cmd(cid, exe, runid, force_quit=False, respawn=False, group="g", stop_signal=15, stop_time=2.0):
     c = P.cmd_t()
     c.command_id, c.exec_str, c.group = cid, exe, group
@@ -211,7 +229,7 @@ class Sheriff:
     deputy_info_t and output_t it receives."""
 
     def __init__(self, url, sheriff_id="test-sheriff:1:1"):
-        self.lc = lcm.LCM(url)
+        self.lc = new_lcm(url)
         self.id = sheriff_id
         self.infos = {}  # deputy id -> latest info
         self.info_log = []  # (monotonic, info)
@@ -291,3 +309,33 @@ class HubProc:
         if not line.startswith("listening"):
             raise AssertionError("hub did not start: " + line)
         self.url = f"tcpq://127.0.0.1:{self.port}"
+
+
+def three_namespaces(test):
+    """Three hosts on one machine (docs/fleet.md §7 "Multi-host"): network
+    namespaces A and B for deputies and S for the sheriff, joined by veth
+    pairs on a Linux bridge in S (10.77.0.0/24), each with a route for
+    224.0.0.0/4. Skips `test` (a TestCase) without root or netns; removed
+    at its cleanup. Returns {"A": name, "B": name, "S": name}."""
+    why = have_netns()
+    if why:
+        test.skipTest(why)
+    tag = str(os.getpid())
+    ns = {k: f"dp{k}{tag}" for k in "ABS"}
+    test.addCleanup(lambda: [ip("netns", "del", n, check=False) for n in ns.values()])
+    A, B, S = ns["A"], ns["B"], ns["S"]
+    for n in (A, B, S):
+        ip("netns", "add", n)
+        ip("-n", n, "link", "set", "lo", "up")
+    ip("-n", S, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
+    ip("-n", S, "addr", "add", "10.77.0.1/24", "dev", "br0")
+    ip("-n", S, "link", "set", "br0", "up")
+    ip("-n", S, "route", "add", "224.0.0.0/4", "dev", "br0")
+    for k, host, addr in (("A", A, "10.77.0.2"), ("B", B, "10.77.0.3")):
+        ip("-n", S, "link", "add", f"s{k}", "type", "veth", "peer", "name", f"v{k}", "netns", host)
+        ip("-n", S, "link", "set", f"s{k}", "master", "br0")
+        ip("-n", S, "link", "set", f"s{k}", "up")
+        ip("-n", host, "addr", "add", f"{addr}/24", "dev", f"v{k}")
+        ip("-n", host, "link", "set", f"v{k}", "up")
+        ip("-n", host, "route", "add", "224.0.0.0/4", "dev", f"v{k}")
+    return ns

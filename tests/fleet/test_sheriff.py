@@ -192,6 +192,8 @@ class Verbs(SheriffCase):
         took = time.monotonic() - t
         f.kill()
         f.wait()
+        f.stdout.close()
+        f.stderr.close()
         want = "".join(f"{i}\n" for i in range(1, lines + 1)).encode()
         self.assertEqual(got.count(b"\n"), lines, f"{got.count(b'{}')} lines")
         self.assertEqual(got, want)
