@@ -208,7 +208,8 @@ def oneshot_sheriff(procs, url):
     from support import P, binary
     ns_a, ns_b = os.environ["NS_A"], os.environ["NS_B"]
     keeper = ["service.args\tkeeper\tsleep\t300", "service.start\tkeeper"]
-    a = Host(procs, url, "host-a", prefix=["ip", "netns", "exec", ns_a], conf_lines=keeper)
+    a = Host(procs, url, "host-a", prefix=["ip", "netns", "exec", ns_a], conf_lines=keeper,
+             bridge_args=["--local", "observe"])
     b = Host(procs, url, "host-b", prefix=["ip", "netns", "exec", ns_b])
     s = Sheriff(url)
     seen = []  # (monotonic, kind, sender)

@@ -130,7 +130,7 @@ class Waits(SheriffCase):
     said it will not act on; naming one fails at once."""
 
     def test_stop_all_leaves_local_services_alone(self):
-        (d,) = [Host(self.procs, self.url, "dep-1", conf_lines=KEEPER)]
+        (d,) = [Host(self.procs, self.url, "dep-1", conf_lines=KEEPER, bridge_args=["--local", "observe"])]
         self.serve("serve", self.config(CONFIG))
         self.wait_status(lambda s: ("dep-1", "keeper") in s and ("dep-1", "job") in s)
         keeper = d.statedump()["keeper"]
