@@ -22,7 +22,7 @@ import os
 import time
 import unittest
 
-from support import P, Host, HubProc, Procs
+from support import P, Host, HubProc, Procs, new_lcm
 
 PERIOD = 1.0  # a stock sheriff re-sends its orders every second
 NOTICE_WORDS = ("orders about it are ignored", "does not report")
@@ -56,8 +56,7 @@ class Cmd:
 
 class StockSheriff:
     def __init__(self, url, name="stock-host:4242:1"):
-        import lcm
-        self.lc = lcm.LCM(url)
+        self.lc = new_lcm(url)
         self.name = name
         self.deputies = {}  # name -> {command id: Cmd}
         self.heard = set()
