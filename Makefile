@@ -68,6 +68,10 @@ test: $(VENV_STAMP)
 MODEL_CASES ?= 10000
 check: lint unsafe-check
 	tools/check-doc-refs
+	@# the LCM type tables describe and use nothing: codec, fingerprint and
+	@# value use them (no circle of imports, src/procman/schema.rs)
+	@if grep -nE '^ *use +(super|crate)::' src/procman/schema.rs; then \
+		echo "src/procman/schema.rs must not import from the crate"; exit 1; fi
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	(cd fuzz && $(CARGO) fmt --check)

@@ -103,7 +103,7 @@ pub enum EncodeError {
         /// Its size in bytes.
         size: usize,
     },
-    /// A [`super::schema::Value`] does not have the shape its table gives.
+    /// A [`super::value::Value`] does not have the shape its table gives.
     Schema {
         /// The member.
         field: &'static str,

@@ -42,6 +42,7 @@ pub mod tcpq;
 pub mod types;
 pub mod udpm;
 pub mod url;
+pub mod value;
 
 pub use codec::{DecodeError, EncodeError, Message};
 pub use lcm::{Lcm, Received};

@@ -6,6 +6,7 @@
 //! lengths of the vectors, written on encode and checked on decode.
 
 use super::codec::{DecodeError, EncodeError, Message, Reader, Writer};
+use super::fingerprint::fingerprint;
 use super::schema::{Dim, Field, Prim, StructDef, Type};
 
 /// Deputy reports (`deputy_info_t`).
@@ -232,7 +233,7 @@ pub struct Discovery {
 
 impl Message for CmdT {
     const DEF: &'static StructDef = &CMD_T;
-    const FINGERPRINT: u64 = CMD_T.fingerprint();
+    const FINGERPRINT: u64 = fingerprint(&CMD_T);
 
     fn encode_members(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
         w.string("command_id", &self.command_id)?;
@@ -258,7 +259,7 @@ impl Message for CmdT {
 
 impl Message for CmdDesired {
     const DEF: &'static StructDef = &CMD_DESIRED_T;
-    const FINGERPRINT: u64 = CMD_DESIRED_T.fingerprint();
+    const FINGERPRINT: u64 = fingerprint(&CMD_DESIRED_T);
 
     fn encode_members(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
         self.cmd.encode_members(w)?;
@@ -278,7 +279,7 @@ impl Message for CmdDesired {
 
 impl Message for CmdStatus {
     const DEF: &'static StructDef = &CMD_STATUS_T;
-    const FINGERPRINT: u64 = CMD_STATUS_T.fingerprint();
+    const FINGERPRINT: u64 = fingerprint(&CMD_STATUS_T);
 
     fn encode_members(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
         self.cmd.encode_members(w)?;
@@ -320,7 +321,7 @@ fn decode_structs<T: Message>(r: &mut Reader<'_>, count: &'static str) -> Result
 
 impl Message for DeputyInfo {
     const DEF: &'static StructDef = &DEPUTY_INFO_T;
-    const FINGERPRINT: u64 = DEPUTY_INFO_T.fingerprint();
+    const FINGERPRINT: u64 = fingerprint(&DEPUTY_INFO_T);
 
     fn encode_members(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
         w.i64(self.utime);
@@ -349,7 +350,7 @@ impl Message for DeputyInfo {
 
 impl Message for Orders {
     const DEF: &'static StructDef = &ORDERS_T;
-    const FINGERPRINT: u64 = ORDERS_T.fingerprint();
+    const FINGERPRINT: u64 = fingerprint(&ORDERS_T);
 
     fn encode_members(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
         w.i64(self.utime);
@@ -370,7 +371,7 @@ impl Message for Orders {
 
 impl Message for Output {
     const DEF: &'static StructDef = &OUTPUT_T;
-    const FINGERPRINT: u64 = OUTPUT_T.fingerprint();
+    const FINGERPRINT: u64 = fingerprint(&OUTPUT_T);
 
     fn encode_members(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
         let n = self.command_ids.len();
@@ -398,7 +399,7 @@ impl Message for Output {
 
 impl Message for Discovery {
     const DEF: &'static StructDef = &DISCOVERY_T;
-    const FINGERPRINT: u64 = DISCOVERY_T.fingerprint();
+    const FINGERPRINT: u64 = fingerprint(&DISCOVERY_T);
 
     fn encode_members(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
         w.i64(self.utime);
@@ -495,7 +496,7 @@ impl Sent for Discovery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::procman::schema::Value;
+    use crate::procman::value::Value;
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();
