@@ -1,7 +1,9 @@
-"""daemonproxy.py - a small Python client for daemonproxy's controller protocol.
+"""daemonproxy - a small Python client for daemonproxy's controller protocol.
 
-Standard library only, Python 3.9 or later.  Copy it next to your script or
-put its directory on sys.path.
+Standard library only, Python 3.9 or later.  Install it from the top of a
+daemonproxy checkout with "pip install ./python" and "import daemonproxy".
+The package is this one file (python/daemonproxy/__init__.py): "make
+install" also copies it, as daemonproxy.py, beside the example controllers.
 
 daemonproxy talks in lines of TAB-separated fields: you send commands, it
 sends events (service.state, fd.state, ...) and replies (error, warning, the
@@ -83,6 +85,9 @@ import struct
 import subprocess
 import sys
 import time
+
+#: The daemonproxy release this client belongs to (the package's version).
+__version__ = "1.2.0"
 
 __all__ = [
     "Client",
