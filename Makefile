@@ -2,7 +2,8 @@
 #
 #   make            build the release binary (target/release/daemonproxy)
 #   make run        build, then run the example configuration (Ctrl-C stops it)
-#   make test       run every test (the cargo suites, then tests/python)
+#   make test       run every test (the cargo suites, the Python client's tests in a fresh
+#                   venv after "pip install ./python", tests/python, tests/fleet)
 #   make venv       the Python venv with the real LCM library the LCM tests use
 #   make golden     rewrite tests/golden/*.hex with the real LCM library
 #   make check      formatting, clippy, "make lint", unsafe only in sys/spawn/fatal, doc
@@ -11,7 +12,8 @@
 #   make fuzz       every cargo-fuzz target for FUZZ_SECONDS (default 60) each; see fuzz/README.md
 #   make bench      figures side by side with peers, and a 10-minute soak (about 25 minutes); see bench/README.md
 #   make install    PREFIX=/usr/local DESTDIR= ; daemons to sbin/, user commands to bin/,
-#                   controllers to share/daemonproxy/controllers/, man pages to share/man/
+#                   controllers and the Python client module (daemonproxy.py, for jobs.py)
+#                   to share/daemonproxy/controllers/, man pages to share/man/
 #   make clean      remove build output
 
 CARGO   ?= cargo
@@ -31,6 +33,8 @@ CONTROLLERS = $(wildcard controllers/*.sh controllers/*.py controllers/*.conf)
 RELEASE  = target/release
 MANPAGES = $(wildcard man/*.[1-9])
 SCRIPTS  = $(wildcard controllers/*.sh)
+# The Python client: a package of one file (python/daemonproxy/__init__.py).
+PYCLIENT = python/daemonproxy/__init__.py
 
 # The real LCM library (liblcm, its Python binding, lcm-gen) from PyPI, in a
 # project-local venv; the LCM tests find it through DAEMONPROXY_LCM_VENV and
@@ -38,6 +42,12 @@ SCRIPTS  = $(wildcard controllers/*.sh)
 VENV        = .venv
 LCM_VERSION = 1.5.3
 VENV_STAMP  = $(VENV)/.lcm-$(LCM_VERSION)
+
+# The Python client as its users get it: a throw-away venv made anew by
+# every "make test", "pip install ./python" into it (pip fetches the build
+# backend, flit_core, from PyPI: one small download), then the client's
+# tests, python/tests, with that venv's interpreter.
+PYCLIENT_VENV = target/pyclient-venv
 
 .PHONY: all run test check lint unsafe-check bench fuzz install uninstall clean venv golden
 
@@ -57,10 +67,19 @@ run: all
 	$(RUN_BIN) --setpgid -S $(RUN_SOCKET) -c controllers/example.conf
 
 # The Rust suites first (they build target/debug/daemonproxy), then the
-# controllers' Python suite against that binary.
+# Python client's suite, installed, and the controllers' suite against that
+# binary. DAEMONPROXY_CLIENT=installed makes the client's tests check that
+# they test the copy pip installed; DAEMONPROXY_CLIENT_VENV lets the README
+# test run the README's Python controller with the installed client too.
 test: $(VENV_STAMP)
 	DAEMONPROXY_LCM_VENV=$(CURDIR)/$(VENV) $(CARGO) test --all-targets --no-fail-fast
-	DAEMONPROXY=target/debug/daemonproxy python3 -m unittest discover -s tests/python
+	rm -rf $(PYCLIENT_VENV)
+	python3 -m venv $(PYCLIENT_VENV)
+	$(PYCLIENT_VENV)/bin/pip install --quiet --disable-pip-version-check ./python
+	DAEMONPROXY=target/debug/daemonproxy DAEMONPROXY_CLIENT=installed \
+		$(PYCLIENT_VENV)/bin/python -m unittest discover -s python/tests
+	DAEMONPROXY=target/debug/daemonproxy DAEMONPROXY_CLIENT_VENV=$(CURDIR)/$(PYCLIENT_VENV) \
+		python3 -m unittest discover -s tests/python
 	$(VENV)/bin/python -m unittest discover -s tests/fleet
 
 # The last line proves the PID-1 binary builds without the fleet crates;
@@ -181,6 +200,7 @@ install: all
 		case $$f in *.conf) m=644 ;; *) m=755 ;; esac; \
 		$(INSTALL) -m $$m "$$f" "$(DESTDIR)$(DATADIR)/controllers/" || exit 1; \
 	done
+	$(INSTALL) -m 644 $(PYCLIENT) "$(DESTDIR)$(DATADIR)/controllers/daemonproxy.py"
 	for f in $(MANPAGES); do \
 		s=$${f##*.}; \
 		$(INSTALL) -d "$(DESTDIR)$(MANDIR)/man$$s" && \

@@ -5,7 +5,8 @@ Each job is a daemonproxy service running one command, with its stdout and
 stderr going to a file.  daemonproxy does the forking, reaping and fd
 plumbing; this program only translates HTTP requests into protocol commands
 and events into JSON.  Standard library only (http.server), Python 3.9+,
-and controllers/daemonproxy.py next to it.
+and the client module daemonproxy (python/ of the repository: installed
+with "pip install ./python", or found there when run from a checkout).
 
     # talk to a running daemonproxy over its control socket
     python3 jobs.py --socket /run/daemonproxy.sock --token-file /etc/jobs.token
@@ -91,8 +92,17 @@ import urllib.parse
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import daemonproxy  # noqa: E402  (controllers/daemonproxy.py)
+try:
+    # Installed: "pip install ./python", or the copy "make install" puts
+    # beside this file.
+    import daemonproxy
+except ModuleNotFoundError as e:
+    if e.name != "daemonproxy":
+        raise
+    # Run from a checkout without installing: the package's source is
+    # python/daemonproxy/ at the top of the repository.
+    sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python"))
+    import daemonproxy
 
 JOB_TAG = "job=1"
 OUT_SUFFIX = ".out"

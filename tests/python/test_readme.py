@@ -5,7 +5,9 @@ The protocol tour and the extensions' example are replayed against a real
 come back in that order (numbers that are times, pids or durations may
 differ; `< ...` skips lines). The sh and Python controllers of "Writing a
 controller" run as controller services and must end daemonproxy with the
-exit status they promise.
+exit status they promise; the Python one both ways the README gives: from
+the checkout with PYTHONPATH=python, and with the client pip installed
+(the venv of "make test", $DAEMONPROXY_CLIENT_VENV).
 """
 
 import os
@@ -141,7 +143,7 @@ class Readme(unittest.TestCase):
         self.assertEqual(len(code), 1, "the README's %s controller" % info)
         return "\n".join(code[0]) + "\n"
 
-    def run_controller(self, script, name, cwd):
+    def run_controller(self, script, name, cwd, env=None):
         path = os.path.join(self.tmp.name, name)
         with open(path, "w") as f:
             f.write(script)
@@ -153,18 +155,37 @@ class Readme(unittest.TestCase):
             f.write("service.args\tctl\t%s\n" % path)
             f.write("service.fds\tctl\tcontrol.event\tcontrol.cmd\tstderr\n")
             f.write("service.auto_up\tctl\t1\talways\n")
-        return subprocess.run([binary(), "-c", conf], cwd=cwd, capture_output=True, text=True, timeout=30)
+        return subprocess.run([binary(), "-c", conf], cwd=cwd, env=env, capture_output=True, text=True, timeout=30)
 
     def test_the_sh_controller_ends_daemonproxy_with_mains_status(self):
         r = self.run_controller(self.controller("sh", "say terminate"), "my-controller", self.tmp.name)
         self.assertEqual(r.returncode, 7, r.stderr)
         self.assertIn("ctl: main ended (exit 7)", r.stderr)
 
-    def test_the_python_controller_gives_up_after_three_failures(self):
-        # It finds controllers/daemonproxy.py relative to the checkout.
-        r = self.run_controller(self.controller("python", "Client.from_service_fds"), "web-ctl.py", ROOT)
+    def check_python_controller(self, env):
+        script = self.controller("python", "Client.from_service_fds")
+        self.assertIn("\nfrom daemonproxy import Client\n", script, "the installed import")
+        self.assertNotIn("sys.path", script)
+        r = self.run_controller(script, "web-ctl.py", ROOT, env)
         self.assertEqual(r.returncode, 3, r.stderr)
         self.assertEqual(r.stderr.count("ctl: web ended (exit 1)"), 3, r.stderr)
+
+    def test_the_python_controller_from_a_checkout(self):
+        # As the README says: python/ on the path of the daemonproxy that
+        # starts it, which its services inherit.
+        env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
+        self.check_python_controller(env)
+
+    def test_the_python_controller_with_the_client_installed(self):
+        venv = os.environ.get("DAEMONPROXY_CLIENT_VENV")
+        if not venv:
+            self.skipTest("no venv with the client installed (make test sets DAEMONPROXY_CLIENT_VENV)")
+        # "#!/usr/bin/env python3" finds the venv's python3 first; no
+        # PYTHONPATH, and nothing named daemonproxy in the cwd or beside
+        # the script, so only the installed copy can be imported.
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env["PATH"] = os.path.join(venv, "bin") + os.pathsep + env.get("PATH", "")
+        self.check_python_controller(env)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Tests for the client helpers of the issue-9 extensions in
-controllers/daemonproxy.py: labels, query(), stat(), attach(),
+python/daemonproxy/: labels, query(), stat(), attach(),
 signal_matching(), and the service.limit event, against the real binary.
 """
 
@@ -7,7 +7,7 @@ import os
 import subprocess
 import unittest
 
-from support import DaemonTestCase, daemonproxy as dp, wait_until
+from dptest import DaemonTestCase, daemonproxy as dp, wait_until
 
 
 def _read(path):

@@ -1,8 +1,8 @@
-"""Tests for controllers/daemonproxy.py, the Python client module.
+"""Tests for the Python client module, python/daemonproxy/.
 
 Against the real binary: spawned with -i, over the control socket (-S),
 and as a controller service (a Python script using from_service_fds()).
-Run: python3 -m unittest discover -s tests/python -v
+Run: python3 -m unittest discover -s python/tests -v
 """
 
 import os
@@ -14,7 +14,7 @@ import textwrap
 import time
 import unittest
 
-from support import CONTROLLERS, DaemonTestCase, daemonproxy as dp
+from dptest import DaemonTestCase, daemonproxy as dp
 
 
 class EventParsing(unittest.TestCase):
@@ -355,7 +355,8 @@ class AsControllerService(DaemonTestCase):
     def test_python_controller_service(self):
         script = self.path("ctl.py")
         with open(script, "w") as f:
-            f.write(CONTROLLER % CONTROLLERS)
+            # The controller imports the same copy of the module as this test.
+            f.write(CONTROLLER % os.path.dirname(os.path.dirname(os.path.abspath(dp.__file__))))
         c = self.spawn()
         c.batch(
             [

@@ -1,7 +1,9 @@
-"""daemonproxy.py - a small Python client for daemonproxy's controller protocol.
+"""daemonproxy - a small Python client for daemonproxy's controller protocol.
 
-Standard library only, Python 3.9 or later.  Copy it next to your script or
-put its directory on sys.path.
+Standard library only, Python 3.9 or later.  Install it from the top of a
+daemonproxy checkout with "pip install ./python" and "import daemonproxy".
+The package is this one file (python/daemonproxy/__init__.py): "make
+install" also copies it, as daemonproxy.py, beside the example controllers.
 
 daemonproxy talks in lines of TAB-separated fields: you send commands, it
 sends events (service.state, fd.state, ...) and replies (error, warning, the
@@ -62,6 +64,11 @@ labels() and parse_labels() are the tag conventions (user=, session=,
 group=).  A "limit=N/SECONDS" word in service.auto_up caps restarts; the
 broadcast service.limit event says when it stopped a service.
 
+Typed (py.typed, clean under "mypy --strict"): the dicts returned are
+described by the TypedDicts StateDump (with ServiceInfo, AutoUp,
+HandleInfo, SignalInfo), Match and Figures; Value is a field converted to
+Python (None, int, float or str).
+
 Errors: DaemonproxyError (error text in .text, the message without the
 ', for command "..."' suffix in .message); DaemonproxyTimeout (also a
 TimeoutError) when a wait runs out; ConnectionClosed when daemonproxy hangs
@@ -71,6 +78,8 @@ ValueError before anything is sent.
 A Client is not thread-safe: use it from one thread, or hold a lock around
 every call (controllers/jobs.py shows how).
 """
+
+from __future__ import annotations
 
 import collections
 import os
@@ -83,6 +92,28 @@ import struct
 import subprocess
 import sys
 import time
+from typing import (
+    IO,
+    Any,
+    Callable,
+    Collection,
+    Container,
+    Iterable,
+    Iterator,
+    Literal,
+    Mapping,
+    Optional,
+    Sequence,
+    TextIO,
+    TypedDict,
+    TypeVar,
+    Union,
+    cast,
+    overload,
+)
+
+#: The daemonproxy release this client belongs to (the package's version).
+__version__ = "1.2.0"
 
 __all__ = [
     "Client",
@@ -95,6 +126,14 @@ __all__ = [
     "labels",
     "parse_labels",
     "glob_quote",
+    "Value",
+    "AutoUp",
+    "ServiceInfo",
+    "HandleInfo",
+    "SignalInfo",
+    "StateDump",
+    "Match",
+    "Figures",
 ]
 
 #: Longest command line daemonproxy accepts, LF not counted.
@@ -127,6 +166,90 @@ DEFAULT_TIMEOUT = 10.0
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,31}")
 _BANNER_LINES = 6
 
+# -- types ---------------------------------------------------------------------
+# The dicts this module returns are plain dicts; these TypedDicts describe
+# their keys for type checkers.  Value is an assignment that Python 3.9
+# evaluates, hence Union and Optional there rather than "|".
+
+#: A field converted by the module: "-" becomes None, "12" 12, "1.5" 1.5,
+#: anything else stays text.
+Value = Optional[Union[int, float, str]]
+
+
+class AutoUp(TypedDict):
+    """The "auto_up" of a ServiceInfo when set: {"interval", "triggers": [..]}."""
+
+    interval: Value
+    triggers: list[str]
+
+
+class ServiceInfo(TypedDict):
+    """One service of a StateDump."""
+
+    state: str
+    ts: Value
+    pid: Value
+    exit_reason: Value
+    exit_value: Value
+    uptime: Value
+    downtime: Value
+    tags: list[str]
+    args: list[str]
+    fds: list[str]
+    auto_up: AutoUp | None
+
+
+class HandleInfo(TypedDict):
+    """One handle of a StateDump."""
+
+    type: str
+    flags: list[str]
+    description: str
+
+
+class SignalInfo(TypedDict):
+    """One pending signal of a StateDump."""
+
+    ts: Value
+    count: Value
+
+
+class StateDump(TypedDict):
+    """What parse_statedump() and Client.statedump() return."""
+
+    services: dict[str, ServiceInfo]
+    handles: dict[str, HandleInfo]
+    signals: dict[str, SignalInfo]
+
+
+class Match(TypedDict):
+    """A service selected by service.query (Event.match, Client.query())."""
+
+    name: str
+    state: str
+    pid: Value
+    tags: list[str]
+    labels: dict[str, str]
+
+
+class Figures(TypedDict):
+    """Live figures of a service.stat line (Event.figures, Client.stat()):
+    the keys are STAT_FIELDS."""
+
+    name: str
+    pid: Value
+    state: str | None
+    start: Value
+    uptime: Value
+    cpu_ms: Value
+    cpu_permille: Value
+    rss_kb: Value
+    threads: Value
+    fds: Value
+
+
+_C = TypeVar("_C", bound="Client")
+
 
 class DaemonproxyError(Exception):
     """daemonproxy refused a command, or the connection failed.
@@ -135,7 +258,10 @@ class DaemonproxyError(Exception):
     same without the ', for command "..."' suffix.
     """
 
-    def __init__(self, text):
+    text: str
+    message: str
+
+    def __init__(self, text: str) -> None:
         super().__init__(text)
         self.text = text
         self.message = text.split(', for command "', 1)[0]
@@ -149,19 +275,19 @@ class ConnectionClosed(DaemonproxyError):
     """daemonproxy closed the connection (it exited, or dropped us)."""
 
 
-def valid_name(name):
+def valid_name(name: object) -> bool:
     """True if NAME follows the protocol's rule for service and handle names:
     1-31 bytes of A-Z a-z 0-9 . _ -"""
     return isinstance(name, str) and _NAME.fullmatch(name) is not None
 
 
-def labels(user=None, session=None, group=None, **more):
+def labels(user: object = None, session: object = None, group: object = None, **more: object) -> list[str]:
     """Tag words for service.tags by the label conventions: KEY=VALUE for
     user, session, group and any other keyword given (None is left out).
 
         labels(user="ann", session="run42")  ->  ["user=ann", "session=run42"]
     """
-    pairs = [("user", user), ("session", session), ("group", group)] + sorted(more.items())
+    pairs: list[tuple[str, object]] = [("user", user), ("session", session), ("group", group)] + sorted(more.items())
     words = []
     for key, value in pairs:
         if value is None:
@@ -173,12 +299,12 @@ def labels(user=None, session=None, group=None, **more):
     return words
 
 
-def parse_labels(tags):
+def parse_labels(tags: str | Iterable[str]) -> dict[str, str]:
     """The KEY=VALUE words of a tag list (or raw TAB-separated string) as a
     dict; words without "=" are left out."""
     if isinstance(tags, str):
         tags = tags.split("\t") if tags else []
-    out = {}
+    out: dict[str, str] = {}
     for word in tags:
         key, sep, value = word.partition("=")
         if sep:
@@ -186,13 +312,18 @@ def parse_labels(tags):
     return out
 
 
-def glob_quote(text):
+def glob_quote(text: object) -> str:
     """TEXT with daemonproxy's glob characters (* ? \\) quoted, to match it
     exactly in a name= or tag= filter."""
     return "".join("\\" + c if c in "*?\\" else c for c in str(text))
 
 
-def _filters(name=None, tags=(), state=None, labels_=None):
+def _filters(
+    name: str | None = None,
+    tags: Iterable[str] = (),
+    state: str | Iterable[str] | None = None,
+    labels_: Mapping[str, object] | None = None,
+) -> list[str]:
     """Filter fields for service.query / service.stat *."""
     fields = []
     if name is not None:
@@ -206,7 +337,7 @@ def _filters(name=None, tags=(), state=None, labels_=None):
     return fields
 
 
-def _value(text):
+def _value(text: str | None) -> Value:
     """A field as Python: "-" -> None, "12" -> 12, "1.5" -> 1.5, else the text."""
     if text is None or text == "-":
         return None
@@ -232,96 +363,100 @@ class Event:
 
     __slots__ = ("name", "fields", "raw")
 
-    def __init__(self, raw):
+    name: str
+    fields: list[str]
+    raw: str
+
+    def __init__(self, raw: str) -> None:
         self.raw = raw
         parts = raw.split("\t")
         self.name = parts[0]
         self.fields = parts[1:]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Event(%r)" % self.raw
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, Event) and other.raw == self.raw
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash(self.raw)
 
-    def _field(self, i):
+    def _field(self, i: int) -> str | None:
         return self.fields[i] if i < len(self.fields) else None
 
     @property
-    def is_broadcast(self):
+    def is_broadcast(self) -> bool:
         """True for events (service.*, fd.state, signal, overflow), False for replies."""
         return self.name in BROADCASTS
 
     @property
-    def text(self):
+    def text(self) -> str:
         """Everything after the first TAB: the message of an error or warning."""
         return self.raw.split("\t", 1)[1] if "\t" in self.raw else ""
 
     @property
-    def value(self):
+    def value(self) -> str:
         """The raw remainder after NAME (service.tags/args/fds/auto_up), TABs included."""
         parts = self.raw.split("\t", 2)
         return parts[2] if len(parts) > 2 else ""
 
     # -- service.* ---------------------------------------------------------
     @property
-    def service(self):
+    def service(self) -> str | None:
         """Service name of a service.* event."""
         return self._field(0) if self.name.startswith("service.") else None
 
-    def _state(self, i):
+    def _state(self, i: int) -> str | None:
         return self._field(i) if self.name == "service.state" else None
 
     @property
-    def state(self):
+    def state(self) -> str | None:
         """service.state: "down", "start", "up" or "deleted"."""
         return self._state(1)
 
     @property
-    def ts(self):
+    def ts(self) -> Value:
         """service.state: monotonic second of the transition (int), or None."""
         return _value(self._state(2))
 
     @property
-    def pid(self):
+    def pid(self) -> Value:
         """service.state: process id (int), or None."""
         return _value(self._state(3))
 
     @property
-    def exit_reason(self):
+    def exit_reason(self) -> Value:
         """service.state: "exit" or "signal" after a process ended, else None."""
         return _value(self._state(4))
 
     @property
-    def exit_value(self):
+    def exit_value(self) -> Value:
         """service.state: exit status (int) or signal name ("SIGTERM"), or None."""
         return _value(self._state(5))
 
     @property
-    def uptime(self):
+    def uptime(self) -> Value:
         """service.state: seconds the process ran (or has run), or None."""
         return _value(self._state(6))
 
     @property
-    def downtime(self):
+    def downtime(self) -> Value:
         """service.state: seconds since the process ended, or None."""
         return _value(self._state(7))
 
     @property
-    def figures(self):
+    def figures(self) -> Figures | None:
         """service.stat: a dict of STAT_FIELDS ("-" becomes None, numbers int)."""
         if self.name != "service.stat" or len(self.fields) < len(STAT_FIELDS):
             return None
-        out = {k: _value(v) for k, v in zip(STAT_FIELDS, self.fields)}
+        out: dict[str, Value] = {k: _value(v) for k, v in zip(STAT_FIELDS, self.fields)}
         out["name"] = self.fields[0]
         out["state"] = self.fields[2] if self.fields[2] != "-" else None
-        return out
+        return cast(Figures, out)  # its keys are STAT_FIELDS
 
     @property
-    def match(self):
+    def match(self) -> Match | None:
         """service.match: {"name", "state", "pid", "tags": [..], "labels": {..}}."""
         if self.name != "service.match" or len(self.fields) < 3:
             return None
@@ -335,7 +470,7 @@ class Event:
         }
 
     @property
-    def args(self):
+    def args(self) -> list[str] | None:
         """service.args: the argv as a list."""
         if self.name != "service.args":
             return None
@@ -343,22 +478,22 @@ class Event:
 
     # -- fd.state, signal --------------------------------------------------
     @property
-    def handle(self):
+    def handle(self) -> str | None:
         """fd.state: the handle name."""
         return self._field(0) if self.name == "fd.state" else None
 
     @property
-    def signal(self):
+    def signal(self) -> str | None:
         """signal: the signal name ("SIGHUP")."""
         return self._field(0) if self.name == "signal" else None
 
     @property
-    def count(self):
+    def count(self) -> Value:
         """signal: pending count (int)."""
         return _value(self._field(2)) if self.name == "signal" else None
 
 
-def _new_service():
+def _new_service() -> ServiceInfo:
     return {
         "state": "down",
         "ts": None,
@@ -374,11 +509,11 @@ def _new_service():
     }
 
 
-def _split(value):
+def _split(value: str) -> list[str]:
     return value.split("\t") if value else []
 
 
-def parse_statedump(events):
+def parse_statedump(events: Iterable[Event | str]) -> StateDump:
     """Build a state dict from statedump lines (Event objects or strings).
 
     Lines are applied in order, so broadcasts interleaved with the dump
@@ -391,33 +526,38 @@ def parse_statedump(events):
          "handles":  {NAME: {"type", "flags": [..], "description"}},
          "signals":  {"SIGHUP": {"ts", "count"}}}
     """
-    services, handles, signals = {}, {}, {}
+    services: dict[str, ServiceInfo] = {}
+    handles: dict[str, HandleInfo] = {}
+    signals: dict[str, SignalInfo] = {}
     for ev in events:
         if not isinstance(ev, Event):
             ev = Event(ev)
         f = ev.fields
+        # In the service.* branches f[0] is ev.service (and f[1] ev.state).
         if ev.name == "service.state" and len(f) >= 2:
             if ev.state == "deleted":
-                services.pop(ev.service, None)
+                services.pop(f[0], None)
                 continue
-            services.setdefault(ev.service, _new_service()).update(
-                state=ev.state,
-                ts=ev.ts,
-                pid=ev.pid,
-                exit_reason=ev.exit_reason,
-                exit_value=ev.exit_value,
-                uptime=ev.uptime,
-                downtime=ev.downtime,
+            services.setdefault(f[0], _new_service()).update(
+                {
+                    "state": f[1],
+                    "ts": ev.ts,
+                    "pid": ev.pid,
+                    "exit_reason": ev.exit_reason,
+                    "exit_value": ev.exit_value,
+                    "uptime": ev.uptime,
+                    "downtime": ev.downtime,
+                }
             )
         elif ev.name in ("service.tags", "service.args", "service.fds") and f:
-            key = ev.name.split(".", 1)[1]
-            services.setdefault(ev.service, _new_service())[key] = _split(ev.value)
+            key = cast('Literal["tags", "args", "fds"]', ev.name.split(".", 1)[1])
+            services.setdefault(f[0], _new_service())[key] = _split(ev.value)
         elif ev.name == "service.auto_up" and len(f) >= 2:
-            svc = services.setdefault(ev.service, _new_service())
+            svc = services.setdefault(f[0], _new_service())
             if f[1] == "-":
                 svc["auto_up"] = None
             else:
-                triggers = []
+                triggers: list[str] = []
                 for t in f[2:]:
                     if not t:  # daemonproxy stops at the first empty trigger
                         break
@@ -447,18 +587,24 @@ class Client:
     except events()/next_event(), which wait forever unless told otherwise.
     """
 
+    process: subprocess.Popen[bytes] | None
+    on_event: Callable[[Event], object] | None
+    timeout: float | None
+    max_queue: int
+    banner: list[str]
+
     def __init__(
         self,
-        rfd,
-        wfd,
+        rfd: int,
+        wfd: int,
         *,
-        sock=None,
-        process=None,
-        on_event=None,
-        timeout=DEFAULT_TIMEOUT,
-        max_queue=100000,
-        closers=(),
-    ):
+        sock: socket.socket | None = None,
+        process: subprocess.Popen[bytes] | None = None,
+        on_event: Callable[[Event], object] | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        max_queue: int = 100000,
+        closers: Iterable[Callable[[], object]] = (),
+    ) -> None:
         self._rfd = rfd
         self._wfd = wfd
         for fd in {rfd, wfd}:
@@ -473,25 +619,25 @@ class Client:
         self._buf = bytearray()
         self._eof = False
         self._closed = False
-        self._queue = collections.deque()
-        self._states = {}
-        self._stale_tokens = set()
+        self._queue: collections.deque[Event] = collections.deque()
+        self._states: dict[str, Event] = {}
+        self._stale_tokens: set[str] = set()
         self._seq = 0
 
     # -- making a client -------------------------------------------------------
     @classmethod
     def spawn(
-        cls,
-        binary="daemonproxy",
-        args=(),
+        cls: type[_C],
+        binary: str | os.PathLike[str] = "daemonproxy",
+        args: Iterable[object] = (),
         *,
-        stderr=None,
-        env=None,
-        cwd=None,
-        pass_fds=(),
-        timeout=DEFAULT_TIMEOUT,
-        **kwargs
-    ):
+        stderr: int | IO[Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        pass_fds: Collection[int] = (),
+        timeout: float = DEFAULT_TIMEOUT,
+        **kwargs: Any,
+    ) -> _C:
         """Start "BINARY -i ARGS..." and talk to it over its stdin/stdout.
 
         stderr, env, cwd and pass_fds go to subprocess.Popen (stderr None:
@@ -509,6 +655,7 @@ class Client:
             cwd=cwd,
             pass_fds=pass_fds,
         )
+        assert proc.stdin is not None and proc.stdout is not None  # both are PIPE
         client = cls(
             proc.stdout.fileno(),
             proc.stdin.fileno(),
@@ -525,7 +672,14 @@ class Client:
         return client
 
     @classmethod
-    def connect(cls, path, *, timeout=DEFAULT_TIMEOUT, server_uids=(), **kwargs):
+    def connect(
+        cls: type[_C],
+        path: str,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        server_uids: Container[int] = (),
+        **kwargs: Any,
+    ) -> _C:
         """Connect to daemonproxy's control socket at PATH.
 
         daemonproxy accepts connections from root and its own uid only
@@ -560,7 +714,9 @@ class Client:
         return cls(fd, fd, sock=sock, timeout=timeout, closers=[sock.close], **kwargs)
 
     @classmethod
-    def from_service_fds(cls, event_fd=0, cmd_fd=1, *, detach=True, **kwargs):
+    def from_service_fds(
+        cls: type[_C], event_fd: int = 0, cmd_fd: int = 1, *, detach: bool = True, **kwargs: Any
+    ) -> _C:
         """For a controller service: events on EVENT_FD, commands to CMD_FD.
 
         With detach (the default) both descriptors are moved out of the way
@@ -571,7 +727,7 @@ class Client:
         """
         rfd = os.dup(event_fd)  # os.dup() gives close-on-exec descriptors
         wfd = os.dup(cmd_fd)
-        closers = [lambda: os.close(rfd), lambda: os.close(wfd)]
+        closers: list[Callable[[], object]] = [lambda: os.close(rfd), lambda: os.close(wfd)]
         sock = None
         if stat.S_ISSOCK(os.fstat(wfd).st_mode):
             sock = socket.socket(fileno=os.dup(wfd))
@@ -585,7 +741,7 @@ class Client:
                 os.close(null)
         return cls(rfd, wfd, sock=sock, closers=closers, **kwargs)
 
-    def close(self, timeout=5.0):
+    def close(self, timeout: float | None = 5.0) -> None:
         """Close the connection.  For a spawned daemonproxy, wait up to
         TIMEOUT seconds for it to exit, then kill it."""
         if self._closed:
@@ -603,29 +759,29 @@ class Client:
                 self.process.kill()
                 self.process.wait()
 
-    def __enter__(self):
+    def __enter__(self: _C) -> _C:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def fileno(self):
+    def fileno(self) -> int:
         """The descriptor events are read from (for select/poll).  Lines may
         also be waiting in our buffer already: call pump(0) after a wake-up
         and from time to time."""
         return self._rfd
 
     # -- low level I/O ---------------------------------------------------------
-    def _deadline(self, timeout):
+    def _deadline(self, timeout: float | None) -> float | None:
         if timeout is None:
             timeout = self.timeout
         return None if timeout is None else time.monotonic() + timeout
 
     @staticmethod
-    def _left(deadline):
+    def _left(deadline: float | None) -> float | None:
         return None if deadline is None else max(0.0, deadline - time.monotonic())
 
-    def _fill(self, deadline):
+    def _fill(self, deadline: float | None) -> bool:
         """Read what is available, waiting until DEADLINE.  False on timeout."""
         if self._closed:
             raise ConnectionClosed("client is closed")
@@ -644,7 +800,7 @@ class Client:
             self._eof = True
         return True
 
-    def _receive(self, deadline):
+    def _receive(self, deadline: float | None) -> Event | None:
         """The next line as an Event, None on timeout, ConnectionClosed at EOF."""
         while True:
             i = self._buf.find(b"\n")
@@ -666,7 +822,7 @@ class Client:
             if not self._fill(deadline):
                 return None
 
-    def _deliver(self, ev):
+    def _deliver(self, ev: Event) -> None:
         """Hand an event to on_event, or queue it for events()."""
         if self.on_event is not None:
             self.on_event(ev)
@@ -676,7 +832,7 @@ class Client:
             self._queue.clear()
             self._queue.append(Event("overflow"))
 
-    def _write(self, data, deadline):
+    def _write(self, data: bytes, deadline: float | None) -> None:
         view = memoryview(data)
         while view:
             if self._closed:
@@ -699,7 +855,7 @@ class Client:
                 view = view[n:]
 
     @staticmethod
-    def _format(fields):
+    def _format(fields: Iterable[object]) -> bytes:
         parts = []
         for f in fields:
             if isinstance(f, bytes):
@@ -716,7 +872,7 @@ class Client:
             raise ValueError("command line is %d bytes, the limit is %d" % (len(line), MAX_LINE))
         return line + b"\n"
 
-    def _read_banner(self, deadline):
+    def _read_banner(self, deadline: float | None) -> None:
         for _ in range(_BANNER_LINES):
             try:
                 ev = self._receive(deadline)
@@ -731,24 +887,24 @@ class Client:
             self.banner.append(ev.text)
 
     # -- commands ---------------------------------------------------------------
-    def send(self, *fields, timeout=None):
+    def send(self, *fields: object, timeout: float | None = None) -> None:
         """Send one command, fields joined by TABs; returns at once.
 
         Replies (error, warning) arrive later: from events(), or from the
         next sync().  ValueError if a field holds a TAB or LF."""
         self._write(self._format(fields), self._deadline(timeout))
 
-    def _send_many(self, commands, deadline):
+    def _send_many(self, commands: Iterable[Iterable[object]], deadline: float | None) -> None:
         data = b"".join(self._format(c) for c in commands)  # validate all first
         self._write(data, deadline)
 
-    def _token(self, deadline):
+    def _token(self, deadline: float | None) -> str:
         self._seq += 1
         token = "daemonproxy.py-sync-%d-%d-%s" % (os.getpid(), self._seq, secrets.token_hex(4))
         self._write(self._format(("echo", token)), deadline)
         return token
 
-    def sync(self, timeout=None):
+    def sync(self, timeout: float | None = None) -> list[Event]:
         """Send "echo <token>", wait for the token, return the lines before it.
 
         Returns a list of Events: replies to earlier commands and the events
@@ -759,7 +915,7 @@ class Client:
         """
         deadline = self._deadline(timeout)
         tokens = {self._token(deadline)}
-        lines = []
+        lines: list[Event] = []
         try:
             while True:
                 ev = self._receive(deadline)
@@ -779,13 +935,13 @@ class Client:
             self._stale_tokens |= tokens
 
     @staticmethod
-    def _check(lines):
+    def _check(lines: Sequence[Event]) -> list[Event]:
         errors = [e for e in lines if e.name == "error"]
         if errors:
             raise DaemonproxyError(errors[0].text)
         return [e for e in lines if e.name == "warning"]
 
-    def command(self, *fields, check=False, timeout=None):
+    def command(self, *fields: object, check: bool = False, timeout: float | None = None) -> list[Event]:
         """Send one command, sync(), and return the error and warning replies.
 
         With check=True an error raises DaemonproxyError instead and the
@@ -798,7 +954,9 @@ class Client:
             return self._check(lines)
         return [e for e in lines if e.name in ("error", "warning")]
 
-    def batch(self, commands, check=False, timeout=None):
+    def batch(
+        self, commands: Iterable[Iterable[object]], check: bool = False, timeout: float | None = None
+    ) -> list[Event]:
         """Like command() for several commands (a list of field tuples):
         every one is validated before any is sent, then they go out
         together, followed by a single sync()."""
@@ -809,7 +967,7 @@ class Client:
             return self._check(lines)
         return [e for e in lines if e.name in ("error", "warning")]
 
-    def statedump(self, timeout=None, retries=3):
+    def statedump(self, timeout: float | None = None, retries: int = 3) -> StateDump:
         """Run "statedump" and return the state as a dict (see parse_statedump).
 
         If an overflow cuts the dump short it is repeated (up to RETRIES
@@ -822,7 +980,7 @@ class Client:
                 return parse_statedump(e for e in lines if e.is_broadcast)
         raise DaemonproxyError("statedump was cut short by overflow %d times" % retries)
 
-    def send_fd(self, name, fd, timeout=None):
+    def send_fd(self, name: str, fd: int, timeout: float | None = None) -> list[Event]:
         """Give daemonproxy a descriptor as handle NAME ("fd.take" with the
         descriptor attached, SCM_RIGHTS).  Only over a socket: a control
         socket connection or a controller service.  Returns the warnings;
@@ -851,13 +1009,21 @@ class Client:
         return self._check(self.sync(self._left(deadline)))
 
     # -- helpers ----------------------------------------------------------------
-    def start(self, name, args, fds=None, tags=None, when=None, timeout=None):
+    def start(
+        self,
+        name: str,
+        args: Iterable[object],
+        fds: Iterable[str] | None = None,
+        tags: Iterable[str] | None = None,
+        when: float | str | None = None,
+        timeout: float | None = None,
+    ) -> list[Event]:
         """Define and start service NAME: service.tags (if TAGS is given),
         service.args, service.fds (if FDS is given; else the service keeps
         its handles, /dev/null x3 for a new one), service.start [WHEN].
         Returns warnings (e.g. fd "x" is not yet defined); DaemonproxyError
         on error.  The process starts shortly after: see wait_state()."""
-        cmds = []
+        cmds: list[tuple[object, ...]] = []
         if tags is not None:
             cmds.append(("service.tags", name) + tuple(tags))
         cmds.append(("service.args", name) + tuple(args))
@@ -866,17 +1032,19 @@ class Client:
         cmds.append(("service.start", name) if when is None else ("service.start", name, when))
         return self.batch(cmds, check=True, timeout=timeout)
 
-    def signal(self, name, sig, group=False, timeout=None):
+    def signal(self, name: str, sig: str | int, group: bool = False, timeout: float | None = None) -> list[Event]:
         """Send SIG (name like "SIGTERM"/"TERM" or a number) to service NAME."""
-        fields = ["service.signal", name, sig] + (["group"] if group else [])
+        fields: list[str | int] = ["service.signal", name, sig] + (["group"] if group else [])
         return self.command(*fields, check=True, timeout=timeout)
 
-    def delete(self, name, timeout=None):
+    def delete(self, name: str, timeout: float | None = None) -> list[Event]:
         """Delete service NAME (refused while it is up)."""
         return self.command("service.delete", name, check=True, timeout=timeout)
 
     # -- extensions: queries, figures, attach -------------------------------
-    def _listing(self, fields, item, end, timeout, retries=3):
+    def _listing(
+        self, fields: Sequence[object], item: str, end: str, timeout: float | None, retries: int = 3
+    ) -> list[Event]:
         """Send a listing command; return the Events named ITEM up to the END
         line (repeated if an overflow cuts it short)."""
         deadline = self._deadline(timeout)
@@ -889,7 +1057,14 @@ class Client:
             return [e for e in lines if e.name == item]
         raise DaemonproxyError("%s was cut short by overflow %d times" % (fields[0], retries))
 
-    def query(self, name=None, tags=(), state=None, timeout=None, **labels_):
+    def query(
+        self,
+        name: str | None = None,
+        tags: Iterable[str] = (),
+        state: str | Iterable[str] | None = None,
+        timeout: float | None = None,
+        **labels_: object,
+    ) -> list[Match]:
         """Services matching every filter, in name order, as dicts
         {"name", "state", "pid", "tags", "labels"} (service.query).
 
@@ -898,21 +1073,34 @@ class Client:
         them; keywords match labels exactly: query(session="run42", user="ann").
         No filter at all lists every service."""
         fields = ["service.query"] + _filters(name, tags, state, labels_)
-        return [e.match for e in self._listing(fields, "service.match", "service.query.end", timeout)]
+        lines = self._listing(fields, "service.match", "service.query.end", timeout)
+        return cast("list[Match]", [e.match for e in lines])  # daemonproxy sends every field
 
-    def stat(self, name="*", tags=(), timeout=None, **labels_):
+    @overload
+    def stat(
+        self, name: Literal["*"] = "*", tags: Iterable[str] = (), timeout: float | None = None, **labels_: object
+    ) -> list[Figures]: ...
+
+    @overload
+    def stat(
+        self, name: str, tags: Iterable[str] = (), timeout: float | None = None, **labels_: object
+    ) -> Figures | list[Figures]: ...
+
+    def stat(
+        self, name: str = "*", tags: Iterable[str] = (), timeout: float | None = None, **labels_: object
+    ) -> Figures | list[Figures]:
         """Live figures from /proc (service.stat).  For one NAME: a dict of
         STAT_FIELDS (DaemonproxyError "service is not running" if it is not
         up).  For NAME "*" (or a glob): a list of such dicts for every
         running service that matches, filtered like query()."""
         if name != "*" and valid_name(name) and not tags and not labels_:
             lines = self.sync_command(("service.stat", name), timeout)
-            return next(e.figures for e in lines if e.name == "service.stat")
+            return cast(Figures, next(e.figures for e in lines if e.name == "service.stat"))
         filt = _filters(None if name == "*" else name, tags, None, labels_)
         lines = self._listing(["service.stat", "*"] + filt, "service.stat", "service.stat.end", timeout)
-        return [e.figures for e in lines]
+        return cast("list[Figures]", [e.figures for e in lines])  # daemonproxy sends every field
 
-    def sync_command(self, fields, timeout=None):
+    def sync_command(self, fields: Iterable[object], timeout: float | None = None) -> list[Event]:
         """Send one command and sync(); DaemonproxyError on an error reply;
         returns every line before the sync token."""
         deadline = self._deadline(timeout)
@@ -921,7 +1109,7 @@ class Client:
         self._check(lines)
         return lines
 
-    def attach(self, name, pid, timeout=None):
+    def attach(self, name: str, pid: int | str, timeout: float | None = None) -> Event:
         """Watch process PID (not started by daemonproxy) as service NAME
         (service.attach).  Returns its "up" service.state Event.  Its exit
         later shows exit_reason "exit" with exit_value None (unknown)."""
@@ -931,7 +1119,14 @@ class Client:
                 return e
         return self.wait_state(name, "up", timeout=timeout)
 
-    def signal_matching(self, sig, name=None, tags=(), timeout=None, **labels_):
+    def signal_matching(
+        self,
+        sig: str | int,
+        name: str | None = None,
+        tags: Iterable[str] = (),
+        timeout: float | None = None,
+        **labels_: object,
+    ) -> list[str]:
         """Send SIG to every running service a query selects, e.g.
         signal_matching("SIGTERM", session="run42"): two round trips
         however many there are.  Returns the names signalled."""
@@ -941,12 +1136,12 @@ class Client:
             self.batch([("service.signal", n, sig) for n in names], timeout=self._left(deadline))
         return names
 
-    def state(self, name):
+    def state(self, name: str) -> Event | None:
         """The last service.state Event seen for NAME, or None if unknown.
         Kept up to date by every line this client reads."""
         return self._states.get(name)
 
-    def wait_state(self, name, state, timeout=None):
+    def wait_state(self, name: str, state: str | Iterable[str], timeout: float | None = None) -> Event:
         """Wait until service NAME is in STATE (a string or a tuple of them);
         return the service.state Event that says so.  Does not take events
         away from events(): what it reads is queued as usual.  Raises
@@ -971,7 +1166,7 @@ class Client:
                 self.statedump(timeout=self._left(deadline))
 
     # -- events -----------------------------------------------------------------
-    def pump(self, timeout=0):
+    def pump(self, timeout: float = 0) -> int:
         """Read the lines that are available (waiting up to TIMEOUT seconds
         for the first) and pass each to on_event or the queue.  Returns how
         many were read.  For select()-based loops: see fileno()."""
@@ -984,13 +1179,13 @@ class Client:
             self._deliver(ev)
             n += 1
 
-    def take_events(self):
+    def take_events(self) -> list[Event]:
         """Remove and return every queued event (a list)."""
         events = list(self._queue)
         self._queue.clear()
         return events
 
-    def next_event(self, timeout=None):
+    def next_event(self, timeout: float | None = None) -> Event | None:
         """The next event (queued first, then read).  None if TIMEOUT seconds
         pass (TIMEOUT None: wait forever); ConnectionClosed at EOF."""
         if self._queue:
@@ -998,7 +1193,7 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         return self._receive(deadline)
 
-    def events(self, timeout=None):
+    def events(self, timeout: float | None = None) -> Iterator[Event]:
         """Iterate over events: queued ones first, then as they arrive.
 
         Ends when daemonproxy closes the connection.  With TIMEOUT, raises
@@ -1019,28 +1214,29 @@ class _Tolerant:
     """A text stream whose writes and flushes never raise: a message for a
     reader that has gone is dropped instead of ending the program."""
 
-    def __init__(self, stream):
+    def __init__(self, stream: TextIO) -> None:
         self._stream = stream
 
-    def write(self, text):
+    def write(self, text: str) -> int:
         try:
             return self._stream.write(text)
         except (OSError, ValueError):
             return len(text)
 
-    def flush(self):
+    def flush(self) -> None:
         try:
             self._stream.flush()
         except (OSError, ValueError):
             pass
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
 
 
-def tolerate_broken_stdio():
+def tolerate_broken_stdio() -> None:
     """Make print() to standard output and standard error survive a reader
     that has gone (a pipe to "tee" killed by the same Ctrl-C, say): for a
     controller whose stdout is not its protocol channel."""
-    sys.stdout = _Tolerant(sys.stdout)
-    sys.stderr = _Tolerant(sys.stderr)
+    # A _Tolerant passes everything else on to the stream it wraps.
+    sys.stdout = cast(TextIO, _Tolerant(sys.stdout))
+    sys.stderr = cast(TextIO, _Tolerant(sys.stderr))
