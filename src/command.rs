@@ -41,6 +41,11 @@ pub enum Cmd {
     TerminateExecArgs,
     TerminateGuard,
     Terminate,
+    /// `debug.panic`: panics in the loop, so that tests can prove the
+    /// panic → fatal exec path (docs/protocol.md §11). Debug builds and the
+    /// `fault-injection` feature only; a release build has no such command.
+    #[cfg(any(debug_assertions, feature = "fault-injection"))]
+    DebugPanic,
 }
 
 const TABLE: &[(&[u8], Cmd)] = &[
@@ -72,6 +77,8 @@ const TABLE: &[(&[u8], Cmd)] = &[
     (b"terminate.exec_args", Cmd::TerminateExecArgs),
     (b"terminate.guard", Cmd::TerminateGuard),
     (b"terminate", Cmd::Terminate),
+    #[cfg(any(debug_assertions, feature = "fault-injection"))]
+    (b"debug.panic", Cmd::DebugPanic),
 ];
 
 impl Cmd {

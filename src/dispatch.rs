@@ -174,6 +174,8 @@ impl Supervisor {
             Request::Chdir { path } => {
                 nix::unistd::chdir(OsStr::from_bytes(path)).map_err(|e| Fail::Errno("chdir failed: ", e as i32))
             }
+            #[cfg(any(debug_assertions, feature = "fault-injection"))]
+            Request::DebugPanic => panic!("debug.panic from controller {slot}"),
             Request::Exit => {
                 if let Some(Some(c)) = self.ctls.get_mut(slot) {
                     c.drop_input();

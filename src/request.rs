@@ -63,6 +63,9 @@ pub enum Request<'a> {
     /// The raw remainder (empty: nothing is sent back).
     Echo(&'a [u8]),
     Statedump,
+    /// `debug.panic` (debug and `fault-injection` builds only).
+    #[cfg(any(debug_assertions, feature = "fault-injection"))]
+    DebugPanic,
     /// `service.tags` and `service.args`: the raw value.
     Tags {
         name: Name,
@@ -316,6 +319,8 @@ pub fn request(cmd: Cmd, mut a: Args<'_>) -> Result<Request<'_>, Fail<'_>> {
             Request::Chdir { path }
         }
         Cmd::Exit => Request::Exit,
+        #[cfg(any(debug_assertions, feature = "fault-injection"))]
+        Cmd::DebugPanic => Request::DebugPanic,
         Cmd::LogFilter => Request::LogFilter(match a.next_field() {
             None => FilterStep::Show,
             Some(b"+") => FilterStep::Raise,

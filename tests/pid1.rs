@@ -367,6 +367,49 @@ fn pid1_fatal_signal_execs_the_exit_program() {
     }
 }
 
+/// The same path for a panic in the loop (`debug.panic`, debug and
+/// `fault-injection` builds): PID 1 execs the exit program, which sees the
+/// panic's message; guarded without one, it goes on with its services.
+#[test]
+fn pid1_panic_execs_the_exit_program_or_goes_on() {
+    need_namespaces!();
+    let dir = TempDir::new("p1p");
+    let (script, out) = recorder(&dir);
+    let e = format!("{script}\tpanicked");
+    let mut dp = Dp::interactive_under(&UNSHARE, dir, &["-c", "/dev/null", "-E", &e]);
+    dp.args("keep", "sleep\t1000");
+    dp.start("keep");
+    dp.send("debug.panic");
+    let st = dp.wait_exit(T);
+    assert_eq!(st.code(), Some(7), "the namespace must end with the exit program's status; got {}", describe(&st));
+    let seen = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(seen.starts_with("pid=1\nargs=panicked\ncode=4\nerror=Rust panic: panicked at"), "{seen:?}");
+    assert!(seen.contains("debug.panic from controller"), "{seen:?}");
+
+    let mut dp = Dp::interactive_under(&UNSHARE, TempDir::new("p1q"), &["-c", "/dev/null"]);
+    let init = ns_init(dp.pid());
+    dp.args("keep", "sleep\t1000");
+    let keep = dp.start("keep");
+    for n in 1..=2 {
+        dp.send("debug.panic");
+        let count = || {
+            let seen = |l: &&String| {
+                l.starts_with("fatal: (attempting to continue) Rust panic: panicked at ")
+                    && l.ends_with(": debug.panic from controller 0")
+            };
+            dp.stderr_lines().iter().filter(seen).count()
+        };
+        if !wait_until(T, || count() == n) {
+            panic!("stderr never showed the panic {n} time(s); stderr:\n{}", dp.err.text());
+        }
+        dp.cmd("echo\tstill here", &["still here"]);
+        assert!(alive(init) && dp.running(), "PID 1 died of a panic");
+    }
+    let dump = dp.statedump();
+    let want = format!("service.state\tkeep\tup\t*\t{keep}\t-\t-\t*\t-");
+    assert!(dump.iter().any(|l| matches(&want, l)), "statedump lacks {:?}:\n{dump:#?}", vis(&want));
+}
+
 #[test]
 fn pid1_guarded_without_exit_program_survives_a_fatal_signal() {
     need_namespaces!();

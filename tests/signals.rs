@@ -77,6 +77,24 @@ fn fatal_signal_exits_4() {
     dp.expect_stderr("fatal: Received signal SIGILL (4)");
 }
 
+/// A panic in the loop (provoked with `debug.panic`, a command of debug
+/// and `fault-injection` builds) takes the fatal path: exit status 4 and the
+/// panic's message on one line.
+#[test]
+fn panic_exits_4_with_its_message() {
+    let mut dp = Dp::interactive(&[]);
+    dp.cmd("echo\tbefore", &["before"]);
+    dp.send("debug.panic");
+    let st = dp.wait_exit(T);
+    assert_eq!(st.code(), Some(4), "after a panic: {}", describe(&st));
+    let lines = dp.stderr_lines();
+    let seen = |l: &String| {
+        l.starts_with("fatal: Rust panic: panicked at src/dispatch.rs:")
+            && l.ends_with(": debug.panic from controller 0")
+    };
+    assert!(lines.iter().any(seen), "no panic message in {lines:#?}");
+}
+
 #[test]
 fn signal_clear() {
     let mut dp = Dp::interactive(&[]);
