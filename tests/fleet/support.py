@@ -87,6 +87,14 @@ class Procs:
     def __init__(self):
         self.procs = []
         self.files = []
+        self.dirs = []
+
+    def tempdir(self, prefix):
+        """A private temporary directory, removed at cleanup (after the
+        processes that used it have ended)."""
+        d = tempfile.mkdtemp(prefix=prefix)
+        self.dirs.append(d)
+        return d
 
     def open(self, path):
         f = open(path, "wb")
@@ -120,6 +128,8 @@ class Procs:
                     f.close()
         for f in self.files:
             f.close()
+        for d in self.dirs:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 class Host:
@@ -134,7 +144,7 @@ class Host:
     def __init__(self, procs, url, deputy_id, prefix=(), bridge_args=(), bridge_as_service=False, env=None,
                  conf_lines=()):
         self.procs = procs
-        self.dir = tempfile.mkdtemp(prefix="fleet-")
+        self.dir = procs.tempdir("fleet-")
         self.sock = os.path.join(self.dir, "dp.sock")
         self.id = deputy_id
         self.log = procs.open(os.path.join(self.dir, "dp.log"))

@@ -285,8 +285,7 @@ class Authentication(FleetCase):
 
     def test_require_mode(self):
         url = self.hub().url
-        import tempfile
-        d = tempfile.mkdtemp(prefix="fleet-key-")
+        d = self.procs.tempdir("fleet-key-")
         h = Host(self.procs, url, "dep-auth", bridge_args=["--auth", "require", "--auth-key-file", self.key_file(d)])
         s = Sheriff(url)
         self.assertTrue(s.wait(lambda: "dep-auth" in s.infos, 5))

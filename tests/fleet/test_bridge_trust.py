@@ -199,7 +199,7 @@ class Flood(FleetCase):
         bridge's VmRSS stays within 16 MiB of its start, and every notice
         it publishes is short and sent."""
         hub = FakeHub(self.procs)
-        d = tempfile.mkdtemp(prefix="fleet-flood-")
+        d = self.procs.tempdir("fleet-flood-")
         modes = {
             "require": ["--auth", "require", "--auth-key-file", key_file(d)],
             "allow": ["--allow-sheriff", "legit:*", "--max-order-age", "5"],
@@ -278,7 +278,7 @@ class AllowExec(FleetCase):
         its target), and PATH=EVIL:... made an allowed bare name run
         EVIL/echo. Each now is refused with a notice and nothing of the
         attacker's runs; allowed programs still run."""
-        d = tempfile.mkdtemp(prefix="fleet-allow-")
+        d = self.procs.tempdir("fleet-allow-")
         for sub in ("bin", "evil"):
             os.mkdir(os.path.join(d, sub))
 

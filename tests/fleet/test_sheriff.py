@@ -37,7 +37,7 @@ class SheriffCase(unittest.TestCase):
     def setUp(self):
         self.procs = Procs()
         self.addCleanup(self.procs.stop_all)
-        self.tmp = tempfile.mkdtemp(prefix="sheriff-")
+        self.tmp = self.procs.tempdir("sheriff-")
         self.hub = HubProc(self.procs)
         self.url = self.hub.url
         self.control = os.path.join(self.tmp, "sheriff.sock")

@@ -22,10 +22,17 @@ NAMES = ["cmd_t", "cmd_desired_t", "cmd_status_t", "deputy_info_t", "orders_t", 
 
 
 def _generate():
-    out = tempfile.mkdtemp(prefix="pmtypes-")
-    atexit.register(shutil.rmtree, out, True)
-    files = sorted(glob.glob(os.path.join(LCMTYPES, "*.lcm")))
-    subprocess.run([LCM_GEN, "-p", "--ppath", out] + files, check=True)
+    # The first process generates the types and removes them at its exit;
+    # the helpers it starts (peers, hubs, attackers, often ended by SIGKILL
+    # and so never running atexit) reuse its directory through the
+    # environment instead of leaving one of their own behind.
+    out = os.environ.get("DAEMONPROXY_PMTYPES_DIR", "")
+    if not (out and os.path.isfile(os.path.join(out, "procman_lcm", "__init__.py"))):
+        out = tempfile.mkdtemp(prefix="pmtypes-")
+        atexit.register(shutil.rmtree, out, True)
+        files = sorted(glob.glob(os.path.join(LCMTYPES, "*.lcm")))
+        subprocess.run([LCM_GEN, "-p", "--ppath", out] + files, check=True)
+        os.environ["DAEMONPROXY_PMTYPES_DIR"] = out
     sys.path.insert(0, out)
     return importlib.import_module("procman_lcm")
 

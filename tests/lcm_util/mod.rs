@@ -67,7 +67,8 @@ pub fn unhex(s: &str) -> Vec<u8> {
 /// A `tests/lcm_py/peer.py` process: one command in, one reply line out.
 pub struct Peer {
     child: Child,
-    stdin: ChildStdin,
+    /// `None` only while dropping (closing it lets the peer exit by itself).
+    stdin: Option<ChildStdin>,
     lines: Receiver<String>,
 }
 
@@ -105,7 +106,7 @@ impl Peer {
                 }
             }
         });
-        Peer { child, stdin, lines }
+        Peer { child, stdin: Some(stdin), lines }
     }
 
     /// Starts a peer on `url`.
@@ -117,8 +118,9 @@ impl Peer {
 
     /// Sends one command and returns its reply.
     pub fn cmd(&mut self, line: &str) -> String {
-        writeln!(self.stdin, "{line}").expect("write to peer");
-        self.stdin.flush().expect("flush peer");
+        let stdin = self.stdin.as_mut().expect("peer stdin");
+        writeln!(stdin, "{line}").expect("write to peer");
+        stdin.flush().expect("flush peer");
         self.lines.recv_timeout(REPLY).unwrap_or_else(|_| {
             let head: String = line.chars().take(60).collect();
             panic!("peer gave no reply to '{head}' within {REPLY:?}")
@@ -177,6 +179,13 @@ impl Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
+        // End of input ends the peer, which then removes its generated
+        // types (tests/lcm_py/pmtypes.py); SIGKILL only if it lingers.
+        drop(self.stdin.take());
+        let end = Instant::now() + Duration::from_secs(3);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
