@@ -178,6 +178,7 @@ bench: all $(VENV_STAMP)
 	bench/scale --bin $(RELEASE)/daemonproxy
 	bench/gap --bin $(RELEASE)/daemonproxy
 	bench/pid1 --bin $(RELEASE)/daemonproxy
+	bench/memory $(if $(C_DAEMONPROXY),--bin c=$(C_DAEMONPROXY)) --bin ours=$(RELEASE)/daemonproxy
 	bench/soak --bin $(RELEASE)/daemonproxy
 	$(VENV)/bin/python bench/bridge --bin $(RELEASE)
 	$(VENV)/bin/python bench/sheriff --bin $(RELEASE)
