@@ -112,6 +112,11 @@ impl Client {
 /// and removes the directory.
 struct Local {
     dp: Option<std::process::Child>,
+    /// The write end of the private daemonproxy's standard input (`-i`),
+    /// never written: when this process ends, even by SIGKILL, the end of
+    /// input makes that daemonproxy exit through its exec-on-exit program,
+    /// which kills its process group (its services with it).
+    _life: Option<std::process::ChildStdin>,
     dir: PathBuf,
 }
 
@@ -120,7 +125,7 @@ impl Local {
     fn new() -> io::Result<Local> {
         let template = std::env::temp_dir().join("daemonproxy-sheriff-local.XXXXXX");
         let dir = nix::unistd::mkdtemp(&template).map_err(|e| io::Error::from_raw_os_error(e as i32))?;
-        let local = Local { dp: None, dir };
+        let local = Local { dp: None, _life: None, dir };
         // Its paths go into the private daemonproxy's configuration, one
         // TAB-separated line each.
         match local.dir.to_str() {
@@ -144,7 +149,8 @@ impl Local {
         let bridge = bin.join("daemonproxy-bridge");
         let conf = self.path("local.conf");
         let text = format!(
-            "service.args\tbridge\t{}\t--control-fd\t0\t--id\tlocalhost\t--lcm-url\t{url}\n\
+            "terminate.exec_args\t/bin/sh\t-c\tkill -KILL 0\n\
+             service.args\tbridge\t{}\t--control-fd\t0\t--id\tlocalhost\t--lcm-url\t{url}\n\
              service.fds\tbridge\tcontrol.socket\tcontrol.socket\tstderr\n\
              service.auto_up\tbridge\t1\talways\n",
             bridge.display()
@@ -157,14 +163,17 @@ impl Local {
             .open(&conf)?
             .write_all(text.as_bytes())?;
         use std::os::unix::process::CommandExt;
-        let child = std::process::Command::new(&dp)
+        let mut child = std::process::Command::new(&dp)
             .process_group(0)
+            .arg("-i")
             .arg("-c")
             .arg(&conf)
             .arg("-S")
             .arg(self.path("dp.sock"))
-            .stdin(std::process::Stdio::null())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
             .spawn()?;
+        self._life = child.stdin.take();
         self.dp = Some(child);
         Ok(())
     }

@@ -310,15 +310,20 @@ class Roles(SheriffCase):
 
 
 class LoneRanger(SheriffCase):
-    def test_local_starts_its_own_deputy(self):
+    def serve_local_hello(self):
+        """A lone ranger serving one command, `hello`, started and running."""
         cfg = self.config('cmd "hello" { exec = "sh -c \'echo hi; exec sleep 60\'"; deputy = "localhost"; }\n', "local.cfg")
         p = subprocess.Popen([binary("daemonproxy-sheriff"), "--local", "--control", self.control, "serve", cfg],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs.procs.append(p)
         self.assertTrue(wait_until(lambda: os.path.exists(self.control), 5))
         r = subprocess.run([binary("daemonproxy-sheriff"), "--control", self.control, "start", "hello", "--wait",
                             "running", "--timeout", "10"], capture_output=True, timeout=30)
         self.assertEqual(r.returncode, 0, r.stderr)
+        return p
+
+    def test_local_starts_its_own_deputy(self):
+        p = self.serve_local_hello()
         out = subprocess.run([binary("daemonproxy-sheriff"), "--control", self.control, "logs", "hello"],
                              capture_output=True, timeout=10).stdout
         self.assertTrue(wait_until(lambda: subprocess.run(
@@ -332,6 +337,32 @@ class LoneRanger(SheriffCase):
         # the private deputy went with it
         self.assertTrue(wait_until(lambda: not os.path.exists(f"/proc/{pid}") or
                                    open(f"/proc/{pid}/stat").read().split()[2] == "Z", 5))
+
+    def test_local_deputy_ends_with_a_killed_sheriff(self):
+        """A lone ranger ended by SIGKILL (no clean-up code runs) takes its
+        private daemonproxy, the bridge and the commands with it: that
+        daemonproxy reads its standard input from the sheriff, and at its
+        end runs an exit program that kills its process group."""
+        p = self.serve_local_hello()
+        with open(f"/proc/{p.pid}/task/{p.pid}/children") as f:
+            (dp,) = [int(x) for x in f.read().split()]
+        group = [int(d) for d in os.listdir("/proc") if d.isdigit() and self._pgid(int(d)) == dp]
+        self.assertGreaterEqual(len(group), 3, "daemonproxy, the bridge and hello")
+        p.kill()
+        p.wait(10)
+
+        def gone():
+            return all(not os.path.exists(f"/proc/{q}") or open(f"/proc/{q}/stat").read().split()[2] == "Z"
+                       for q in group)
+        self.assertTrue(wait_until(gone, 5), f"left running: {[q for q in group if os.path.exists(f'/proc/{q}')]}")
+
+    @staticmethod
+    def _pgid(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return int(f.read().rsplit(")", 1)[1].split()[2])
+        except (OSError, ValueError, IndexError):
+            return None
 
 
 if __name__ == "__main__":

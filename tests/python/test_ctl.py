@@ -30,9 +30,16 @@ class Ctl(unittest.TestCase):
         wait_until(lambda: "up" in self.status().get("ticker", ""), 10, what="ticker up")
 
     def tearDown(self):
+        # The services run in process groups of their own (make run uses
+        # --setpgid): ending make's group would leave them behind. Stop them
+        # the way a user would, and SIGKILL only what then remains of make.
         if self.make.poll() is None:
-            os.killpg(self.make.pid, 9)
-            self.make.wait()
+            self.ctl("shutdown", check=False)
+            try:
+                self.make.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.make.pid, 9)
+                self.make.wait()
         self.log.close()
         self.tmp.cleanup()
 
