@@ -78,6 +78,9 @@ run: all
 # binary. DAEMONPROXY_CLIENT=installed makes the client's tests check that
 # they test the copy pip installed; DAEMONPROXY_CLIENT_VENV lets the README
 # test run the README's Python controller with the installed client too.
+# Last, the static build's two steps (below): the image booted as PID 1,
+# and the panic and fatal-signal tests against a static binary (about half
+# a minute more, most of it the two static builds).
 test: $(VENV_STAMP)
 	DAEMONPROXY_LCM_VENV=$(CURDIR)/$(VENV) $(CARGO) test --all-targets --no-fail-fast
 	rm -rf $(PYCLIENT_VENV)
@@ -96,7 +99,7 @@ test: $(VENV_STAMP)
 # PID-1 binary never needs them). Names of users and groups still go
 # through glibc's NSS, which a static binary can only use with the NSS
 # libraries of the same glibc at run time: in an image without them, give
-# --socket-group a number (man/daemonproxy.8, STATIC BUILD).
+# --socket-group a number (man/daemonproxy.8, "A static build").
 STATIC_TARGET = x86_64-unknown-linux-gnu
 STATIC_BINS   = daemonproxy daemonproxy-poweroff
 STATIC_CARGO  = RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release \
