@@ -3,9 +3,15 @@
 #   make            build the release binary (target/release/daemonproxy)
 #   make run        build, then run the example configuration (Ctrl-C stops it)
 #   make test       run every test (the cargo suites, the Python client's tests in a fresh
-#                   venv after "pip install ./python", tests/python, tests/fleet)
+#                   venv after "pip install ./python", tests/python, tests/fleet, the image
+#                   booted as PID 1, the panic and fatal-signal tests on a static build)
 #   make venv       the Python venv with the real LCM library the LCM tests use
 #   make golden     rewrite tests/golden/*.hex with the real LCM library
+#   make static     daemonproxy and daemonproxy-poweroff statically linked (glibc crt-static,
+#                   x86_64 Linux) in target/static/x86_64-unknown-linux-gnu/release/
+#   make image      a root file system that boots daemonproxy as PID 1 (target/image/rootfs:
+#                   the static binaries, busybox, image/daemonproxy.conf) and the Dockerfile
+#                   that builds it into an image (target/image/Dockerfile)
 #   make check      formatting, clippy, "make lint", unsafe only in sys/spawn/fatal, doc
 #                   references, and the model test with more cases
 #   make lint       man page and shell script lints only
@@ -49,7 +55,8 @@ VENV_STAMP  = $(VENV)/.lcm-$(LCM_VERSION)
 # tests, python/tests, with that venv's interpreter.
 PYCLIENT_VENV = target/pyclient-venv
 
-.PHONY: all run test check lint unsafe-check bench fuzz install uninstall clean venv golden
+.PHONY: all run test check lint unsafe-check bench fuzz install uninstall clean venv golden \
+	static static-fault image image-test static-test
 
 all:
 	$(CARGO) build --release
@@ -71,6 +78,9 @@ run: all
 # binary. DAEMONPROXY_CLIENT=installed makes the client's tests check that
 # they test the copy pip installed; DAEMONPROXY_CLIENT_VENV lets the README
 # test run the README's Python controller with the installed client too.
+# Last, the static build's two steps (below): the image booted as PID 1,
+# and the panic and fatal-signal tests against a static binary (about half
+# a minute more, most of it the two static builds).
 test: $(VENV_STAMP)
 	DAEMONPROXY_LCM_VENV=$(CURDIR)/$(VENV) $(CARGO) test --all-targets --no-fail-fast
 	rm -rf $(PYCLIENT_VENV)
@@ -81,6 +91,69 @@ test: $(VENV_STAMP)
 	DAEMONPROXY=target/debug/daemonproxy DAEMONPROXY_CLIENT_VENV=$(CURDIR)/$(PYCLIENT_VENV) \
 		python3 -m unittest discover -s tests/python
 	$(VENV)/bin/python -m unittest discover -s tests/fleet
+	$(MAKE) image-test static-test
+
+# The static build: glibc's crt-static with the installed stable toolchain
+# (no other target or toolchain to download). --target keeps RUSTFLAGS off
+# the build scripts; --no-default-features leaves the fleet crates out (the
+# PID-1 binary never needs them). Names of users and groups still go
+# through glibc's NSS, which a static binary can only use with the NSS
+# libraries of the same glibc at run time: in an image without them, give
+# --socket-group a number (man/daemonproxy.8, "A static build").
+STATIC_TARGET = x86_64-unknown-linux-gnu
+STATIC_BINS   = daemonproxy daemonproxy-poweroff
+STATIC_CARGO  = RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release \
+	--no-default-features --target $(STATIC_TARGET) $(addprefix --bin ,$(STATIC_BINS))
+STATIC_DIR    = target/static/$(STATIC_TARGET)/release
+# The same with the debug.panic command, for the panic tests only.
+STATIC_FAULT_DIR = target/static-fault/$(STATIC_TARGET)/release
+
+static:
+	$(STATIC_CARGO) --target-dir target/static
+	@for b in $(STATIC_BINS); do \
+		ldd $(STATIC_DIR)/$$b 2>&1 | grep -qE 'not a dynamic executable|statically linked' || \
+			{ echo "$(STATIC_DIR)/$$b is not statically linked"; ldd $(STATIC_DIR)/$$b; exit 1; }; \
+		echo "$(STATIC_DIR)/$$b: statically linked"; \
+	done
+
+static-fault:
+	$(STATIC_CARGO) --features fault-injection --target-dir target/static-fault
+
+# The image: a root file system with the static binaries in /sbin, Debian's
+# busybox-static as /bin/busybox with the applets the services and
+# controllers/container-stop.sh use, image/daemonproxy.conf as
+# /etc/daemonproxy.conf, and empty /proc, /dev, /tmp for the mounts a
+# container engine or the kernel provide. image/Dockerfile, copied beside
+# it, builds the same tree into an image: docker build target/image
+IMAGE   = target/image
+ROOTFS  = $(IMAGE)/rootfs
+BUSYBOX ?= /bin/busybox
+BUSYBOX_APPLETS = sh env sleep cat echo printf sed sort tail tr true kill ls ps
+image: static
+	@test -x $(BUSYBOX) || { echo "$(BUSYBOX) not found: apt-get install busybox-static"; exit 1; }
+	@ldd $(BUSYBOX) 2>&1 | grep -qE 'not a dynamic executable|statically linked' || \
+		{ echo "$(BUSYBOX) is not statically linked: apt-get install busybox-static"; exit 1; }
+	rm -rf $(IMAGE)
+	mkdir -p $(ROOTFS)/sbin $(ROOTFS)/bin $(ROOTFS)/etc/daemonproxy $(ROOTFS)/proc $(ROOTFS)/dev $(ROOTFS)/tmp
+	$(INSTALL) -m 755 $(addprefix $(STATIC_DIR)/,$(STATIC_BINS)) $(ROOTFS)/sbin/
+	$(INSTALL) -m 755 $(BUSYBOX) $(ROOTFS)/bin/busybox
+	for a in $(BUSYBOX_APPLETS); do ln -s busybox $(ROOTFS)/bin/$$a || exit 1; done
+	$(INSTALL) -m 644 image/daemonproxy.conf $(ROOTFS)/etc/daemonproxy.conf
+	$(INSTALL) -m 755 controllers/container-stop.sh $(ROOTFS)/etc/daemonproxy/container-stop.sh
+	$(INSTALL) -m 644 image/Dockerfile $(IMAGE)/Dockerfile
+
+# The image booted as PID 1 in new PID, mount, UTS and IPC namespaces
+# (tests/image/test_boot.py; needs root).
+image-test: image
+	DAEMONPROXY_ROOTFS=$(CURDIR)/$(ROOTFS) python3 -m unittest discover -s tests/image
+
+# The panic and fatal-signal tests of tests/signals.rs and tests/pid1.rs
+# against the static build with debug.panic.
+STATIC_TESTS = panic_exits_4_with_its_message fatal_signal_exits_4 \
+	pid1_panic_execs_the_exit_program_or_goes_on pid1_fatal_signal_execs_the_exit_program
+static-test: static-fault
+	DAEMONPROXY=$(CURDIR)/$(STATIC_FAULT_DIR)/daemonproxy $(CARGO) test --test signals --test pid1 -- \
+		--exact $(STATIC_TESTS)
 
 # The last line proves the PID-1 binary builds without the fleet crates;
 # before it, the model test runs many more cases than in "make test".

@@ -22,8 +22,17 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_daemonproxy");
+/// The binary under test: `$DAEMONPROXY` when set (so the same tests can
+/// check another build, e.g. the static one of `make static-test`), else
+/// the one cargo built for this test run.
+pub fn bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| match std::env::var("DAEMONPROXY") {
+        // Absolute: the daemon runs in each test's temp directory.
+        Ok(p) if !p.is_empty() => std::fs::canonicalize(&p).map_or(p, |a| a.display().to_string()),
+        _ => env!("CARGO_BIN_EXE_daemonproxy").to_string(),
+    })
+}
 
 /// Default time to wait for a line that must come.
 pub const T: Duration = Duration::from_secs(5);
@@ -321,11 +330,11 @@ pub fn command(dir: &Path, args: &[&str]) -> Command {
     command_under(&[], dir, args)
 }
 
-/// Like `command`, but runs `WRAPPER... BIN ARGS` (for instance under
+/// Like `command`, but runs `WRAPPER... bin() ARGS` (for instance under
 /// `unshare --pid --fork`); the process group is the wrapper's, and the
 /// wrapper must pass descriptors 0..2 on. An empty wrapper is `command`.
 pub fn command_under(wrapper: &[&str], dir: &Path, args: &[&str]) -> Command {
-    command_of(BIN, wrapper, dir, args)
+    command_of(bin(), wrapper, dir, args)
 }
 
 /// `command_under` for another copy of the binary at `bin`.
@@ -712,7 +721,7 @@ impl Dp {
     /// before it starts (for instance a `pre_exec` hook that sets rlimits
     /// or drops privileges, or another stderr, which is then not collected).
     pub fn interactive_with(dir: TempDir, args: &[&str], setup: impl FnOnce(&mut Command)) -> Dp {
-        Dp::start_setup(BIN, &[], dir, args, false, &[], setup)
+        Dp::start_setup(bin(), &[], dir, args, false, &[], setup)
     }
 
     /// `daemonproxy -i ARGS` in `dir` as `uid` with `RLIMIT_NPROC` =
@@ -720,15 +729,15 @@ impl Dp {
     /// the build directory may be closed to other users (a clone under
     /// /root).
     pub fn interactive_as(dir: TempDir, args: &[&str], uid: u32, nproc: u64) -> Dp {
-        let bin = dir.join("daemonproxy");
-        fs::copy(BIN, &bin).expect("copy the binary for another uid");
+        let copy = dir.join("daemonproxy");
+        fs::copy(bin(), &copy).expect("copy the binary for another uid");
         let path = dir.path().to_path_buf();
-        let bin = bin.to_str().expect("a UTF-8 temp path").to_string();
-        Dp::start_setup(&bin, &[], dir, args, false, &[], |c| unprivileged(c, &path, uid, nproc))
+        let copy = copy.to_str().expect("a UTF-8 temp path").to_string();
+        Dp::start_setup(&copy, &[], dir, args, false, &[], |c| unprivileged(c, &path, uid, nproc))
     }
 
     fn start_under(wrapper: &[&str], dir: TempDir, args: &[&str], socket: bool, fds: &[(i32, i32)]) -> Dp {
-        Dp::start_setup(BIN, wrapper, dir, args, socket, fds, |_| {})
+        Dp::start_setup(bin(), wrapper, dir, args, socket, fds, |_| {})
     }
 
     #[allow(clippy::too_many_arguments)]
