@@ -581,7 +581,8 @@ fn setpgid_gives_each_service_its_own_process_group() {
     std::thread::sleep(ms(200));
     assert!(alive(pid), "the service must not get the group's signal");
     // service.signal ... group reaches the child's whole group (sleep too).
-    dp.cmd("service.signal\ts\tSIGTERM\tgroup", &[]);
+    // (its `down` may come before a sync token would: wait for it alone)
+    dp.send("service.signal\ts\tSIGTERM\tgroup");
     let l = dp.wait_down("s", T);
     assert!(l.contains("\tsignal\tSIGTERM\t"), "{l}");
 
