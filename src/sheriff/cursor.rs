@@ -1,5 +1,5 @@
 //! A cursor over a text that knows its line and column: the one place the
-//! config lexer and the JSON reader learn where a token starts.
+//! config lexer learns where a token starts.
 
 use super::error::Pos;
 

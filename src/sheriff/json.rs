@@ -5,11 +5,22 @@
 //!
 //! Warnings read `FILE:LINE:COL: warning: MSG`, errors are
 //! [`ConfigError`]s; both point at the JSON value concerned.
+//!
+//! serde_json reads the text twice. First into a `serde_json::Value`,
+//! thrown away: that checks the whole text (RFC 8259: escapes, surrogates,
+//! numbers) and bounds its nesting ([`MAX_DEPTH`]). Then as
+//! [`RawValue`]s, slices of the text: serde_json names a place only in its
+//! own errors, so a value's place is where its slice starts. Only objects
+//! the importer reads (the top level and each process) are checked for
+//! duplicate keys; the first pass keeps the last of two silently.
 
 use std::collections::HashMap;
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 
 use super::config::{Action, CmdDef, Config, ConfigError, Pos, Script, Step, Target};
-use super::jsonvalue::{self, Json, Member, Value};
 
 /// The stop signal of every imported command: the old tool sent SIGTERM...
 pub const IMPORT_STOP_SIGNAL: i32 = 15;
@@ -17,6 +28,10 @@ pub const IMPORT_STOP_SIGNAL: i32 = 15;
 pub const IMPORT_STOP_TIME_ALLOWED: u32 = 5;
 /// The script that starts the processes marked `autostart`.
 pub const AUTOSTART_SCRIPT: &str = "autostart";
+/// How deep arrays and objects may nest: serde_json's recursion limit
+/// (it refuses the 128th level). The second pass skips values without
+/// recursing, so the first pass's bound is the only one needed.
+pub const MAX_DEPTH: usize = 127;
 
 /// `s` in single quotes for `sh`: `'` becomes `'\''`.
 pub fn sh_single_quote(s: &str) -> String {
@@ -57,45 +72,142 @@ pub fn exec_for(command: &str, dir: Option<&str>) -> String {
     format!("sh -c {}", double_quote(&s))
 }
 
+/// An object's members in the order written, as (key, value); a key's
+/// slice includes its quotes.
+struct Members<'a>(Vec<(&'a RawValue, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> Visitor<'de> for Entries {
+            type Value = Members<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        d.deserialize_map(Entries)
+    }
+}
+
+/// One `"key": value` of an object.
+struct Member<'a> {
+    key: String,
+    key_pos: Pos,
+    value: &'a RawValue,
+}
+
+/// `v` read as a `T`, or `None` if it is another kind of value (the first
+/// pass has checked the text, so nothing else can go wrong).
+fn read<'a, T: Deserialize<'a>>(v: &'a RawValue) -> Option<T> {
+    serde_json::from_str(v.get()).ok()
+}
+
+/// What kind of value `v` is, for error messages: its first character
+/// decides, the text being valid JSON.
+fn kind(v: &RawValue) -> &'static str {
+    match v.get().as_bytes().first() {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    }
+}
+
 struct Import<'a> {
     file: &'a str,
+    /// The text after a byte order mark, as serde_json reads it.
+    text: &'a str,
+    /// Where each line of `text` starts, so that a place costs one line's
+    /// walk, not the whole text's.
+    line_starts: Vec<usize>,
     warnings: Vec<String>,
 }
 
-impl Import<'_> {
+impl<'a> Import<'a> {
     fn error(&self, pos: Pos, msg: impl Into<String>) -> ConfigError {
         ConfigError::new(self.file, pos, msg)
     }
 
-    fn warn(&mut self, pos: Pos, msg: impl std::fmt::Display) {
+    fn warn(&mut self, pos: Pos, msg: impl fmt::Display) {
         self.warnings.push(format!("{}:{pos}: warning: {msg}", self.file));
     }
 
+    /// The place `offset` bytes into the text.
+    fn pos_at(&self, offset: usize) -> Pos {
+        // line_starts[0] is 0, so line >= 1
+        let line = self.line_starts.partition_point(|&start| start <= offset);
+        let start = self.line_starts[line - 1];
+        let col = Pos::at(&self.text[start..], offset - start).col;
+        Pos { line: u32::try_from(line).unwrap_or(u32::MAX), col }
+    }
+
+    /// Where `v` starts: `serde_json::from_str` borrows every `&RawValue`
+    /// from the text it reads, and that text is a slice of `self.text`.
+    fn pos(&self, v: &RawValue) -> Pos {
+        self.pos_at(v.get().as_ptr().addr() - self.text.as_ptr().addr())
+    }
+
+    /// serde_json's complaint as ours: its message without its own
+    /// " at line L column C", at that place with the column counted in
+    /// characters (serde_json counts bytes).
+    fn json_error(&self, e: &serde_json::Error) -> ConfigError {
+        let line_start = self.line_starts.get(e.line().saturating_sub(1)).copied().unwrap_or(0);
+        let pos = self.pos_at(line_start + e.column().saturating_sub(1));
+        let full = e.to_string();
+        let msg = full.strip_suffix(&format!(" at line {} column {}", e.line(), e.column())).unwrap_or(&full);
+        if msg == "recursion limit exceeded" {
+            return self.error(pos, format!("arrays and objects nested more than {MAX_DEPTH} deep"));
+        }
+        self.error(pos, msg)
+    }
+
+    /// The members of an object, or the error for a value that is not one
+    /// or that has a key twice.
+    fn members(&self, v: &'a RawValue, what: &str) -> Result<Vec<Member<'a>>, ConfigError> {
+        let Some(Members(raw)) = read(v) else {
+            return Err(self.error(self.pos(v), format!("{what} must be an object, not {}", kind(v))));
+        };
+        let mut members: Vec<Member> = Vec::with_capacity(raw.len());
+        for (key, value) in raw {
+            // a key is always a string
+            let (key, key_pos) = (read::<String>(key).unwrap_or_default(), self.pos(key));
+            if let Some(first) = members.iter().find(|m| m.key == key) {
+                return Err(self.error(key_pos, format!("duplicate key {key:?} (first at {})", first.key_pos)));
+            }
+            members.push(Member { key, key_pos, value });
+        }
+        Ok(members)
+    }
+
     /// A member that must be a non-empty string.
-    fn text<'j>(&self, obj: &'j Json, m: Option<&'j Member>, key: &str) -> Result<(&'j str, Pos), ConfigError> {
-        let Some(m) = m else { return Err(self.error(obj.pos, format!("process has no {key:?}"))) };
-        match &m.value.value {
-            Value::Str(s) if s.is_empty() => Err(self.error(m.value.pos, format!("{key:?} is empty"))),
-            Value::Str(s) => Ok((s, m.value.pos)),
-            v => Err(self.error(m.value.pos, format!("{key:?} must be a string, not {}", v.kind()))),
+    fn text(&self, obj: &RawValue, m: Option<&Member>, key: &str) -> Result<(String, Pos), ConfigError> {
+        let Some(m) = m else { return Err(self.error(self.pos(obj), format!("process has no {key:?}"))) };
+        let pos = self.pos(m.value);
+        match read::<String>(m.value) {
+            Some(s) if s.is_empty() => Err(self.error(pos, format!("{key:?} is empty"))),
+            Some(s) => Ok((s, pos)),
+            None => Err(self.error(pos, format!("{key:?} must be a string, not {}", kind(m.value)))),
         }
     }
 
     /// A member that may be absent or null (false), else a boolean.
     fn flag(&self, m: Option<&Member>, key: &str) -> Result<bool, ConfigError> {
-        match m.map(|m| &m.value) {
-            None | Some(Json { value: Value::Null, .. }) => Ok(false),
-            Some(Json { value: Value::Bool(b), .. }) => Ok(*b),
-            Some(j) => Err(self.error(j.pos, format!("{key:?} must be true or false, not {}", j.value.kind()))),
+        let Some(m) = m else { return Ok(false) };
+        match read::<Option<bool>>(m.value) {
+            Some(b) => Ok(b.unwrap_or(false)),
+            None => Err(self.error(self.pos(m.value), format!("{key:?} must be true or false, not {}", kind(m.value)))),
         }
-    }
-}
-
-/// The members of an object, or the error for a value that is not one.
-fn members<'j>(j: &'j Json, file: &str, what: &str) -> Result<&'j [Member], ConfigError> {
-    match &j.value {
-        Value::Object(m) => Ok(m),
-        v => Err(ConfigError::new(file, j.pos, format!("{what} must be an object, not {}", v.kind()))),
     }
 }
 
@@ -105,38 +217,44 @@ fn members<'j>(j: &'j Json, file: &str, what: &str) -> Result<&'j [Member], Conf
 /// `auto_respawn`, and the `autostart` ones are started, in order, by a
 /// generated script `"autostart"`. Warnings: `deputies` dropped,
 /// `auto_restart` true, `$` in a command or directory, a renamed `name`,
-/// and unknown keys (ignored). Errors: anything that is not such a file,
-/// a missing or empty `name`, `command` or `host`, a value of the wrong
-/// type, and two names giving the same command id. Command positions are
-/// those of their `name` values.
+/// and unknown keys (ignored). Errors: anything that is not such a file
+/// (in serde_json's words, e.g. `trailing comma`), nesting deeper than
+/// [`MAX_DEPTH`], a missing or empty `name`, `command` or `host`, a value
+/// of the wrong type, a key given twice, and two names giving the same
+/// command id. Command positions are those of their `name` values.
 pub fn import(text: &str, file: &str) -> Result<(Config, Vec<String>), ConfigError> {
-    let root = jsonvalue::parse(text, file)?;
-    let mut im = Import { file, warnings: Vec::new() };
+    // RFC 8259 §8.1: a parser may ignore a byte order mark; serde_json does not.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let line_starts = std::iter::once(0).chain(memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| i + 1)).collect();
+    let mut im = Import { file, text, line_starts, warnings: Vec::new() };
+    // the first pass (see the top of this file): errors only
+    serde_json::from_str::<serde_json::Value>(text).map_err(|e| im.json_error(&e))?;
+    let root: &RawValue = serde_json::from_str(text).map_err(|e| im.json_error(&e))?;
     let mut processes = None;
-    for m in members(&root, file, "the top level")? {
+    for m in im.members(root, "the top level")? {
         match m.key.as_str() {
-            "processes" => processes = Some(&m.value),
+            "processes" => processes = Some(m.value),
             "deputies" => {
-                let urls = match &m.value.value {
-                    Value::Array(a) => format!(" ({} URLs)", a.len()),
-                    _ => String::new(),
+                let urls = match read::<Vec<&RawValue>>(m.value) {
+                    Some(a) => format!(" ({} URLs)", a.len()),
+                    None => String::new(),
                 };
                 im.warn(m.key_pos, format!("\"deputies\" dropped{urls}: deputies are found over LCM"));
             }
             k => im.warn(m.key_pos, format!("unknown key {k:?} ignored")),
         }
     }
-    let Some(processes) = processes else { return Err(im.error(root.pos, "no \"processes\"")) };
-    let Value::Array(list) = &processes.value else {
-        return Err(im.error(processes.pos, format!("\"processes\" must be an array, not {}", processes.value.kind())));
+    let Some(processes) = processes else { return Err(im.error(im.pos(root), "no \"processes\"")) };
+    let Some(list) = read::<Vec<&RawValue>>(processes) else {
+        return Err(im.error(im.pos(processes), format!("\"processes\" must be an array, not {}", kind(processes))));
     };
     let mut cfg = Config::default();
     let mut starts = Vec::new();
     let mut seen: HashMap<String, Pos> = HashMap::new();
     for p in list {
-        let ms = members(p, file, "a process")?;
+        let ms = im.members(p, "a process")?;
         let get = |key: &str| ms.iter().find(|m| m.key == key);
-        for m in ms {
+        for m in &ms {
             if !matches!(m.key.as_str(), "name" | "command" | "working_dir" | "host" | "autostart" | "auto_restart") {
                 im.warn(m.key_pos, format!("unknown key {:?} ignored", m.key));
             }
@@ -144,12 +262,18 @@ pub fn import(text: &str, file: &str) -> Result<(Config, Vec<String>), ConfigErr
         let (name, name_pos) = im.text(p, get("name"), "name")?;
         let (command, command_pos) = im.text(p, get("command"), "command")?;
         let (host, _) = im.text(p, get("host"), "host")?;
-        let dir = match get("working_dir").map(|m| &m.value) {
-            None | Some(Json { value: Value::Null, .. }) => None,
-            Some(Json { value: Value::Str(d), .. }) if d.is_empty() => None,
-            Some(Json { value: Value::Str(d), .. }) => Some(d.as_str()),
-            Some(j) => return Err(im.error(j.pos, format!("\"working_dir\" must be a string, not {}", j.value.kind()))),
+        // absent, null and "" mean "not given"
+        let dir = match get("working_dir") {
+            None => None,
+            Some(m) => match read::<Option<String>>(m.value) {
+                Some(d) => d.filter(|d| !d.is_empty()),
+                None => {
+                    let msg = format!("\"working_dir\" must be a string, not {}", kind(m.value));
+                    return Err(im.error(im.pos(m.value), msg));
+                }
+            },
         };
+        let dir = dir.as_deref();
         let autostart = im.flag(get("autostart"), "autostart")?;
         let auto_restart = im.flag(get("auto_restart"), "auto_restart")?;
 
@@ -166,7 +290,7 @@ pub fn import(text: &str, file: &str) -> Result<(Config, Vec<String>), ConfigErr
         }
         if auto_restart && let Some(m) = get("auto_restart") {
             im.warn(
-                m.value.pos,
+                im.pos(m.value),
                 format!(
                     "auto_restart of {id:?} becomes auto_respawn, which restarts after every exit \
                      (the old tool only retried failed spawns)"
@@ -174,9 +298,12 @@ pub fn import(text: &str, file: &str) -> Result<(Config, Vec<String>), ConfigErr
             );
         }
         if autostart && let Some(m) = get("autostart") {
-            starts.push(Action { step: Step::Start { target: Target::Cmd(id.clone()), wait: None }, pos: m.value.pos });
+            starts.push(Action {
+                step: Step::Start { target: Target::Cmd(id.clone()), wait: None },
+                pos: im.pos(m.value),
+            });
         }
-        let mut cmd = CmdDef::new(&id, &exec_for(command, dir), host);
+        let mut cmd = CmdDef::new(&id, &exec_for(&command, dir), &host);
         cmd.auto_respawn = auto_restart;
         cmd.stop_signal = IMPORT_STOP_SIGNAL;
         cmd.stop_time_allowed = IMPORT_STOP_TIME_ALLOWED;
@@ -470,10 +597,71 @@ mod tests {
                     .into(),
                 "old.json:3:10: duplicate command id \"a_b\" (first at 2:10)",
             ),
-            // the reader's errors come through
-            ("{\"processes\": [}".into(), "old.json:1:16: expected a value, found '}'"),
-            ("".into(), "old.json:1:1: expected a value, found end of file"),
+            (
+                "{\"processes\": [],\n \"processes\": []}".into(),
+                "old.json:2:2: duplicate key \"processes\" (first at 1:2)",
+            ),
+            (
+                p(r#""name": "a", "command": "a", "host": "h", "name": "b""#),
+                "old.json:1:59: duplicate key \"name\" (first at 1:17)",
+            ),
         ];
         expect_errors(&cases, err);
+    }
+
+    /// serde_json's own errors, in its words, at its place with the column
+    /// counted in characters.
+    #[test]
+    fn syntax_errors() {
+        let cases = [
+            ("", "old.json:1:1: EOF while parsing a value"),
+            ("{\"processes\": [}", "old.json:1:16: expected value"),
+            ("{\"processes\": [1,]}", "old.json:1:18: trailing comma"),
+            ("{\"processes\": [1 2]}", "old.json:1:18: expected `,` or `]`"),
+            ("{\"processes\": [],}", "old.json:1:18: trailing comma"),
+            ("{\"processes\" []}", "old.json:1:14: expected `:`"),
+            ("{\"processes\": [] \"x\": 1}", "old.json:1:18: expected `,` or `}`"),
+            ("{1: 2}", "old.json:1:2: key must be a string"),
+            ("{} x", "old.json:1:4: trailing characters"),
+            ("nul", "old.json:1:3: EOF while parsing a value"),
+            ("'a'", "old.json:1:1: expected value"),
+            ("// c\n{}", "old.json:1:1: expected value"),
+            ("[01]", "old.json:1:3: invalid number"),
+            ("[1e999]", "old.json:1:6: number out of range"),
+            ("\"ab", "old.json:1:3: EOF while parsing a string"),
+            ("\"a\tb\"", "old.json:1:3: control character (\\u0000-\\u001F) found while parsing a string"),
+            ("\"\\x\"", "old.json:1:3: invalid escape"),
+            ("[\"\\ud800\"]", "old.json:1:9: unexpected end of hex escape"),
+            ("\"\\udc00\"", "old.json:1:7: lone leading surrogate in hex escape"),
+            // a two-byte character is one column
+            ("{\"é\": [x]}", "old.json:1:8: expected value"),
+            ("{\"processes\": [],\n\"x\": [é]}", "old.json:2:7: expected value"),
+        ];
+        expect_errors(&cases, err);
+        // a byte order mark is skipped, and is no column
+        assert_eq!(err("\u{feff}[]"), "old.json:1:1: the top level must be an object, not an array");
+        // escapes are resolved
+        let (cfg, _) =
+            import(&one(r#"{"name": "caf\u00e9", "command": "\ud83d\ude00", "host": "\"h\""}"#), "old.json").unwrap();
+        assert_eq!(
+            (cfg.cmds[0].id.as_str(), cfg.cmds[0].exec.as_str(), cfg.cmds[0].deputy.as_str()),
+            ("café", "😀", "\"h\"")
+        );
+    }
+
+    /// Nesting deeper than MAX_DEPTH is refused wherever it is, even in
+    /// a value that would be ignored; far deeper nesting gives the same
+    /// error, not a stack overflow.
+    #[test]
+    fn nesting() {
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let at = |n: usize| format!("{{\"processes\": [], \"x\": {}}}", nested(n));
+        assert_eq!(warnings(&at(MAX_DEPTH - 1)), ["old.json:1:19: warning: unknown key \"x\" ignored"]);
+        // the object is the first level and the first bracket is in column
+        // 24: the 127th bracket is one level too many
+        let deepest = 23 + MAX_DEPTH;
+        assert_eq!(err(&at(MAX_DEPTH)), format!("old.json:1:{deepest}: arrays and objects nested more than 127 deep"));
+        assert_eq!(err(&at(1_000_000)), format!("old.json:1:{deepest}: arrays and objects nested more than 127 deep"));
+        assert_eq!(err(&"[".repeat(1_000_000)), "old.json:1:128: arrays and objects nested more than 127 deep");
     }
 }

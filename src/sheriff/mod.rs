@@ -5,9 +5,9 @@
 //!
 //! Floors: configuration — `error` (positions and [`config::ConfigError`],
 //! re-exported by [`config`]) and `cursor` (walking a text by line and
-//! column), `lex` (config tokens) and `jsonvalue` (a strict JSON reader that
-//! keeps positions), [`config`] (parse, save, validate; pure, no I/O beyond
-//! reading a file), [`json`] (import of the older JSON "ProcMan" format);
+//! column), `lex` (config tokens), [`config`] (parse, save, validate; pure,
+//! no I/O beyond reading a file), [`json`] (import of the older JSON
+//! "ProcMan" format, read by serde_json);
 //! [`model`] (the fleet and the decisions, no I/O), [`view`] (selections and
 //! tables), [`script`] (running scripts); [`engine`] (the sheriff on LCM),
 //! [`serve`] (the long-running sheriff and its control socket).
@@ -17,7 +17,6 @@ mod cursor;
 pub mod engine;
 mod error;
 pub mod json;
-mod jsonvalue;
 mod lex;
 pub mod model;
 pub mod script;
