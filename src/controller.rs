@@ -17,6 +17,43 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 pub const IN_BUF: usize = 1024;
 /// Output buffer size.
 pub const OUT_BUF: usize = 2048;
+/// The bytes of one controller slot's buffers (input, output, listing
+/// filters): one page.
+pub const SLOT_BYTES: usize = IN_BUF + OUT_BUF + IN_BUF;
+
+/// One controller slot's buffers, carved from memory that becomes resident
+/// only where it is used ([`sys::untouched_zeroed`]): a slot that never
+/// holds a controller costs address space only, and a live one only the
+/// pages its traffic reaches. They move with the slot's box and survive its
+/// resets.
+pub struct Bufs {
+    inbuf: &'static mut [u8],
+    outbuf: &'static mut [u8],
+    filters: &'static mut [u8],
+}
+
+impl Bufs {
+    /// The buffers of `slots` slots, one page-sized piece each.
+    pub fn pool(slots: usize) -> impl Iterator<Item = Bufs> {
+        sys::untouched_zeroed(slots * SLOT_BYTES).chunks_exact_mut(SLOT_BYTES).map(Bufs::from_slot)
+    }
+
+    /// One slot's buffers outside a pool (tests; a slot beyond the pool).
+    pub fn single() -> Bufs {
+        Bufs::from_slot(sys::untouched_zeroed(SLOT_BYTES))
+    }
+
+    fn from_slot(slot: &'static mut [u8]) -> Bufs {
+        let (inbuf, rest) = slot.split_at_mut(IN_BUF);
+        let (outbuf, filters) = rest.split_at_mut(OUT_BUF);
+        Bufs { inbuf, outbuf, filters }
+    }
+
+    fn empty() -> Bufs {
+        Bufs { inbuf: &mut [], outbuf: &mut [], filters: &mut [] }
+    }
+}
+
 /// Most received descriptors queued for `fd.take` (docs/protocol.md §3.15).
 pub const MAX_TAKEN: usize = 2;
 /// Most commands one controller runs per loop pass (docs/protocol.md §2.5).
@@ -90,11 +127,11 @@ pub struct Controller {
     pub writable: bool,
     /// End of input seen.
     pub eof: bool,
-    inbuf: [u8; IN_BUF],
+    /// Input, output and listing-filter buffers (see [`Bufs`]).
+    bufs: Bufs,
     in_len: usize,
     /// Discarding an over-long line up to its LF.
     discarding: bool,
-    outbuf: [u8; OUT_BUF],
     out_len: usize,
     /// Output is being dropped until the buffer drains (docs/protocol.md §7.4).
     pub overflow: bool,
@@ -104,7 +141,7 @@ pub struct Controller {
     pub dump: Option<Dump>,
     /// The filters of the listing in progress (`service.query`,
     /// `service.stat *`), validated, matched in place.
-    pub filters: ArrayVec<u8, IN_BUF>,
+    filters_len: usize,
     /// `exit` was run, or input ended: close once output is flushed.
     pub closing: bool,
     /// Writing failed for good: drop output, close.
@@ -133,6 +170,7 @@ impl Controller {
         owned: Option<OwnedFd>,
         in_fd: Option<RawFd>,
         out_fd: Option<RawFd>,
+        bufs: Bufs,
     ) -> Controller {
         Controller {
             id,
@@ -145,15 +183,14 @@ impl Controller {
             readable: true,
             writable: true,
             eof: in_fd.is_none(),
-            inbuf: [0; IN_BUF],
+            bufs,
             in_len: 0,
             discarding: false,
-            outbuf: [0; OUT_BUF],
             out_len: 0,
             overflow: false,
             signal_seen: 0,
             dump: None,
-            filters: ArrayVec::new(),
+            filters_len: 0,
             closing: false,
             broken: false,
             blocked_since: None,
@@ -164,6 +201,33 @@ impl Controller {
             recv_fds: in_fd.is_some_and(sys::is_socket),
             taken: ArrayVec::new(),
         }
+    }
+
+    /// Make this box a fresh controller, keeping its buffers (the old one's
+    /// descriptors are closed as it is dropped).
+    pub fn reset(
+        &mut self,
+        id: usize,
+        kind: Kind,
+        owned: Option<OwnedFd>,
+        in_fd: Option<RawFd>,
+        out_fd: Option<RawFd>,
+    ) {
+        let bufs = std::mem::replace(&mut self.bufs, Bufs::empty());
+        *self = Controller::new(id, kind, owned, in_fd, out_fd, bufs);
+    }
+
+    /// The filters of the listing in progress (`service.query`,
+    /// `service.stat *`), validated, matched in place.
+    pub fn filters(&self) -> &[u8] {
+        &self.bufs.filters[..self.filters_len]
+    }
+
+    /// Keep `filters` for the listing that starts (cut to the buffer).
+    pub fn set_filters(&mut self, filters: &[u8]) {
+        let n = filters.len().min(self.bufs.filters.len());
+        self.bufs.filters[..n].copy_from_slice(&filters[..n]);
+        self.filters_len = n;
     }
 
     /// Whether there is an output side that is still usable.
@@ -223,8 +287,8 @@ impl Controller {
 
     fn put(&mut self, line: &[u8]) {
         let n = line.len();
-        self.outbuf[self.out_len..self.out_len + n].copy_from_slice(line);
-        self.outbuf[self.out_len + n] = b'\n';
+        self.bufs.outbuf[self.out_len..self.out_len + n].copy_from_slice(line);
+        self.bufs.outbuf[self.out_len + n] = b'\n';
         self.out_len += n + 1;
     }
 
@@ -238,11 +302,11 @@ impl Controller {
         }
         while self.out_len > 0 {
             // Only whole lines are written (docs/protocol.md §7.4).
-            let end = memchr::memrchr(b'\n', &self.outbuf[..self.out_len]).map_or(self.out_len, |p| p + 1);
-            match sys::write(fd, &self.outbuf[..end]) {
+            let end = memchr::memrchr(b'\n', &self.bufs.outbuf[..self.out_len]).map_or(self.out_len, |p| p + 1);
+            match sys::write(fd, &self.bufs.outbuf[..end]) {
                 Ok(0) => break,
                 Ok(n) => {
-                    self.outbuf.copy_within(n..self.out_len, 0);
+                    self.bufs.outbuf.copy_within(n..self.out_len, 0);
                     self.out_len -= n;
                     self.blocked_since = None;
                     self.warned = false;
@@ -278,7 +342,7 @@ impl Controller {
         let Some(fd) = self.in_fd else { return false };
         let mut progress = false;
         while !self.eof && self.in_len < IN_BUF {
-            let r = if self.recv_fds { self.recv(fd, log) } else { sys::read(fd, &mut self.inbuf[self.in_len..]) };
+            let r = if self.recv_fds { self.recv(fd, log) } else { sys::read(fd, &mut self.bufs.inbuf[self.in_len..]) };
             match r {
                 Ok(0) => {
                     self.eof = true;
@@ -309,7 +373,7 @@ impl Controller {
     /// for the framing fuzzer (`fuzz/fuzz_targets/framing.rs`).
     pub fn feed(&mut self, bytes: &[u8]) -> usize {
         let n = bytes.len().min(IN_BUF - self.in_len);
-        self.inbuf[self.in_len..self.in_len + n].copy_from_slice(&bytes[..n]);
+        self.bufs.inbuf[self.in_len..self.in_len + n].copy_from_slice(&bytes[..n]);
         self.in_len += n;
         n
     }
@@ -317,7 +381,7 @@ impl Controller {
     /// `recvmsg` into the input buffer, queueing any descriptors received.
     fn recv(&mut self, fd: RawFd, log: &mut Log) -> Result<usize, sys::Errno> {
         let taken = &mut self.taken;
-        sys::recv_with_fds(fd, &mut self.inbuf[self.in_len..], |owned| {
+        sys::recv_with_fds(fd, &mut self.bufs.inbuf[self.in_len..], |owned| {
             let raw = owned.as_raw_fd();
             if taken.try_push(owned).is_err() {
                 crate::log!(log, Error, "No room for ancillary file descriptor {raw}");
@@ -328,7 +392,7 @@ impl Controller {
     /// Take the next piece of input, copying a complete line into `out`.
     pub fn next_input(&mut self, out: &mut [u8; IN_BUF]) -> Input {
         loop {
-            let found = memchr::memchr(b'\n', &self.inbuf[..self.in_len]);
+            let found = memchr::memchr(b'\n', &self.bufs.inbuf[..self.in_len]);
             if self.discarding {
                 match found {
                     Some(p) => {
@@ -344,19 +408,19 @@ impl Controller {
             }
             return match found {
                 Some(p) => {
-                    out[..p].copy_from_slice(&self.inbuf[..p]);
+                    out[..p].copy_from_slice(&self.bufs.inbuf[..p]);
                     self.consume(p + 1);
                     Input::Line(p)
                 }
                 None if self.in_len == IN_BUF => {
-                    let hash = self.inbuf[0] == b'#';
+                    let hash = self.bufs.inbuf[0] == b'#';
                     self.in_len = 0;
                     self.discarding = true;
                     Input::TooLong(hash)
                 }
                 None if self.eof && self.in_len > 0 => {
                     let n = self.in_len;
-                    out[..n].copy_from_slice(&self.inbuf[..n]);
+                    out[..n].copy_from_slice(&self.bufs.inbuf[..n]);
                     self.in_len = 0;
                     Input::Partial(n)
                 }
@@ -374,7 +438,7 @@ impl Controller {
 
     /// Whether a complete line is buffered.
     pub fn has_line(&self) -> bool {
-        memchr::memchr(b'\n', &self.inbuf[..self.in_len]).is_some()
+        memchr::memchr(b'\n', &self.bufs.inbuf[..self.in_len]).is_some()
     }
 
     /// Whether a complete line (or a decision) is waiting in the buffer.
@@ -382,11 +446,11 @@ impl Controller {
         self.in_fd.is_some()
             && (self.in_len == IN_BUF
                 || (self.eof && !self.closing)
-                || memchr::memchr(b'\n', &self.inbuf[..self.in_len]).is_some())
+                || memchr::memchr(b'\n', &self.bufs.inbuf[..self.in_len]).is_some())
     }
 
     fn consume(&mut self, n: usize) {
-        self.inbuf.copy_within(n..self.in_len, 0);
+        self.bufs.inbuf.copy_within(n..self.in_len, 0);
         self.in_len -= n;
     }
 }
@@ -410,7 +474,7 @@ mod tests {
     #[test]
     fn framing_and_too_long() {
         let (a, b) = pair();
-        let mut c = Controller::new(0, Kind::Socket, None, Some(a.as_raw_fd()), None);
+        let mut c = Controller::new(0, Kind::Socket, None, Some(a.as_raw_fd()), None, Bufs::single());
         let mut data = b"one\r\ntwo\n".to_vec();
         data.extend(std::iter::repeat_n(b'x', 3000));
         data.extend(b"\nthree\npart");
@@ -441,7 +505,7 @@ mod tests {
     #[test]
     fn overflow_then_recovery() {
         let (a, b) = pair();
-        let mut c = Controller::new(0, Kind::Socket, None, None, Some(a.as_raw_fd()));
+        let mut c = Controller::new(0, Kind::Socket, None, None, Some(a.as_raw_fd()), Bufs::single());
         let now = Mono::now();
         let line = [b'y'; 1000];
         let mut i = 0;

@@ -43,8 +43,9 @@ pub struct Spawner {
     pub new_group: bool,
     /// `exec(ARG0, ...) failed: ` for the parent's log line.
     exec_msg: Line,
-    /// The child's stack until it execs.
-    stack: Vec<u8>,
+    /// The child's stack until it execs: resident only as deep as a child
+    /// has used it.
+    stack: &'static mut [u8],
 }
 
 impl Default for Spawner {
@@ -63,7 +64,7 @@ impl Spawner {
             abort: false,
             new_group: false,
             exec_msg: Line::new(),
-            stack: vec![0; CHILD_STACK],
+            stack: crate::sys::untouched_zeroed(CHILD_STACK),
         }
     }
 

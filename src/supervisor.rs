@@ -145,8 +145,10 @@ impl Supervisor {
         drop(tx);
         let mut ctls = Vec::with_capacity(slots);
         ctls.resize_with(slots, || None);
-        let spare =
-            (0..slots).map(|k| Box::new(Controller::new(k, controller::Kind::Config, None, None, None))).collect();
+        let spare = controller::Bufs::pool(slots)
+            .enumerate()
+            .map(|(k, bufs)| Box::new(Controller::new(k, controller::Kind::Config, None, None, None, bufs)))
+            .collect();
         Ok(Supervisor {
             poll,
             events: Events::with_capacity(EVENTS),
@@ -588,7 +590,7 @@ impl Supervisor {
         // Resetting closes the descriptors it owns; the box goes back to the
         // preallocated spares.
         let mut c = c;
-        *c = Controller::new(slot, controller::Kind::Config, None, None, None);
+        c.reset(slot, controller::Kind::Config, None, None, None);
         self.spare.push(c);
     }
 
@@ -602,13 +604,12 @@ impl Supervisor {
         in_fd: Option<RawFd>,
         out_fd: Option<RawFd>,
     ) -> Box<Controller> {
-        let fresh = Controller::new(slot, kind, owned, in_fd, out_fd);
         match self.spare.pop() {
             Some(mut b) => {
-                *b = fresh;
+                b.reset(slot, kind, owned, in_fd, out_fd);
                 b
             }
-            None => Box::new(fresh),
+            None => Box::new(Controller::new(slot, kind, owned, in_fd, out_fd, controller::Bufs::single())),
         }
     }
 
@@ -711,7 +712,7 @@ impl Supervisor {
                     let mut at = self.services.next_after(after.as_ref());
                     let found = loop {
                         let Some(s) = at.and_then(|i| self.services.get(i)) else { break None };
-                        if (!stat || s.state == State::Up) && query::matches(&c.filters, &service::subject(s)) {
+                        if (!stat || s.state == State::Up) && query::matches(c.filters(), &service::subject(s)) {
                             break at;
                         }
                         at = self.services.next_after(Some(&s.name));
@@ -766,8 +767,7 @@ impl Supervisor {
         if let Some(Some(c)) = self.ctls.get_mut(slot)
             && c.has_output()
         {
-            c.filters.clear();
-            let _ = c.filters.try_extend_from_slice(&filters[..filters.len().min(IN_BUF)]);
+            c.set_filters(filters);
             c.dump = Some(dump);
         }
     }

@@ -531,3 +531,33 @@ pub fn hostname() -> String {
         _ => "localhost".into(),
     }
 }
+
+/// `len` bytes of zeroed memory that become resident only where they are
+/// touched, for the preallocated tables and buffers daemonproxy keeps for its
+/// whole life (docs/design.md §The tables): an anonymous private
+/// mapping, which the kernel backs page by page on first use. A heap
+/// allocation of the same size would be touched at once by the allocator's
+/// zeroing or by the move of a constructed value. The memory is never given
+/// back. Falls back to the heap if the mapping fails.
+pub fn untouched_zeroed(len: usize) -> &'static mut [u8] {
+    if len == 0 {
+        return &mut [];
+    }
+    // SAFETY: a fresh private anonymous mapping of `len` bytes, readable and
+    // writable, zero-filled by the kernel; never unmapped, so the slice is
+    // valid for 'static and nothing else refers to it.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p != libc::MAP_FAILED {
+            return std::slice::from_raw_parts_mut(p.cast::<u8>(), len);
+        }
+    }
+    Box::leak(vec![0u8; len].into_boxed_slice())
+}
