@@ -213,41 +213,59 @@ fn align(text: &str) -> String {
     out
 }
 
-/// Wait until each of `names` is reported down (or deleted); returns
-/// those still not down at the deadline.
-fn wait_down(c: &mut Conn, names: &[String], end: Instant) -> Result<Vec<String>, Fail> {
-    let mut left: Vec<String> = names.to_vec();
-    // The current states first: some may be down already.
-    for s in services(c)? {
-        if matches!(s.state, StateWord::Down | StateWord::Deleted) {
-            left.retain(|n| n != &s.name);
+/// A process being ended: the service's name and the pid it had.
+type Target = (String, Option<i32>);
+
+/// Whether the line `l` says that `t`'s process has ended: the service is
+/// down or deleted, or runs another process (an auto-up service may be
+/// back before we look).
+fn ended(t: &Target, l: &str) -> bool {
+    match Event::parse(l.as_bytes()) {
+        Event::State(s) if String::from_utf8_lossy(s.name) == t.0 => {
+            matches!(s.state, StateWord::Down | StateWord::Deleted)
+                || (s.state == StateWord::Up && t.1.is_some() && s.pid != t.1)
         }
+        _ => false,
+    }
+}
+
+/// Wait until the process of each target has ended; `seen` holds lines
+/// already read (the replies to the signal commands, where a fast exit's
+/// event may be). Returns the targets whose process still runs at the
+/// deadline.
+fn wait_down(c: &mut Conn, targets: &[Target], seen: &[String], end: Instant) -> Result<Vec<Target>, Fail> {
+    let mut left: Vec<Target> = targets.to_vec();
+    left.retain(|t| !seen.iter().any(|l| ended(t, l)));
+    // The current states: some may have ended already.
+    if !left.is_empty() {
+        c.send("statedump")?;
+        let lines = c.sync()?;
+        left.retain(|t| !lines.iter().any(|l| ended(t, l)));
     }
     while !left.is_empty() {
         let Some(l) = c.next(end)? else { break };
-        if let Event::State(s) = Event::parse(l.as_bytes())
-            && matches!(s.state, StateWord::Down | StateWord::Deleted)
-        {
-            let n = String::from_utf8_lossy(s.name);
-            left.retain(|x| *x != n);
-        }
+        left.retain(|t| !ended(t, &l));
     }
     Ok(left)
 }
 
 /// SIGTERM to each of `names` that is up, wait until they are down, and
 /// SIGKILL those still up after the timeout.
-fn end_processes(c: &mut Conn, up: &[String]) -> Result<(), Fail> {
+fn end_processes(c: &mut Conn, all: &[Svc], up: &[String]) -> Result<(), Fail> {
+    let targets: Vec<Target> =
+        up.iter().map(|n| (n.clone(), all.iter().find(|s| &s.name == n).and_then(|s| s.pid))).collect();
     let terms: Vec<String> = up.iter().map(|n| format!("service.signal\t{n}\tSIGTERM")).collect();
-    c.commands(&terms)?;
-    let left = wait_down(c, up, Instant::now() + c.timeout)?;
+    let seen = c.commands(&terms)?;
+    let left = wait_down(c, &targets, &seen, Instant::now() + c.timeout)?;
     if !left.is_empty() {
-        eprintln!("daemonproxy-ctl: still up after {:?}, sending SIGKILL: {}", c.timeout, left.join(" "));
-        let kills: Vec<String> = left.iter().map(|n| format!("service.signal\t{n}\tSIGKILL")).collect();
-        let _ = c.commands(&kills);
-        let stuck = wait_down(c, &left, Instant::now() + c.timeout)?;
+        let names: Vec<&str> = left.iter().map(|t| t.0.as_str()).collect();
+        eprintln!("daemonproxy-ctl: still up after {:?}, sending SIGKILL: {}", c.timeout, names.join(" "));
+        let kills: Vec<String> = names.iter().map(|n| format!("service.signal\t{n}\tSIGKILL")).collect();
+        let seen = c.commands(&kills).unwrap_or_default();
+        let stuck = wait_down(c, &left, &seen, Instant::now() + c.timeout)?;
         if !stuck.is_empty() {
-            return fail(format!("still up: {}", stuck.join(" ")));
+            let names: Vec<&str> = stuck.iter().map(|t| t.0.as_str()).collect();
+            return fail(format!("still up: {}", names.join(" ")));
         }
     }
     Ok(())
@@ -276,14 +294,14 @@ fn stop(c: &mut Conn, names: &[String]) -> Result<(), Fail> {
     let mut lines: Vec<String> = names.iter().map(|n| format!("service.auto_up\t{n}\t-")).collect();
     lines.extend(pending.iter().map(|n| format!("service.start\t{n}\t-")));
     c.commands(&lines)?;
-    end_processes(c, &up)
+    end_processes(c, &all, &up)
 }
 
 /// End the processes of `names` and start them again (auto-up unchanged).
 fn restart(c: &mut Conn, names: &[String]) -> Result<(), Fail> {
     let all = services(c)?;
     let up = in_state(&all, names, StateWord::Up)?;
-    end_processes(c, &up)?;
+    end_processes(c, &all, &up)?;
     // An auto-up service may be on its way back already: start only what
     // is down now ("service is not startable" otherwise).
     let now = services(c)?;
