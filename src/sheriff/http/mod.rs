@@ -11,9 +11,11 @@
 //!   the answer comes back on a channel of its own, awaited at most
 //!   [`REPLY_TIMEOUT`]; a full queue is answered 503;
 //! - each event stream (`/api/events`, `/api/output`) is a thread fed by
-//!   the loop through a channel of [`STREAM_BUFFER`] messages; the loop
-//!   only ever `try_send`s, and a stream whose buffer is full is dropped
-//!   (its client fell behind), never buffered without limit;
+//!   the loop through an [`Outlet`]: a channel of [`STREAM_BUFFER`]
+//!   messages holding at most [`STREAM_BYTES`] of output not yet written
+//!   to the client; the loop only ever `try_send`s, and a stream whose
+//!   buffer is full is dropped (its client fell behind), never buffered
+//!   without limit;
 //! - at most [`MAX_STREAMS`] streams at once (more: 503), requests are
 //!   served by [`WORKERS`] threads, and every connection's socket has
 //!   send and receive timeouts of [`SOCKET_TIMEOUT`] (set on the listening
@@ -39,6 +41,8 @@ use tiny_http::{Header, Method, Request, Response, Server};
 pub const MAX_STREAMS: usize = 32;
 /// Messages waiting for one stream's client before it is dropped.
 pub const STREAM_BUFFER: usize = 256;
+/// Bytes of output waiting for one stream's client before it is dropped.
+pub const STREAM_BYTES: usize = 1 << 20;
 /// Requests waiting for the loop.
 pub const ASK_QUEUE: usize = 64;
 /// Threads serving requests (streams have threads of their own).
@@ -134,17 +138,55 @@ pub enum Ask {
     /// Send snapshots to `tx`, the current one first.
     Watch {
         /// The stream's channel.
-        tx: SyncSender<Arc<Snapshot>>,
+        tx: Outlet<Arc<Snapshot>>,
     },
     /// Send a command's kept output to `tx`, then what comes after.
     Follow {
         /// The command.
         key: Key,
         /// The stream's channel.
-        tx: SyncSender<Vec<u8>>,
+        tx: Outlet<Vec<u8>>,
         /// `{}` once following, or why not (no such command).
         reply: SyncSender<Answer>,
     },
+}
+
+/// The loop's end of one event stream: a bounded channel, and the
+/// bytes sent on it that its thread has not yet written to the client.
+pub struct Outlet<T> {
+    tx: SyncSender<T>,
+    pending: Arc<AtomicUsize>,
+}
+
+impl<T> Outlet<T> {
+    /// Send `msg` (`bytes` long) unless the client is that far behind:
+    /// false if the stream is to be dropped (counted in `dropped` when
+    /// it fell behind, not when its client went away).
+    fn offer(&self, msg: T, bytes: usize, dropped: &AtomicU64) -> bool {
+        // Counted before the send: the thread subtracts after writing.
+        if self.pending.fetch_add(bytes, Ordering::AcqRel) + bytes > STREAM_BYTES {
+            self.pending.fetch_sub(bytes, Ordering::AcqRel);
+            dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        match self.tx.try_send(msg) {
+            Ok(()) => true,
+            Err(e) => {
+                self.pending.fetch_sub(bytes, Ordering::AcqRel);
+                if let TrySendError::Full(_) = e {
+                    dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                false
+            }
+        }
+    }
+}
+
+/// A stream's two ends.
+fn outlet<T>() -> (Outlet<T>, Receiver<T>, Arc<AtomicUsize>) {
+    let (tx, rx) = sync_channel(STREAM_BUFFER);
+    let pending = Arc::new(AtomicUsize::new(0));
+    (Outlet { tx, pending: pending.clone() }, rx, pending)
 }
 
 struct Ctx {
@@ -160,8 +202,8 @@ struct Ctx {
 pub struct Web {
     ctx: Arc<Ctx>,
     asks: Receiver<Ask>,
-    watchers: Vec<SyncSender<Arc<Snapshot>>>,
-    followers: Vec<(Key, u64, SyncSender<Vec<u8>>)>,
+    watchers: Vec<Outlet<Arc<Snapshot>>>,
+    followers: Vec<(Key, u64, Outlet<Vec<u8>>)>,
 }
 
 fn error_text(e: impl std::fmt::Display) -> String {
@@ -230,21 +272,22 @@ impl Web {
         let s = Arc::new(s);
         *self.ctx.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = s.clone();
         let dropped = &self.ctx.dropped;
-        self.watchers.retain(|tx| keep(tx.try_send(s.clone()), dropped));
+        self.watchers.retain(|tx| tx.offer(s.clone(), 0, dropped));
     }
 
     /// A new watcher: the current snapshot, then each new one.
-    pub fn watch(&mut self, tx: SyncSender<Arc<Snapshot>>) {
+    pub fn watch(&mut self, tx: Outlet<Arc<Snapshot>>) {
         let s = self.ctx.snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if keep(tx.try_send(s), &self.ctx.dropped) {
+        if tx.offer(s, 0, &self.ctx.dropped) {
             self.watchers.push(tx);
         }
     }
 
     /// A new follower of `key`: `kept` (the ring's bytes) now, then what
     /// comes after position `total`.
-    pub fn follow(&mut self, key: Key, kept: Vec<u8>, total: u64, tx: SyncSender<Vec<u8>>) {
-        if kept.is_empty() || keep(tx.try_send(kept), &self.ctx.dropped) {
+    pub fn follow(&mut self, key: Key, kept: Vec<u8>, total: u64, tx: Outlet<Vec<u8>>) {
+        let n = kept.len();
+        if n == 0 || tx.offer(kept, n, &self.ctx.dropped) {
             self.followers.push((key, total, tx));
         }
     }
@@ -264,24 +307,12 @@ impl Web {
             match since(key, *pos) {
                 Some((bytes, total)) => {
                     *pos = total;
-                    bytes.is_empty() || keep(tx.try_send(bytes), dropped)
+                    let n = bytes.len();
+                    n == 0 || tx.offer(bytes, n, dropped)
                 }
                 None => true,
             }
         });
-    }
-}
-
-/// Keep a stream after a `try_send`? A full buffer drops it (counted); a
-/// gone client's stream goes too.
-fn keep<T>(r: Result<(), TrySendError<T>>, dropped: &AtomicU64) -> bool {
-    match r {
-        Ok(()) => true,
-        Err(TrySendError::Full(_)) => {
-            dropped.fetch_add(1, Ordering::Relaxed);
-            false
-        }
-        Err(TrySendError::Disconnected(_)) => false,
     }
 }
 
@@ -478,11 +509,11 @@ impl Drop for Slot {
 
 fn events(ctx: &Arc<Ctx>, rq: Request) {
     let Some(slot) = stream_slot(ctx) else { return error_json(rq, 503, "too many streams") };
-    let (tx, rx) = sync_channel::<Arc<Snapshot>>(STREAM_BUFFER);
+    let (tx, rx, pending) = outlet::<Arc<Snapshot>>();
     if let Err((status, why)) = send_ask(ctx, Ask::Watch { tx }) {
         return error_json(rq, status, &why);
     }
-    spawn_stream(rq, slot, rx, |s: Arc<Snapshot>| format!("event: snapshot\ndata: {}\n\n", s.json()));
+    spawn_stream(rq, slot, rx, pending, |s: Arc<Snapshot>| (format!("event: snapshot\ndata: {}\n\n", s.json()), 0));
 }
 
 fn output(ctx: &Arc<Ctx>, rq: Request, q: &str) {
@@ -490,13 +521,13 @@ fn output(ctx: &Arc<Ctx>, rq: Request, q: &str) {
         return error_json(rq, 400, "deputy and id are required");
     };
     let Some(slot) = stream_slot(ctx) else { return error_json(rq, 503, "too many streams") };
-    let (tx, rx) = sync_channel::<Vec<u8>>(STREAM_BUFFER);
+    let (tx, rx, pending) = outlet::<Vec<u8>>();
     let (rtx, rrx) = sync_channel(1);
     if let Err((status, why)) = ask_loop(ctx, Ask::Follow { key: (deputy, id), tx, reply: rtx }, &rrx) {
         return error_json(rq, if status == 409 { 404 } else { status }, &why);
     }
-    spawn_stream(rq, slot, rx, |b: Vec<u8>| {
-        format!("event: output\ndata: {}\n\n", Value::String(String::from_utf8_lossy(&b).into_owned()))
+    spawn_stream(rq, slot, rx, pending, |b: Vec<u8>| {
+        (format!("event: output\ndata: {}\n\n", Value::String(String::from_utf8_lossy(&b).into_owned())), b.len())
     });
 }
 
@@ -507,14 +538,16 @@ fn send_ask(ctx: &Ctx, ask: Ask) -> Result<(), (u16, String)> {
 }
 
 /// Answer `rq` with an event stream (text/event-stream) on a thread of
-/// its own, writing each message `rx` brings as `encode` makes it; it
+/// its own, writing each message `rx` brings as `encode` makes it (with
+/// the bytes it counted in `pending`, given back once written); it
 /// ends when the loop drops its sender or a write fails (the client is
 /// gone, or stuck for [`SOCKET_TIMEOUT`]).
 fn spawn_stream<T: Send + 'static>(
     rq: Request,
     slot: Slot,
     rx: Receiver<T>,
-    encode: impl Fn(T) -> String + Send + 'static,
+    pending: Arc<AtomicUsize>,
+    encode: impl Fn(T) -> (String, usize) + Send + 'static,
 ) {
     let spawned = std::thread::Builder::new().name("http-stream".into()).spawn(move || {
         let _slot = slot;
@@ -535,14 +568,15 @@ fn spawn_stream<T: Send + 'static>(
             return;
         }
         loop {
-            let text = match rx.recv_timeout(KEEPALIVE) {
+            let (text, counted) = match rx.recv_timeout(KEEPALIVE) {
                 Ok(m) => encode(m),
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => ": keepalive\n\n".into(),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => (": keepalive\n\n".into(), 0),
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
             };
             if send(&text).is_err() {
                 return;
             }
+            pending.fetch_sub(counted, Ordering::AcqRel);
         }
     });
     // The thread could not start: the request, moved into the closure, is
