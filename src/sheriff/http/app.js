@@ -186,7 +186,7 @@
     const s = snap.script;
     const box = $('script');
     options($('script-name'), snap.sheriff.scripts);
-    $('script-name').options[0].textContent = snap.sheriff.scripts.length ? '(script)' : '(no scripts)';
+    $('scripts').hidden = snap.sheriff.scripts.length === 0;
     if (!s) { box.hidden = true; return; }
     box.hidden = false;
     $('script-title').textContent = s.name;
