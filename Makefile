@@ -259,6 +259,7 @@ bench: all $(VENV_STAMP)
 	bench/soak --bin $(RELEASE)/daemonproxy
 	$(VENV)/bin/python bench/bridge --bin $(RELEASE)
 	$(VENV)/bin/python bench/sheriff --bin $(RELEASE)
+	$(VENV)/bin/python bench/sheriff-http --bin $(RELEASE)
 	@if [ -x "$(PEER_BENCH)" ]; then \
 		echo "$(PEER_BENCH) --dp $(RELEASE)/daemonproxy"; \
 		"$(PEER_BENCH)" --dp $(RELEASE)/daemonproxy; \

@@ -250,6 +250,22 @@ class Http(unittest.TestCase):
         status, r = s.post("/api/action", {"verb": "start", "name": "front"})
         self.assertEqual(status, 200, r)
 
+    def test_served_across_quiet_spells(self):
+        """The listening socket's receive timeout (10 s) ends tiny_http's
+        accept thread when no connection comes: a new one takes over, and
+        a connection kept alive from before is still answered."""
+        import http.client
+        s = self.sheriff()
+        c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+        for pause in (0, 6, 6):
+            time.sleep(pause)
+            c.request("GET", "/api/deputies")
+            r = c.getresponse()
+            self.assertEqual(r.status, 200)
+            r.read()
+        c.close()
+        self.assertEqual(s.request("GET", "/api/status")[0], 200, "a new connection after a quiet spell")
+
     def test_slow_stream_dropped_and_flood_bounded(self):
         s = self.sheriff()
         s.post("/api/action", {"verb": "start", "name": "flood"})
@@ -277,10 +293,13 @@ class Http(unittest.TestCase):
         # A flood: many idle connections and more streams than allowed.
         idle = [socket.create_connection(("127.0.0.1", s.port), timeout=15) for _ in range(100)]
         streams, codes = [], []
-        for _ in range(40):
-            c = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+        for k in range(40):
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
             c.sendall(f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{s.port}\r\n\r\n".encode())
-            line = c.recv(64).split(b"\r\n")[0]
+            try:
+                line = c.recv(64).split(b"\r\n")[0]
+            except socket.timeout:
+                self.fail(f"stream {k}: no answer in 10 s; {codes}")
             codes.append(line.split()[1])
             streams.append(c)
         self.assertEqual(codes.count(b"200"), 32, codes)

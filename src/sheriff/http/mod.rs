@@ -17,7 +17,8 @@
 //!   buffer is full is dropped (its client fell behind), never buffered
 //!   without limit;
 //! - at most [`MAX_STREAMS`] streams at once (more: 503), requests are
-//!   served by [`WORKERS`] threads, and every connection's socket has
+//!   served by [`WORKERS`] threads ([`WORK_QUEUE`] waiting at most), and
+//!   every connection's socket has
 //!   send and receive timeouts of [`SOCKET_TIMEOUT`] (set on the listening
 //!   socket, which accepted sockets inherit: socket(7)), so an idle or
 //!   stuck client holds tiny_http's thread for that long at most.
@@ -45,6 +46,8 @@ pub const STREAM_BUFFER: usize = 256;
 pub const STREAM_BYTES: usize = 1 << 20;
 /// Requests waiting for the loop.
 pub const ASK_QUEUE: usize = 64;
+/// Requests waiting for a worker.
+pub const WORK_QUEUE: usize = 64;
 /// Threads serving requests (streams have threads of their own).
 pub const WORKERS: usize = 4;
 /// Send and receive timeout of every connection.
@@ -219,7 +222,8 @@ impl Web {
         let tv = nix::sys::time::TimeVal::new(SOCKET_TIMEOUT.as_secs() as _, 0);
         nix::sys::socket::setsockopt(&listener, nix::sys::socket::sockopt::ReceiveTimeout, &tv).map_err(error_text)?;
         nix::sys::socket::setsockopt(&listener, nix::sys::socket::sockopt::SendTimeout, &tv).map_err(error_text)?;
-        let server = Arc::new(Server::from_listener(listener, None).map_err(error_text)?);
+        let (work, todo) = sync_channel::<Request>(WORK_QUEUE);
+        let todo = Arc::new(Mutex::new(todo));
         let (tx, asks) = sync_channel(ASK_QUEUE);
         let waker = mio::Waker::new(registry, token).map_err(error_text)?;
         let ctx = Arc::new(Ctx {
@@ -231,16 +235,22 @@ impl Web {
             dropped: AtomicU64::new(0),
         });
         for n in 0..WORKERS {
-            let (ctx, server) = (ctx.clone(), server.clone());
+            let (ctx, todo) = (ctx.clone(), todo.clone());
             std::thread::Builder::new()
                 .name(format!("http-{n}"))
                 .spawn(move || {
-                    while let Ok(rq) = server.recv() {
+                    loop {
+                        let next = todo.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok(rq) = next else { return };
                         handle(&ctx, rq);
                     }
                 })
                 .map_err(error_text)?;
         }
+        std::thread::Builder::new()
+            .name("http-accept".into())
+            .spawn(move || accept(listener, work))
+            .map_err(error_text)?;
         Ok(Web { ctx, asks, watchers: Vec::new(), followers: Vec::new() })
     }
 
@@ -313,6 +323,48 @@ impl Web {
                 None => true,
             }
         });
+    }
+}
+
+/// Hand tiny_http's requests to the workers. tiny_http's accept thread
+/// ends at the first error of accept(2), and the listening socket's
+/// receive timeout makes one after [`SOCKET_TIMEOUT`] without a new
+/// connection (EAGAIN): then a new server is started on the same socket,
+/// while the old one's connections (kept alive) are still served by
+/// [`forward`] on a thread of its own until they are all closed.
+fn accept(listener: std::net::TcpListener, work: SyncSender<Request>) {
+    loop {
+        let server = match listener.try_clone().map(|l| Server::from_listener(l, None)) {
+            Ok(Ok(s)) => s,
+            _ => {
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        forward(&server, &work, None);
+        // A connection that sends nothing for SOCKET_TIMEOUT is closed:
+        // twice that without a request, and the old server has none left.
+        let work = work.clone();
+        let drain = std::thread::Builder::new()
+            .name("http-drain".into())
+            .spawn(move || forward(&server, &work, Some(2 * SOCKET_TIMEOUT)));
+        drop(drain);
+    }
+}
+
+/// Pass `server`'s requests to the workers (503 when [`WORK_QUEUE`] are
+/// waiting) until its accept thread ends, or with `idle`, until none came
+/// for that long.
+fn forward(server: &Server, work: &SyncSender<Request>, idle: Option<Duration>) {
+    loop {
+        let next = match idle {
+            None => server.recv().ok(),
+            Some(t) => server.recv_timeout(t).ok().flatten(),
+        };
+        let Some(rq) = next else { return };
+        if let Err(TrySendError::Full(rq)) = work.try_send(rq) {
+            error_json(rq, 503, "too many requests waiting");
+        }
     }
 }
 
