@@ -22,6 +22,11 @@
 //!   send and receive timeouts of [`SOCKET_TIMEOUT`] (set on the listening
 //!   socket, which accepted sockets inherit: socket(7)), so an idle or
 //!   stuck client holds tiny_http's thread for that long at most.
+//!   tiny_http starts a thread per connection from a pool of its own;
+//!   under a burst of new connections its pool can leave one queued
+//!   behind busy ones until one ends, so in a flood of idle connections
+//!   an answer can take up to [`SOCKET_TIMEOUT`]
+//!   (tests/fleet/test_sheriff_http.py measures it).
 
 pub mod auth;
 
