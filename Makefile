@@ -44,10 +44,14 @@ PYCLIENT = python/daemonproxy/__init__.py
 
 # The real LCM library (liblcm, its Python binding, lcm-gen) from PyPI, in a
 # project-local venv; the LCM tests find it through DAEMONPROXY_LCM_VENV and
-# fail, saying so, without it.
+# fail, saying so, without it. The web page's tests use the same venv:
+# selenium drives Debian's chromium (tests/fleet/test_sheriff_browser.py)
+# and prometheus_client's parser reads /metrics
+# (tests/fleet/test_sheriff_http.py).
 VENV        = .venv
 LCM_VERSION = 1.5.3
-VENV_STAMP  = $(VENV)/.lcm-$(LCM_VERSION)
+WEB_TEST_PACKAGES = selenium prometheus_client
+VENV_STAMP  = $(VENV)/.lcm-$(LCM_VERSION)-web
 
 # The Python client as its users get it: a throw-away venv made anew by
 # every "make test", "pip install ./python" into it (pip fetches the build
@@ -175,7 +179,7 @@ venv: $(VENV_STAMP)
 $(VENV_STAMP):
 	rm -rf $(VENV)
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check lcm==$(LCM_VERSION)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check lcm==$(LCM_VERSION) $(WEB_TEST_PACKAGES)
 	touch $@
 
 golden: $(VENV_STAMP)
@@ -255,6 +259,7 @@ bench: all $(VENV_STAMP)
 	bench/soak --bin $(RELEASE)/daemonproxy
 	$(VENV)/bin/python bench/bridge --bin $(RELEASE)
 	$(VENV)/bin/python bench/sheriff --bin $(RELEASE)
+	$(VENV)/bin/python bench/sheriff-http --bin $(RELEASE)
 	@if [ -x "$(PEER_BENCH)" ]; then \
 		echo "$(PEER_BENCH) --dp $(RELEASE)/daemonproxy"; \
 		"$(PEER_BENCH)" --dp $(RELEASE)/daemonproxy; \

@@ -6,6 +6,7 @@ use daemonproxy::procman::Url;
 use daemonproxy::procman::auth::{AuthMode, Key};
 use daemonproxy::sheriff::config;
 use daemonproxy::sheriff::engine::{Engine, Settings};
+use daemonproxy::sheriff::http;
 use daemonproxy::sheriff::json;
 use daemonproxy::sheriff::model::Verb;
 use daemonproxy::sheriff::serve::{self, AfterScript, Options, Sheriff};
@@ -64,6 +65,15 @@ are accepted by every verb):
   --auth off|sign|require  PMA1 message authentication (default off)
   --auth-key-file PATH     hex key, mode 0600 (repeatable)
   --trust-unsigned-deputy ID  accept unsigned info from ID under require
+  --http [ADDR:]PORT       serve: the fleet page, /metrics and the JSON API
+                           over HTTP (ADDR 127.0.0.1 if left out; any other
+                           address needs --http-token-file)
+  --http-token-file PATH   every HTTP request must carry the token in this
+                           file (mode 0600; 16 to 256 of A-Z a-z 0-9 -._~+/=)
+                           as \"Authorization: Bearer TOKEN\" or through the
+                           page's login form
+  --http-read-only         the page shows everything and refuses every
+                           action (--observe implies it)
   -h, --help               this text
   -V, --version            the version
 
@@ -93,7 +103,9 @@ fn seconds(what: &str, v: &str) -> Duration {
 }
 
 /// Options that take a value; each also as `--option=VALUE`.
-const VALUED: [&str; 8] = [
+const VALUED: [&str; 10] = [
+    "--http",
+    "--http-token-file",
     "--lcm-url",
     "--control",
     "--tcpq-listen",
@@ -135,7 +147,10 @@ const VERBS: [(&str, &[&str]); 11] = [
     ("check", &["--lcm-url"]),
 ];
 
-const SERVE_OPTIONS: [&str; 11] = [
+const SERVE_OPTIONS: [&str; 14] = [
+    "--http",
+    "--http-token-file",
+    "--http-read-only",
     "--lcm-url",
     "--observe",
     "--local",
@@ -167,6 +182,9 @@ struct Global {
     auth: AuthMode,
     keys: Vec<String>,
     trust: Vec<String>,
+    http: Option<String>,
+    http_token_file: Option<PathBuf>,
+    http_read_only: bool,
     /// The options given, by their long names.
     given: Vec<&'static str>,
 }
@@ -287,6 +305,9 @@ fn main() {
         auth: AuthMode::Off,
         keys: Vec::new(),
         trust: Vec::new(),
+        http: None,
+        http_token_file: None,
+        http_read_only: false,
         given: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
@@ -353,6 +374,18 @@ fn main() {
                 g.trust.push(value());
                 "--trust-unsigned-deputy"
             }
+            "--http" => {
+                g.http = Some(value());
+                "--http"
+            }
+            "--http-token-file" => {
+                g.http_token_file = Some(value().into());
+                "--http-token-file"
+            }
+            "--http-read-only" => {
+                g.http_read_only = true;
+                "--http-read-only"
+            }
             "-h" | "--help" => {
                 print!("{HELP}");
                 return;
@@ -390,6 +423,7 @@ fn main() {
             "--script-timeout" => "it applies to serve and run".into(),
             "--on-script-complete" => "it applies to serve CONFIG SCRIPT".into(),
             "--local" | "--tcpq-listen" | "--no-demote" => "it applies to serve (and run --config)".into(),
+            "--http" | "--http-token-file" | "--http-read-only" => "it applies to serve".into(),
             _ if verb == "flush" => "flush goes through a serving sheriff, which has its own".into(),
             _ => "it applies to serve and to verbs run without one".into(),
         };
@@ -417,6 +451,9 @@ fn serve_cmd(g: &Global, args: &[String]) -> i32 {
         fail("serve takes at most CONFIG and SCRIPT");
     }
     let cfg = args.first().map(PathBuf::from);
+    if g.http.is_none() && (g.http_token_file.is_some() || g.http_read_only) {
+        fail("--http-token-file and --http-read-only go with --http");
+    }
     run_sheriff(g, g.settings(g.observe, false), cfg, args.get(1).cloned(), g.after)
 }
 
@@ -437,6 +474,7 @@ fn run_sheriff(
         control: g.control(true),
         hub_port: g.hub_port,
         local: g.local,
+        http: g.http.as_deref().map(|a| http_config(g, a)),
     };
     match Sheriff::new(o) {
         Ok(mut s) => s.run(),
@@ -445,6 +483,26 @@ fn run_sheriff(
             2
         }
     }
+}
+
+/// `--http ADDR` and its companions; a token is read from its file
+/// (which only its owner may read) and required off 127.0.0.1 and ::1.
+fn http_config(g: &Global, addr: &str) -> http::Config {
+    let addr = http::parse_addr(addr).unwrap_or_else(|e| fail(&e));
+    let token = g.http_token_file.as_ref().map(|p| {
+        use std::os::unix::fs::MetadataExt;
+        let what = |e: String| -> ! { fail(&format!("--http-token-file {}: {e}", p.display())) };
+        let meta = std::fs::metadata(p).unwrap_or_else(|e| what(e.to_string()));
+        if meta.mode() & 0o077 != 0 {
+            what("group or others may read it (chmod 600)".into());
+        }
+        let text = std::fs::read_to_string(p).unwrap_or_else(|e| what(e.to_string()));
+        http::auth::parse_token(&text).unwrap_or_else(|e| what(e))
+    });
+    if token.is_none() && !http::is_private(&addr) {
+        fail(&format!("--http {addr}: an address other than 127.0.0.1 or [::1] needs --http-token-file"));
+    }
+    http::Config { addr, token, read_only: g.http_read_only || g.observe }
 }
 
 /// Split `--name=VALUE` for the verbs' options that take a value.

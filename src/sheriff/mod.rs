@@ -10,17 +10,22 @@
 //! "ProcMan" format, read by serde_json);
 //! [`model`] (the fleet and the decisions, no I/O), [`view`] (selections and
 //! tables), [`script`] (running scripts); [`engine`] (the sheriff on LCM),
-//! [`serve`] (the long-running sheriff and its control socket).
+//! [`serve`] (the long-running sheriff and its control socket);
+//! [`snapshot`] (the fleet copied out for the web side), [`metrics`]
+//! (/metrics text) and [`http`] (the page and JSON API of `serve --http`).
 
 pub mod config;
 mod cursor;
 pub mod engine;
 mod error;
+pub mod http;
 pub mod json;
 mod lex;
+pub mod metrics;
 pub mod model;
 pub mod script;
 pub mod serve;
+pub mod snapshot;
 pub mod view;
 
 /// Helpers for the unit tests of this module.

@@ -130,6 +130,9 @@ pub struct Command {
     /// what the deputy reports (docs/fleet.md §5.2). Cleared when a report
     /// shows the deputy acting on it after all (a new pid or runid).
     pub refused: Option<String>,
+    /// Runs seen (a new pid reported), the one already going when the
+    /// command was first heard of included: restarts are this less one.
+    pub runs: u64,
 }
 
 /// Status words of §5.2 (as the stock sheriff shows them).
@@ -375,6 +378,9 @@ impl Fleet {
                 c.refused = None;
             }
             if s.pid > 0 {
+                if c.pid != s.pid {
+                    c.runs += 1;
+                }
                 if c.pid != s.pid || c.start_utime.is_none() {
                     // A report before this one showed the command without
                     // this pid: the run started since (the bridge reports
@@ -581,6 +587,7 @@ fn new_command(deputy: &str, cmd: CmdT) -> Command {
         start_seen: false,
         last_exit: None,
         refused: None,
+        runs: 0,
     }
 }
 

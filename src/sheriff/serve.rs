@@ -11,11 +11,17 @@
 //! the connection lasts); `run\tSCRIPT[\ttimeout=SECONDS]` progress lines
 //! and a last `done` or `failed\tWHY`; `id` `ok\tID\tactive|observer\tURL`
 //! (docs/fleet.md §5.7).
+//!
+//! With `--http`, the web page, /metrics and the JSON API of
+//! [`super::http`] run on threads of their own: this loop publishes a
+//! [`super::snapshot::Snapshot`] to them and answers their [`Ask`]s.
 
 use super::config::{self, Config};
 use super::engine::{Engine, Settings};
+use super::http::{self, Ask, Selection, Web};
 use super::model::Verb;
 use super::script::{Outcome, Run};
+use super::snapshot::{self, ScriptView, SheriffView};
 use super::view::{self, Filter, Row};
 use crate::procman::CmdT;
 use crate::procman::hub::Hub;
@@ -59,16 +65,35 @@ pub struct Options {
     /// Lone ranger: start a private daemonproxy and bridge (`--id
     /// localhost`) here, stopped with SIGTERM at exit.
     pub local: bool,
+    /// Serve the web page, /metrics and the JSON API.
+    pub http: Option<http::Config>,
+}
+
+/// Who started a script run and follows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Owner {
+    /// The command line (`serve CONFIG SCRIPT`): `--on-script-complete`
+    /// applies at its end.
+    Startup,
+    /// A control-socket client (`run`).
+    Client(Token),
+    /// The web page (`POST /api/run`): its steps show in the snapshot.
+    Web,
 }
 
 const LCM: Token = Token(0);
 const LISTEN: Token = Token(1);
 const SIG: Token = Token(2);
 const HUB: Token = Token(3);
+const WAKE: Token = Token(4);
 const CLIENT0: usize = 16;
 
 /// Bytes a follower may fall behind before it is dropped.
 const FOLLOW_LIMIT: usize = 8 << 20;
+/// The web side's snapshot is rebuilt this soon after a change...
+const SNAPSHOT_SOON: Duration = Duration::from_millis(250);
+/// ...and this often in any case (uptimes, last heard).
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
 
 enum Mode {
     /// Waiting for its request line.
@@ -204,7 +229,7 @@ pub struct Sheriff {
     clients: HashMap<Token, Client>,
     next_client: usize,
     config: Config,
-    run: Option<(Run, Option<Token>)>,
+    run: Option<(Run, Owner)>,
     run_reported: usize,
     script_timeout: Option<Duration>,
     after_script: AfterScript,
@@ -215,6 +240,12 @@ pub struct Sheriff {
     sig_rx: std::os::unix::net::UnixStream,
     _sig_tx: std::os::unix::net::UnixStream,
     exit: Option<i32>,
+    web: Option<Web>,
+    /// Something the page shows changed since the last snapshot.
+    web_dirty: bool,
+    last_snapshot: Instant,
+    /// The current or last script run, for the page.
+    script_view: Option<ScriptView>,
 }
 
 fn log(msg: &str) {
@@ -312,6 +343,12 @@ impl Sheriff {
         poll.registry()
             .register(&mut SourceFd(&sig_rx.as_raw_fd()), SIG, Interest::READABLE)
             .map_err(|e| e.to_string())?;
+        let mut web = None;
+        if let Some(h) = o.http {
+            let w = Web::start(h, poll.registry(), WAKE)?;
+            log(&format!("http on http://{}/{}", w.addr(), if w.read_only() { " (read-only)" } else { "" }));
+            web = Some(w);
+        }
         if let Some(l) = &mut local {
             l.start(&url).map_err(|e| format!("lone ranger: {e}"))?;
         }
@@ -334,10 +371,15 @@ impl Sheriff {
             sig_rx,
             _sig_tx: sig_tx,
             exit: None,
+            web,
+            web_dirty: true,
+            last_snapshot: Instant::now(),
+            script_view: None,
         };
         if let Some(name) = o.script {
             let r = Run::new(&s.config, &name, s.script_timeout)?;
-            s.run = Some((r, None));
+            s.script_view = Some(ScriptView { name: r.name.clone(), steps: Vec::new(), outcome: "running".into() });
+            s.run = Some((r, Owner::Startup));
         }
         Ok(s)
     }
@@ -437,26 +479,13 @@ impl Sheriff {
                     Some("remove") => Verb::Remove,
                     _ => return self.reply(t, "error\tunknown verb\n", Mode::Closing),
                 };
-                if self.engine.observer {
-                    return self.reply(t, "error\tthis sheriff is an observer\n", Mode::Closing);
-                }
                 let filter = Filter::from_fields(f[2..].iter().copied());
-                if filter.is_empty() {
-                    return self.reply(t, "error\tno command selected\n", Mode::Closing);
+                match self.act(verb, &Selection::Filter(filter)) {
+                    Ok((n, selected, skipped)) => {
+                        self.reply(t, &format!("ok\t{n}\t{selected}\t{skipped}\n"), Mode::Closing)
+                    }
+                    Err(why) => self.reply(t, &format!("error\t{why}\n"), Mode::Closing),
                 }
-                // Commands whose deputy said it will not act on them are
-                // left out unless named by id (docs/fleet.md §5.2).
-                let (keys, skipped) = filter.actionable(fleet);
-                if keys.is_empty() && skipped == 0 {
-                    return self.reply(t, "error\tno such command\n", Mode::Closing);
-                }
-                let n = self.engine.act(&keys, verb);
-                // A verb whose orders cannot go out fails, not "ok".
-                let deputies: std::collections::BTreeSet<&str> = keys.iter().map(|k| k.0.as_str()).collect();
-                if let Some(why) = deputies.iter().find_map(|d| self.engine.unsendable(d)) {
-                    return self.reply(t, &format!("error\t{why}\n"), Mode::Closing);
-                }
-                self.reply(t, &format!("ok\t{n}\t{}\t{skipped}\n", keys.len()), Mode::Closing);
             }
             "flush" => {
                 if self.engine.observer {
@@ -501,19 +530,8 @@ impl Sheriff {
                         _ => return self.reply(t, &format!("error\tbad run option {x:?}\n"), Mode::Closing),
                     }
                 }
-                match Run::new(&self.config, f[1], timeout) {
-                    Ok(r) => {
-                        if let Some((old, Some(ot))) = self.run.take() {
-                            self.reply(
-                                ot,
-                                &format!("failed\taborted by a new script ({} was running)\n", old.name),
-                                Mode::Closing,
-                            );
-                        }
-                        self.run = Some((r, Some(t)));
-                        self.run_reported = 0;
-                        self.reply(t, "ok\n", Mode::Script);
-                    }
+                match self.start_run(f[1], timeout, Owner::Client(t)) {
+                    Ok(()) => self.reply(t, "ok\n", Mode::Script),
                     Err(e) => self.reply(t, &format!("error\t{e}\n"), Mode::Closing),
                 }
             }
@@ -524,6 +542,98 @@ impl Sheriff {
             }
             _ => self.reply(t, "error\tunknown request\n", Mode::Closing),
         }
+    }
+
+    /// Start script `name`, ending the one running (its client told).
+    fn start_run(&mut self, name: &str, timeout: Option<Duration>, owner: Owner) -> Result<(), String> {
+        let r = Run::new(&self.config, name, timeout)?;
+        if let Some((old, Owner::Client(ot))) = self.run.take() {
+            self.reply(ot, &format!("failed\taborted by a new script ({} was running)\n", old.name), Mode::Closing);
+        }
+        self.script_view = Some(ScriptView { name: r.name.clone(), steps: Vec::new(), outcome: "running".into() });
+        self.run = Some((r, owner));
+        self.run_reported = 0;
+        self.web_dirty = true;
+        Ok(())
+    }
+
+    /// Apply `verb` to a selection, for the control socket and the web
+    /// page alike: (changed, selected, skipped), or why not.
+    fn act(&mut self, verb: Verb, selection: &Selection) -> Result<(usize, usize, usize), String> {
+        if self.engine.observer {
+            return Err("this sheriff is an observer".into());
+        }
+        let fleet = &self.engine.fleet;
+        let (keys, skipped) = match selection {
+            Selection::Filter(filter) if filter.is_empty() => return Err("no command selected".into()),
+            // Commands whose deputy said it will not act on them are
+            // left out unless named by id (docs/fleet.md §5.2).
+            Selection::Filter(filter) => filter.actionable(fleet),
+            // Named one by one: as by id.
+            Selection::Keys(keys) => (keys.iter().filter(|k| fleet.cmds.contains_key(*k)).cloned().collect(), 0),
+        };
+        if keys.is_empty() && skipped == 0 {
+            return Err("no such command".into());
+        }
+        let n = self.engine.act(&keys, verb);
+        self.web_dirty = true;
+        // A verb whose orders cannot go out fails, not "ok".
+        let deputies: std::collections::BTreeSet<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+        if let Some(why) = deputies.iter().find_map(|d| self.engine.unsendable(d)) {
+            return Err(why);
+        }
+        Ok((n, keys.len(), skipped))
+    }
+
+    /// Answer what the web side asks, and publish a new snapshot when one
+    /// is due; when the next one is due.
+    fn serve_web(&mut self, now: Instant) -> Option<Instant> {
+        let mut web = self.web.take()?;
+        while let Some(ask) = web.next_ask() {
+            match ask {
+                Ask::Act { verb, selection, reply } => {
+                    let answer = self.act(verb, &selection).map(|(changed, selected, skipped)| {
+                        serde_json::json!({"changed": changed, "selected": selected, "skipped": skipped})
+                    });
+                    let _ = reply.try_send(answer);
+                }
+                Ask::Run { script, reply } => {
+                    let answer = if self.engine.observer {
+                        Err("this sheriff is an observer".to_string())
+                    } else {
+                        self.start_run(&script, self.script_timeout, Owner::Web).map(|()| serde_json::json!({}))
+                    };
+                    let _ = reply.try_send(answer);
+                }
+                Ask::Watch { tx } => web.watch(tx),
+                Ask::Follow { key, tx, reply } => {
+                    let known = self.engine.fleet.cmds.contains_key(&key) || self.engine.output.contains_key(&key);
+                    if !known {
+                        let _ = reply.try_send(Err("no such command".into()));
+                        continue;
+                    }
+                    let (kept, total) = self.engine.output.get(&key).map_or((Vec::new(), 0), |r| (r.since(0), r.total));
+                    web.follow(key, kept, total, tx);
+                    let _ = reply.try_send(Ok(serde_json::json!({})));
+                }
+            }
+        }
+        let due = self.last_snapshot + if self.web_dirty { SNAPSHOT_SOON } else { SNAPSHOT_EVERY };
+        if now >= due {
+            let sheriff = SheriffView {
+                id: self.engine.id.clone(),
+                mode: if self.engine.observer { "observer" } else { "active" }.into(),
+                url: self.url.clone(),
+                read_only: web.read_only() || self.engine.observer,
+                scripts: self.config.scripts.iter().map(|s| s.name.clone()).collect(),
+            };
+            let snap = snapshot::build(&self.engine.fleet, now, sheriff, self.script_view.clone(), web.counts());
+            web.publish(snap);
+            self.last_snapshot = now;
+            self.web_dirty = false;
+        }
+        self.web = Some(web);
+        Some(self.last_snapshot + if self.web_dirty { SNAPSHOT_SOON } else { SNAPSHOT_EVERY })
     }
 
     fn flush_client(&mut self, t: Token) {
@@ -547,6 +657,10 @@ impl Sheriff {
             return;
         }
         let fresh: std::collections::HashSet<(String, String)> = fresh.into_iter().collect();
+        if let Some(web) = &mut self.web {
+            let output = &self.engine.output;
+            web.feed(&fresh, |k, pos| output.get(k).map(|r| (r.since(pos), r.total)));
+        }
         let tokens: Vec<Token> = self.clients.keys().copied().collect();
         for t in tokens {
             let Some(c) = self.clients.get_mut(&t) else { continue };
@@ -568,20 +682,26 @@ impl Sheriff {
         if let Some(t) = self.engine.listening(now) {
             return Some(t);
         }
-        let (run, client) = self.run.as_mut()?;
+        let (run, owner) = self.run.as_mut()?;
         // The script reads the fleet; the verbs it wants are applied after.
         let mut pending: Vec<(Vec<(String, String)>, Verb)> = Vec::new();
         let r = run.step(&self.engine.fleet, now, &mut |k, v| pending.push((k.to_vec(), v)));
         for (k, v) in pending {
             self.engine.act(&k, v);
         }
-        let client = *client;
+        let owner = *owner;
         let new: Vec<String> = run.progress[self.run_reported..].to_vec();
         self.run_reported = run.progress.len();
         for p in &new {
             log(&format!("script {}: {p}", run.name));
         }
-        if let Some(t) = client {
+        if let Some(v) = &mut self.script_view
+            && !new.is_empty()
+        {
+            v.steps.extend(new.iter().cloned());
+            self.web_dirty = true;
+        }
+        if let Owner::Client(t) = owner {
             let text: String = new.iter().map(|p| format!("step\t{p}\n")).collect();
             if let Some(c) = self.clients.get_mut(&t) {
                 c.out.extend_from_slice(text.as_bytes());
@@ -597,12 +717,17 @@ impl Sheriff {
                     Outcome::Failed(why) => (format!("failed\t{why}\n"), 1),
                 };
                 log(&format!("script {name}: {}", line.trim_end().replace('\t', ": ")));
-                match client {
-                    Some(t) => {
+                if let Some(v) = &mut self.script_view {
+                    v.outcome = line.trim_end().replace('\t', ": ");
+                    self.web_dirty = true;
+                }
+                match owner {
+                    Owner::Client(t) => {
                         self.reply(t, &line, Mode::Closing);
                         self.flush_client(t);
                     }
-                    None => match self.after_script {
+                    Owner::Web => {}
+                    Owner::Startup => match self.after_script {
                         AfterScript::Continue => {}
                         AfterScript::Exit => self.exit = Some(code),
                         AfterScript::Observe => self.engine.observer = true,
@@ -619,10 +744,14 @@ impl Sheriff {
         let mut events = Events::with_capacity(256);
         let mut next_orders = Instant::now();
         let mut next_script: Option<Instant> = Some(Instant::now());
+        let mut next_snapshot: Option<Instant> = None;
         loop {
             let now = Instant::now();
             let mut wake = next_orders;
             if let Some(t) = next_script {
+                wake = wake.min(t);
+            }
+            if let Some(t) = next_snapshot {
                 wake = wake.min(t);
             }
             if let Some(t) = self.engine.lcm.next_deadline() {
@@ -639,7 +768,8 @@ impl Sheriff {
             let mut ready = Vec::new();
             for ev in events.iter() {
                 match ev.token() {
-                    LCM => {}
+                    LCM => self.web_dirty = true,
+                    WAKE => {}
                     LISTEN => self.accept(),
                     SIG => {
                         let mut b = [0u8; 16];
@@ -668,6 +798,7 @@ impl Sheriff {
             self.feed_followers();
             next_script = self.step_script(now);
             next_orders = self.engine.tick(now);
+            next_snapshot = self.serve_web(now);
             if let Some(h) = &mut self.hub {
                 let _ = h.turn(Some(Duration::ZERO));
             }

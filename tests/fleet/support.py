@@ -349,3 +349,90 @@ def three_namespaces(test):
         ip("-n", host, "link", "set", f"v{k}", "up")
         ip("-n", host, "route", "add", "224.0.0.0/4", "dev", f"v{k}")
     return ns
+
+
+class WebSheriff:
+    """daemonproxy-sheriff serve with --http (issue 18, src/sheriff/http/):
+    `args` go before `serve`, `extra` after it (CONFIG [SCRIPT]). Waits for
+    the page to answer and, with `deputies`, for each to be heard. `host`
+    is the address it binds (127.0.0.1 unless given); `token` is sent by
+    get/post when set."""
+
+    def __init__(self, procs, tmp, config_text, args=(), host="127.0.0.1", token=None, deputies=("localhost",),
+                 name="web"):
+        self.procs = procs
+        self.control = os.path.join(tmp, f"{name}.sock")
+        cfg = os.path.join(tmp, f"{name}.cfg")
+        with open(cfg, "w") as f:
+            f.write(config_text)
+        self.port = free_port()
+        self.host = host
+        self.token = token
+        self.base = f"http://{host}:{self.port}"
+        self.log_path = os.path.join(tmp, f"{name}.log")
+        log = procs.open(self.log_path)
+        self.p = procs.start([binary("daemonproxy-sheriff"), "--control", self.control, *args,
+                              "--http", f"{host}:{self.port}", "serve", cfg], stdout=log, stderr=log)
+        if not wait_until(lambda: "http on " in self.log() or self.p.poll() is not None, 10):
+            raise AssertionError("the sheriff did not serve http:\n" + self.log())
+        if self.p.poll() is not None:
+            raise AssertionError("the sheriff ended:\n" + self.log())
+        for d in deputies:
+            if not wait_until(lambda: any(x["deputy"] == d and x["live"] == "ok"
+                                          for x in self.json("/api/status")["deputies"]), 15, 0.1):
+                raise AssertionError(f"deputy {d} not heard:\n" + self.log())
+
+    def log(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def request(self, method, path, body=None, headers=None, token=True, timeout=10):
+        """(status, headers, body bytes)."""
+        import http.client
+        h = {}
+        if token and self.token:
+            h["Authorization"] = "Bearer " + self.token
+        h.update(headers or {})
+        c = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        try:
+            c.request(method, path, body=body, headers=h)
+            r = c.getresponse()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+        finally:
+            c.close()
+
+    def json(self, path):
+        import json
+        status, _, body = self.request("GET", path)
+        if status != 200:
+            raise AssertionError(f"GET {path}: {status} {body[:300]!r}")
+        return json.loads(body)
+
+    def post(self, path, obj, headers=None, origin=True):
+        """POST JSON as the page does (same origin, the action header)."""
+        import json
+        h = {"Content-Type": "application/json", "X-Daemonproxy-Action": "1"}
+        if origin:
+            h["Origin"] = self.base
+        h.update(headers or {})
+        status, _, body = self.request("POST", path, json.dumps(obj), h)
+        return status, json.loads(body or b"{}")
+
+    def command(self, cid, deputy="localhost"):
+        for c in self.json("/api/status")["commands"]:
+            if c["id"] == cid and c["deputy"] == deputy:
+                return c
+        return None
+
+    def cli(self, *args, timeout=20):
+        return subprocess.run([binary("daemonproxy-sheriff"), "--control", self.control, *args],
+                              capture_output=True, timeout=timeout)
+
+
+def alive(pid):
+    """Is `pid` a live process (not a zombie)?"""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
