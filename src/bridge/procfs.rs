@@ -84,7 +84,7 @@ pub struct ProcStat {
     pub start_time: u64,
     /// Field 23, bytes.
     pub vsize: i64,
-    /// Field 24 × page size, bytes.
+    /// Field 24 × page size, bytes (from statm when read by [`ProcStat::read`]).
     pub rss: i64,
 }
 
@@ -110,9 +110,17 @@ impl ProcStat {
         })
     }
 
-    /// Read /proc/PID/stat now.
+    /// Read /proc/PID/stat now, with the resident set from
+    /// /proc/PID/statm: field 24 of stat is approximate on current kernels
+    /// (it lagged `VmRSS` by 170-250 kB for a `sleep`), statm's is the
+    /// figure `VmRSS` shows.
     pub fn read(pid: i32) -> Option<ProcStat> {
-        ProcStat::parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?, page_size())
+        let page = page_size();
+        let mut s = ProcStat::parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?, page)?;
+        if let Ok(pages) = crate::figures::read_rss(pid) {
+            s.rss = pages * page;
+        }
+        Some(s)
     }
 }
 
