@@ -228,7 +228,10 @@ class Behaviour(FleetCase):
         with open(f"/proc/{busy.pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         self.assertEqual(st.mem_vsize_bytes, int(fields[20]))
-        self.assertAlmostEqual(st.mem_rss_bytes, int(fields[21]) * os.sysconf("SC_PAGESIZE"), delta=64 * 1024)
+        # the resident set is statm's (VmRSS), not stat's field 24, which lags it
+        with open(f"/proc/{busy.pid}/statm") as f:
+            resident = int(f.read().split()[1])
+        self.assertAlmostEqual(st.mem_rss_bytes, resident * os.sysconf("SC_PAGESIZE"), delta=64 * 1024)
         # --stop-on-exit: SIGTERM stops the commands, then the bridge exits 0
         h.bridge.send_signal(signal.SIGTERM)
         self.assertEqual(h.bridge.wait(10), 0)
