@@ -354,7 +354,8 @@ def three_namespaces(test):
 class WebSheriff:
     """daemonproxy-sheriff serve with --http (issue 18, src/sheriff/http/):
     `args` go before `serve`, `extra` after it (CONFIG [SCRIPT]). Waits for
-    the page to answer and, with `deputies`, for each to be heard. `host`
+    the page to answer and, with `deputies`, for each to be heard. A
+    `config_text` of None serves without a configuration (an observer). `host`
     is the address it binds (127.0.0.1 unless given); `token` is sent by
     get/post when set."""
 
@@ -362,9 +363,11 @@ class WebSheriff:
                  name="web"):
         self.procs = procs
         self.control = os.path.join(tmp, f"{name}.sock")
-        cfg = os.path.join(tmp, f"{name}.cfg")
-        with open(cfg, "w") as f:
-            f.write(config_text)
+        cfg = []  # none for an observer (config_text None)
+        if config_text is not None:
+            cfg = [os.path.join(tmp, f"{name}.cfg")]
+            with open(cfg[0], "w") as f:
+                f.write(config_text)
         self.port = free_port()
         self.host = host
         self.token = token
@@ -372,7 +375,7 @@ class WebSheriff:
         self.log_path = os.path.join(tmp, f"{name}.log")
         log = procs.open(self.log_path)
         self.p = procs.start([binary("daemonproxy-sheriff"), "--control", self.control, *args,
-                              "--http", f"{host}:{self.port}", "serve", cfg], stdout=log, stderr=log)
+                              "--http", f"{host}:{self.port}", "serve", *cfg], stdout=log, stderr=log)
         if not wait_until(lambda: "http on " in self.log() or self.p.poll() is not None, 10):
             raise AssertionError("the sheriff did not serve http:\n" + self.log())
         if self.p.poll() is not None:

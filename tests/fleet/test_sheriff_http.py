@@ -13,7 +13,7 @@ import unittest
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import Procs, WebSheriff, alive, binary, wait_until
+from support import Procs, WebSheriff, alive, binary, free_port, wait_until
 
 CONFIG = """\
 group "web" {
@@ -205,6 +205,18 @@ class Http(unittest.TestCase):
         # the control socket still acts (read-only is the page's)
         r = s.cli("start", "front", "--wait", "running", "--timeout", "10")
         self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_observe_implies_read_only(self):
+        # an observer with a hub of its own and no deputy: the page must refuse every action
+        s = WebSheriff(self.procs, self.tmp, None, args=("--observe", "--tcpq-listen", str(free_port())),
+                       deputies=())
+        self.assertTrue(wait_until(lambda: s.json("/api/status")["sheriff"]["mode"] != "", 5))
+        st = s.json("/api/status")
+        self.assertEqual(st["sheriff"]["mode"], "observer")
+        self.assertTrue(st["sheriff"]["read_only"], st["sheriff"])
+        for path, body in (("/api/action", {"verb": "start", "all": True}), ("/api/run", {"script": "up"})):
+            status, r = s.post(path, body)
+            self.assertEqual(status, 403, r)
 
     def test_token_off_loopback(self):
         def run(*args):
