@@ -618,8 +618,7 @@ impl Sheriff {
                 }
             }
         }
-        let due = self.last_snapshot + if self.web_dirty { SNAPSHOT_SOON } else { SNAPSHOT_EVERY };
-        if now >= due {
+        if now >= self.next_snapshot() {
             let sheriff = SheriffView {
                 id: self.engine.id.clone(),
                 mode: if self.engine.observer { "observer" } else { "active" }.into(),
@@ -633,7 +632,12 @@ impl Sheriff {
             self.web_dirty = false;
         }
         self.web = Some(web);
-        Some(self.last_snapshot + if self.web_dirty { SNAPSHOT_SOON } else { SNAPSHOT_EVERY })
+        Some(self.next_snapshot())
+    }
+
+    /// When the web side's next snapshot is due.
+    fn next_snapshot(&self) -> Instant {
+        self.last_snapshot + if self.web_dirty { SNAPSHOT_SOON } else { SNAPSHOT_EVERY }
     }
 
     fn flush_client(&mut self, t: Token) {

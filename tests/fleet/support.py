@@ -53,6 +53,19 @@ def wait_until(pred, timeout, step=0.02):
         time.sleep(step)
 
 
+def recv_until(sock, marker):
+    """Read `sock` until `marker` has arrived or the peer closed; close it and
+    return what came."""
+    buf = b""
+    while marker not in buf:
+        d = sock.recv(65536)
+        if not d:
+            break
+        buf += d
+    sock.close()
+    return buf
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

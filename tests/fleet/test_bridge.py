@@ -13,7 +13,7 @@ import time
 import unittest
 
 import scenarios
-from support import HERE, PYTHON, Host, HubProc, Procs, Sheriff, cmd, have_netns, wait_until
+from support import HERE, PYTHON, Host, HubProc, Procs, Sheriff, cmd, have_netns, recv_until, wait_until
 
 UDPM = "udpm://239.255.76.67:7667?ttl=0"
 NETNS_SETUP = "ip link set lo up; ip link set lo multicast on; ip route add 224.0.0.0/4 dev lo; "
@@ -31,14 +31,7 @@ def ask(host, data, end):
     return what it answers up to and including `end`."""
     c = host.control()
     c.sendall(data)
-    buf = b""
-    while end not in buf:
-        d = c.recv(65536)
-        if not d:
-            break
-        buf += d
-    c.close()
-    return buf
+    return recv_until(c, end)
 
 
 class FleetCase(unittest.TestCase):

@@ -15,6 +15,7 @@ import unittest
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
 from support import ROOT, Host, HubProc, Procs, WebSheriff, alive, wait_until
@@ -92,6 +93,14 @@ class Browser(unittest.TestCase):
         return r
 
     def click(self, css):
+        # the table is redrawn by each snapshot: an element found just
+        # before a redraw is stale by the click, so find it again
+        for _ in range(20):
+            try:
+                self.d.find_element(By.CSS_SELECTOR, css).click()
+                return
+            except StaleElementReferenceException:
+                time.sleep(0.05)
         self.d.find_element(By.CSS_SELECTOR, css).click()
 
     def open_pane(self, deputy, cid):

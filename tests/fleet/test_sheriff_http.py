@@ -13,7 +13,7 @@ import unittest
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import Procs, WebSheriff, alive, binary, free_port, wait_until
+from support import Procs, WebSheriff, alive, binary, free_port, recv_until, wait_until
 
 CONFIG = """\
 group "web" {
@@ -147,13 +147,7 @@ class Http(unittest.TestCase):
         sock = socket.create_connection(("127.0.0.1", s.port), timeout=5)
         sock.sendall(f"GET /api/output?deputy=localhost&id=markup HTTP/1.1\r\nHost: 127.0.0.1:{s.port}\r\n\r\n"
                      .encode())
-        buf = b""
-        while b'</script>' not in buf:
-            d = sock.recv(65536)
-            if not d:
-                break
-            buf += d
-        sock.close()
+        buf = recv_until(sock, b"</script>")
         head, _, body = buf.partition(b"\r\n\r\n")
         self.assertIn(b"Content-Type: text/event-stream", head)
         self.assertIn(b'data: "<script>alert(1)</script> & <b>x</b>\\n"', body)

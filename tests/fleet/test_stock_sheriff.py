@@ -22,7 +22,7 @@ import os
 import time
 import unittest
 
-from support import P, Host, HubProc, Procs, new_lcm
+from support import P, Host, HubProc, Procs, new_lcm, recv_until
 
 PERIOD = 1.0  # a stock sheriff re-sends its orders every second
 NOTICE_WORDS = ("orders about it are ignored", "does not report")
@@ -180,14 +180,7 @@ class StockSheriffAgainstEachMode(unittest.TestCase):
     def ask(self, h, lines):
         c = h.control()
         c.sendall("".join(l + "\n" for l in lines).encode() + b"echo\tdone-q\n")
-        buf = b""
-        while b"done-q\n" not in buf:
-            d = c.recv(65536)
-            if not d:
-                break
-            buf += d
-        c.close()
-        return buf.decode(errors="replace")
+        return recv_until(c, b"done-q\n").decode(errors="replace")
 
     def run_mode(self, mode):
         hub = HubProc(self.procs)
