@@ -124,6 +124,8 @@ pub fn render(s: &Snapshot) -> String {
             let _ = writeln!(out, "{name}{{deputy=\"{}\"}} {}", escape(&d.id), get(d));
         }
     }
+    family(&mut out, "daemonproxy_http_connections", "gauge", "HTTP connections open now (streams included).");
+    let _ = writeln!(out, "daemonproxy_http_connections {}", s.web.connections);
     family(&mut out, "daemonproxy_http_streams", "gauge", "Event streams (/api/events, /api/output) open now.");
     let _ = writeln!(out, "daemonproxy_http_streams {}", s.web.streams);
     family(

@@ -605,7 +605,19 @@ impl Sheriff {
                     };
                     let _ = reply.try_send(answer);
                 }
-                Ask::Watch { tx } => web.watch(tx),
+                Ask::Watch { tx } => {
+                    if self.web_dirty || now >= self.last_snapshot + SNAPSHOT_EVERY {
+                        self.publish(&mut web, now);
+                    }
+                    web.watch(tx);
+                }
+                Ask::Fresh { reply } => {
+                    // Several requests asking at once share one snapshot.
+                    if now >= self.last_snapshot + SNAPSHOT_SOON {
+                        self.publish(&mut web, now);
+                    }
+                    let _ = reply.try_send(Ok(serde_json::json!({})));
+                }
                 Ask::Follow { key, tx, reply } => {
                     let known = self.engine.fleet.cmds.contains_key(&key) || self.engine.output.contains_key(&key);
                     if !known {
@@ -618,21 +630,29 @@ impl Sheriff {
                 }
             }
         }
-        if now >= self.next_snapshot() {
-            let sheriff = SheriffView {
-                id: self.engine.id.clone(),
-                mode: if self.engine.observer { "observer" } else { "active" }.into(),
-                url: self.url.clone(),
-                read_only: web.read_only() || self.engine.observer,
-                scripts: self.config.scripts.iter().map(|s| s.name.clone()).collect(),
-            };
-            let snap = snapshot::build(&self.engine.fleet, now, sheriff, self.script_view.clone(), web.counts());
-            web.publish(snap);
-            self.last_snapshot = now;
-            self.web_dirty = false;
+        // Snapshots are made on a schedule only while a page watches;
+        // otherwise when a request finds the last one too old (Ask::Fresh).
+        let next = web.watching().then(|| self.next_snapshot());
+        if next.is_some_and(|t| now >= t) {
+            self.publish(&mut web, now);
         }
         self.web = Some(web);
-        Some(self.next_snapshot())
+        self.web.as_ref().is_some_and(Web::watching).then(|| self.next_snapshot())
+    }
+
+    /// Copy the fleet into a new snapshot for the web side.
+    fn publish(&mut self, web: &mut Web, now: Instant) {
+        let sheriff = SheriffView {
+            id: self.engine.id.clone(),
+            mode: if self.engine.observer { "observer" } else { "active" }.into(),
+            url: self.url.clone(),
+            read_only: web.read_only() || self.engine.observer,
+            scripts: self.config.scripts.iter().map(|s| s.name.clone()).collect(),
+        };
+        let snap = snapshot::build(&self.engine.fleet, now, sheriff, self.script_view.clone(), web.counts());
+        web.publish(snap, now);
+        self.last_snapshot = now;
+        self.web_dirty = false;
     }
 
     /// When the web side's next snapshot is due.

@@ -96,6 +96,8 @@ pub struct SheriffView {
 /// Counters of the web side, shown in /metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WebCounts {
+    /// HTTP connections open now (streams included).
+    pub connections: usize,
     /// Event streams open now.
     pub streams: usize,
     /// Streams dropped because their client fell behind.

@@ -1,32 +1,31 @@
 //! The web side of `serve --http` (issue 18; man/daemonproxy-sheriff.1,
-//! "HTTP"): the fleet page, `/metrics` and the JSON API, served by
-//! tiny_http on threads of their own. The sheriff's loop never waits on
-//! a browser:
+//! "HTTP"): the fleet page, `/metrics` and the JSON API, served by hyper
+//! (HTTP/1.1) on one thread of its own running a single-threaded tokio
+//! runtime. The sheriff's loop never waits on a browser:
 //!
-//! - the loop publishes a [`Snapshot`] (at most every 250 ms when
-//!   something changed, else every second); HTTP threads read the latest
-//!   one through a mutex held only to clone an `Arc`;
+//! - the loop publishes a [`Snapshot`] while a page watches (at most
+//!   every 250 ms when something changed, else every second); requests
+//!   read the latest one through a mutex held only to clone an `Arc`, and
+//!   one that finds it older than [`SNAPSHOT_AGE`] (no page open) asks
+//!   the loop for a new one first ([`Ask::Fresh`]), so a sheriff nobody
+//!   looks at copies nothing;
 //! - anything that needs the loop (an action, a script, following output)
 //!   is an [`Ask`] on a bounded queue ([`ASK_QUEUE`]) with a mio `Waker`;
 //!   the answer comes back on a channel of its own, awaited at most
 //!   [`REPLY_TIMEOUT`]; a full queue is answered 503;
-//! - each event stream (`/api/events`, `/api/output`) is a thread fed by
-//!   the loop through an [`Outlet`]: a channel of [`STREAM_BUFFER`]
-//!   messages holding at most [`STREAM_BYTES`] of output not yet written
-//!   to the client; the loop only ever `try_send`s, and a stream whose
-//!   buffer is full is dropped (its client fell behind), never buffered
-//!   without limit;
-//! - at most [`MAX_STREAMS`] streams at once (more: 503), requests are
-//!   served by [`WORKERS`] threads ([`WORK_QUEUE`] waiting at most), and
-//!   every connection's socket has
-//!   send and receive timeouts of [`SOCKET_TIMEOUT`] (set on the listening
-//!   socket, which accepted sockets inherit: socket(7)), so an idle or
-//!   stuck client holds tiny_http's thread for that long at most.
-//!   tiny_http starts a thread per connection from a pool of its own;
-//!   under a burst of new connections its pool can leave one queued
-//!   behind busy ones until one ends, so in a flood of idle connections
-//!   an answer can take up to [`SOCKET_TIMEOUT`]
-//!   (tests/fleet/test_sheriff_http.py measures it).
+//! - each event stream (`/api/events`, `/api/output`) is fed by the loop
+//!   through an [`Outlet`]: a channel of [`STREAM_BUFFER`] messages
+//!   holding at most [`STREAM_BYTES`] of output not yet written to the
+//!   client; the loop only ever `try_send`s, and a stream whose buffer
+//!   is full is dropped with its connection (its client fell behind),
+//!   never buffered without limit;
+//! - at most [`MAX_CONNECTIONS`] connections at once: one more is
+//!   answered 503 and closed as it is accepted; at most [`MAX_STREAMS`]
+//!   streams (more: 503). A connection has [`SOCKET_TIMEOUT`] to send a
+//!   request head, and as long between requests (hyper's
+//!   `header_read_timeout`), and is closed when a write of ours has not
+//!   moved for that long ([`Watched`]): idle, slow or stuck clients hold
+//!   a connection for that long at most, and no thread ever.
 
 pub mod auth;
 
@@ -34,15 +33,29 @@ use super::metrics;
 use super::model::{Key, Verb};
 use super::snapshot::{Snapshot, WebCounts};
 use super::view::Filter;
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
-use std::io::{self, Read, Write};
+use std::convert::Infallible;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tiny_http::{Header, Method, Request, Response, Server};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
+/// Connections open at once (event streams included).
+pub const MAX_CONNECTIONS: usize = 256;
 /// Event streams open at once.
 pub const MAX_STREAMS: usize = 32;
 /// Messages waiting for one stream's client before it is dropped.
@@ -51,16 +64,15 @@ pub const STREAM_BUFFER: usize = 256;
 pub const STREAM_BYTES: usize = 1 << 20;
 /// Requests waiting for the loop.
 pub const ASK_QUEUE: usize = 64;
-/// Requests waiting for a worker.
-pub const WORK_QUEUE: usize = 64;
-/// Threads serving requests (streams have threads of their own).
-pub const WORKERS: usize = 4;
-/// Send and receive timeout of every connection.
+/// How long a connection may take to send a request head, stay idle
+/// between requests, or leave a write of ours unread.
 pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a request waits for the loop's answer.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How old a snapshot a request takes without asking for a new one.
+pub const SNAPSHOT_AGE: Duration = Duration::from_secs(1);
 /// The largest request body read.
-const MAX_BODY: u64 = 64 * 1024;
+const MAX_BODY: usize = 64 * 1024;
 /// A comment line on an idle stream this often (a gone client shows).
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
@@ -82,6 +94,10 @@ const SECURITY_HEADERS: [(&str, &str); 5] = [
     ("Referrer-Policy", "same-origin"),
     ("Cache-Control", "no-store"),
 ];
+
+/// What a connection over [`MAX_CONNECTIONS`] is told before it is closed.
+const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 22\r\n\
+Connection: close\r\n\r\ntoo many connections\r\n";
 
 /// `--http` and its companions.
 #[derive(Clone, Debug)]
@@ -124,7 +140,23 @@ pub enum Selection {
 /// What an answer to an [`Ask`] is: JSON, or an error message.
 pub type Answer = Result<Value, String>;
 
-/// A request from an HTTP thread to the loop.
+/// Where the loop sends the answer to an [`Ask`].
+pub struct Reply(oneshot::Sender<Answer>);
+
+impl Reply {
+    /// Answer; the request may have given up waiting.
+    pub fn try_send(self, answer: Answer) -> Result<(), Answer> {
+        self.0.send(answer)
+    }
+}
+
+/// A reply channel's two ends.
+fn reply() -> (Reply, oneshot::Receiver<Answer>) {
+    let (tx, rx) = oneshot::channel();
+    (Reply(tx), rx)
+}
+
+/// A request from the HTTP side to the loop.
 pub enum Ask {
     /// Apply a verb.
     Act {
@@ -133,7 +165,7 @@ pub enum Ask {
         /// To what.
         selection: Selection,
         /// `{"changed","selected","skipped"}` or why not.
-        reply: SyncSender<Answer>,
+        reply: Reply,
     },
     /// Start a script of the configuration (its steps show in the
     /// snapshot's `script`).
@@ -141,12 +173,18 @@ pub enum Ask {
         /// Its name.
         script: String,
         /// `{}` once started, or why not.
-        reply: SyncSender<Answer>,
+        reply: Reply,
     },
     /// Send snapshots to `tx`, the current one first.
     Watch {
         /// The stream's channel.
         tx: Outlet<Arc<Snapshot>>,
+    },
+    /// Make a snapshot now unless one was made a moment ago; `{}` when
+    /// it is published.
+    Fresh {
+        /// The answer.
+        reply: Reply,
     },
     /// Send a command's kept output to `tx`, then what comes after.
     Follow {
@@ -155,14 +193,15 @@ pub enum Ask {
         /// The stream's channel.
         tx: Outlet<Vec<u8>>,
         /// `{}` once following, or why not (no such command).
-        reply: SyncSender<Answer>,
+        reply: Reply,
     },
 }
 
 /// The loop's end of one event stream: a bounded channel, and the
-/// bytes sent on it that its thread has not yet written to the client.
+/// bytes sent on it that have not yet been handed to the client's
+/// connection.
 pub struct Outlet<T> {
-    tx: SyncSender<T>,
+    tx: mpsc::Sender<T>,
     pending: Arc<AtomicUsize>,
 }
 
@@ -171,7 +210,7 @@ impl<T> Outlet<T> {
     /// false if the stream is to be dropped (counted in `dropped` when
     /// it fell behind, not when its client went away).
     fn offer(&self, msg: T, bytes: usize, dropped: &AtomicU64) -> bool {
-        // Counted before the send: the thread subtracts after writing.
+        // Counted before the send: the stream subtracts once written.
         if self.pending.fetch_add(bytes, Ordering::AcqRel) + bytes > STREAM_BYTES {
             self.pending.fetch_sub(bytes, Ordering::AcqRel);
             dropped.fetch_add(1, Ordering::Relaxed);
@@ -181,7 +220,7 @@ impl<T> Outlet<T> {
             Ok(()) => true,
             Err(e) => {
                 self.pending.fetch_sub(bytes, Ordering::AcqRel);
-                if let TrySendError::Full(_) = e {
+                if let mpsc::error::TrySendError::Full(_) = e {
                     dropped.fetch_add(1, Ordering::Relaxed);
                 }
                 false
@@ -191,19 +230,25 @@ impl<T> Outlet<T> {
 }
 
 /// A stream's two ends.
-fn outlet<T>() -> (Outlet<T>, Receiver<T>, Arc<AtomicUsize>) {
-    let (tx, rx) = sync_channel(STREAM_BUFFER);
+fn outlet<T>() -> (Outlet<T>, mpsc::Receiver<T>, Arc<AtomicUsize>) {
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     let pending = Arc::new(AtomicUsize::new(0));
     (Outlet { tx, pending: pending.clone() }, rx, pending)
 }
 
 struct Ctx {
     config: Config,
-    snapshot: Mutex<Arc<Snapshot>>,
+    /// The latest snapshot and when it was made (None: never).
+    snapshot: Mutex<(Arc<Snapshot>, Option<Instant>)>,
     asks: SyncSender<Ask>,
     waker: mio::Waker,
     streams: AtomicUsize,
     dropped: AtomicU64,
+    /// A permit for each connection open (at most [`MAX_CONNECTIONS`]).
+    slots: Arc<Semaphore>,
+    /// When the server started: [`Watched`] keeps times as milliseconds
+    /// after it.
+    epoch: Instant,
 }
 
 /// The loop's side: asks to take, streams to feed.
@@ -219,42 +264,33 @@ fn error_text(e: impl std::fmt::Display) -> String {
 }
 
 impl Web {
-    /// Bind `config.addr` and start the threads; `token` is the loop's
-    /// mio token for the waker.
+    /// Bind `config.addr` and start the server's thread; `token` is the
+    /// loop's mio token for the waker.
     pub fn start(config: Config, registry: &mio::Registry, token: mio::Token) -> Result<Web, String> {
         let listener = std::net::TcpListener::bind(config.addr).map_err(|e| format!("--http {}: {e}", config.addr))?;
-        // Accepted sockets inherit these (socket(7): SO_RCVTIMEO, SO_SNDTIMEO).
-        let tv = nix::sys::time::TimeVal::new(SOCKET_TIMEOUT.as_secs() as _, 0);
-        nix::sys::socket::setsockopt(&listener, nix::sys::socket::sockopt::ReceiveTimeout, &tv).map_err(error_text)?;
-        nix::sys::socket::setsockopt(&listener, nix::sys::socket::sockopt::SendTimeout, &tv).map_err(error_text)?;
-        let (work, todo) = sync_channel::<Request>(WORK_QUEUE);
-        let todo = Arc::new(Mutex::new(todo));
+        listener.set_nonblocking(true).map_err(error_text)?;
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build().map_err(error_text)?;
+        let listener = {
+            let _in = runtime.enter();
+            tokio::net::TcpListener::from_std(listener).map_err(error_text)?
+        };
         let (tx, asks) = sync_channel(ASK_QUEUE);
         let waker = mio::Waker::new(registry, token).map_err(error_text)?;
         let ctx = Arc::new(Ctx {
             config,
-            snapshot: Mutex::new(Arc::new(Snapshot::default())),
+            snapshot: Mutex::new((Arc::new(Snapshot::default()), None)),
             asks: tx,
             waker,
             streams: AtomicUsize::new(0),
             dropped: AtomicU64::new(0),
+            slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            epoch: Instant::now(),
         });
-        for n in 0..WORKERS {
-            let (ctx, todo) = (ctx.clone(), todo.clone());
-            std::thread::Builder::new()
-                .name(format!("http-{n}"))
-                .spawn(move || {
-                    loop {
-                        let next = todo.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        let Ok(rq) = next else { return };
-                        handle(&ctx, rq);
-                    }
-                })
-                .map_err(error_text)?;
-        }
+        let server = ctx.clone();
         std::thread::Builder::new()
-            .name("http-accept".into())
-            .spawn(move || accept(listener, work))
+            .name("http".into())
+            .spawn(move || runtime.block_on(accept(server, listener)))
             .map_err(error_text)?;
         Ok(Web { ctx, asks, watchers: Vec::new(), followers: Vec::new() })
     }
@@ -272,6 +308,7 @@ impl Web {
     /// The counters for the next snapshot.
     pub fn counts(&self) -> WebCounts {
         WebCounts {
+            connections: MAX_CONNECTIONS - self.ctx.slots.available_permits(),
             streams: self.ctx.streams.load(Ordering::Relaxed),
             dropped: self.ctx.dropped.load(Ordering::Relaxed),
         }
@@ -282,17 +319,23 @@ impl Web {
         self.asks.try_recv().ok()
     }
 
-    /// Make `s` the current snapshot and send it to every watcher.
-    pub fn publish(&mut self, s: Snapshot) {
+    /// Whether a page watches (an `/api/events` stream is open).
+    pub fn watching(&self) -> bool {
+        !self.watchers.is_empty()
+    }
+
+    /// Make `s`, made at `at`, the current snapshot and send it to every
+    /// watcher.
+    pub fn publish(&mut self, s: Snapshot, at: Instant) {
         let s = Arc::new(s);
-        *self.ctx.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = s.clone();
+        *self.ctx.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = (s.clone(), Some(at));
         let dropped = &self.ctx.dropped;
         self.watchers.retain(|tx| tx.offer(s.clone(), 0, dropped));
     }
 
     /// A new watcher: the current snapshot, then each new one.
     pub fn watch(&mut self, tx: Outlet<Arc<Snapshot>>) {
-        let s = self.ctx.snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let s = self.ctx.snapshot.lock().unwrap_or_else(|e| e.into_inner()).0.clone();
         if tx.offer(s, 0, &self.ctx.dropped) {
             self.watchers.push(tx);
         }
@@ -331,74 +374,155 @@ impl Web {
     }
 }
 
-/// Hand tiny_http's requests to the workers. tiny_http's accept thread
-/// ends at the first error of accept(2), and the listening socket's
-/// receive timeout makes one after [`SOCKET_TIMEOUT`] without a new
-/// connection (EAGAIN): then a new server is started on the same socket,
-/// while the old one's connections (kept alive) are still served by
-/// [`forward`] on a thread of its own until they are all closed.
-fn accept(listener: std::net::TcpListener, work: SyncSender<Request>) {
+/// Accept connections for as long as the process runs: each one within
+/// [`MAX_CONNECTIONS`] is served by a task of its own, one over it is
+/// answered 503 and closed at once.
+async fn accept(ctx: Arc<Ctx>, listener: tokio::net::TcpListener) {
     loop {
-        let server = match listener.try_clone().map(|l| Server::from_listener(l, None)) {
-            Ok(Ok(s)) => s,
-            _ => {
-                std::thread::sleep(Duration::from_secs(1));
+        let sock = match listener.accept().await {
+            Ok((sock, _)) => sock,
+            Err(e) => {
+                // EMFILE and the like: they pass; do not spin meanwhile.
+                eprintln!("daemonproxy-sheriff: --http: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        forward(&server, &work, None);
-        // A connection that sends nothing for SOCKET_TIMEOUT is closed:
-        // twice that without a request, and the old server has none left.
-        let work = work.clone();
-        let drain = std::thread::Builder::new()
-            .name("http-drain".into())
-            .spawn(move || forward(&server, &work, Some(2 * SOCKET_TIMEOUT)));
-        drop(drain);
+        match ctx.slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(connection(ctx.clone(), sock, permit));
+            }
+            Err(_) => {
+                // Non-blocking: what does not fit in the socket's buffer
+                // (nothing does not) is not waited for.
+                let _ = sock.try_write(TOO_MANY);
+            }
+        }
     }
 }
 
-/// Pass `server`'s requests to the workers (503 when [`WORK_QUEUE`] are
-/// waiting) until its accept thread ends, or with `idle`, until none came
-/// for that long.
-fn forward(server: &Server, work: &SyncSender<Request>, idle: Option<Duration>) {
+/// A socket that notes since when a write of ours has been waiting for
+/// the client to read (milliseconds after [`Ctx::epoch`] plus one; 0:
+/// none is), so that [`connection`] can end a client that stopped
+/// reading.
+struct Watched {
+    sock: tokio::net::TcpStream,
+    blocked: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+impl Watched {
+    fn note(&self, pending: bool) {
+        let v = if pending { self.epoch.elapsed().as_millis() as u64 + 1 } else { 0 };
+        if !pending || self.blocked.load(Ordering::Relaxed) == 0 {
+            self.blocked.store(v, Ordering::Relaxed);
+        }
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.sock).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.sock).poll_write(cx, buf);
+        self.note(r.is_pending());
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.sock).poll_write_vectored(cx, bufs);
+        self.note(r.is_pending());
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.sock.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.sock).poll_flush(cx);
+        self.note(r.is_pending());
+        r
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.sock).poll_shutdown(cx)
+    }
+}
+
+/// Serve one connection until it closes, its stream is dropped (`kill`),
+/// or a write has waited [`SOCKET_TIMEOUT`] for the client to read.
+async fn connection(ctx: Arc<Ctx>, sock: tokio::net::TcpStream, _slot: OwnedSemaphorePermit) {
+    let blocked = Arc::new(AtomicU64::new(0));
+    let epoch = ctx.epoch;
+    let io = Watched { sock, blocked: blocked.clone(), epoch };
+    let kill = Arc::new(Notify::new());
+    let service = {
+        let kill = kill.clone();
+        hyper::service::service_fn(move |rq| {
+            let (ctx, kill) = (ctx.clone(), kill.clone());
+            async move { Ok::<_, Infallible>(handle(&ctx, &kill, rq).await) }
+        })
+    };
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(SOCKET_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
-        let next = match idle {
-            None => server.recv().ok(),
-            Some(t) => server.recv_timeout(t).ok().flatten(),
-        };
-        let Some(rq) = next else { return };
-        if let Err(TrySendError::Full(rq)) = work.try_send(rq) {
-            error_json(rq, 503, "too many requests waiting");
+        tokio::select! {
+            _ = &mut conn => return,
+            _ = kill.notified() => return,
+            _ = tick.tick() => {
+                let since = blocked.load(Ordering::Relaxed);
+                let now = epoch.elapsed().as_millis() as u64 + 1;
+                if since != 0 && now.saturating_sub(since) > SOCKET_TIMEOUT.as_millis() as u64 {
+                    return;
+                }
+            }
         }
     }
 }
 
-fn header<'a>(rq: &'a Request, name: &str) -> Option<&'a str> {
-    rq.headers().iter().find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
+/// Every answer's body: a whole one, or an event stream.
+type Out = BoxBody<Bytes, Infallible>;
+
+fn respond(status: u16, ctype: &str, body: impl Into<Bytes>, extra: &[(&str, &str)]) -> Response<Out> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    add_headers(&mut r, &[("Content-Type", ctype)], extra);
+    r
 }
 
-fn respond(rq: Request, status: u16, ctype: &str, body: impl Into<Vec<u8>>, extra: &[(&str, &str)]) {
-    let mut r = Response::from_data(body.into()).with_status_code(status);
-    let ct = [("Content-Type", ctype)];
-    for (k, v) in SECURITY_HEADERS.iter().chain(&ct).chain(extra) {
-        if let Ok(h) = Header::from_bytes(k.as_bytes(), v.as_bytes()) {
-            r.add_header(h);
+fn add_headers(r: &mut Response<Out>, a: &[(&str, &str)], b: &[(&str, &str)]) {
+    let h = r.headers_mut();
+    for (k, v) in SECURITY_HEADERS.iter().chain(a).chain(b) {
+        if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+            h.append(k, v);
         }
     }
-    let _ = rq.respond(r);
 }
 
-fn respond_json(rq: Request, status: u16, v: &Value) {
-    respond(rq, status, "application/json", v.to_string(), &[]);
+fn respond_json(status: u16, v: &Value) -> Response<Out> {
+    respond(status, "application/json", v.to_string(), &[])
 }
 
-fn error_json(rq: Request, status: u16, msg: &str) {
-    respond_json(rq, status, &json!({ "error": msg }));
+fn error_json(status: u16, msg: &str) -> Response<Out> {
+    respond_json(status, &json!({ "error": msg }))
 }
 
-fn login_page(rq: Request, status: u16) {
+fn login_page(status: u16) -> Response<Out> {
     let www = [("WWW-Authenticate", "Bearer realm=\"daemonproxy-sheriff\"")];
-    respond(rq, status, "text/html; charset=utf-8", LOGIN_HTML, if status == 401 { &www } else { &[] });
+    respond(status, "text/html; charset=utf-8", LOGIN_HTML, if status == 401 { &www } else { &[] })
 }
 
 /// The query's value of `name`.
@@ -406,98 +530,125 @@ fn query(q: &str, name: &str) -> Option<String> {
     form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
 
-fn handle(ctx: &Arc<Ctx>, mut rq: Request) {
-    let url = rq.url().to_string();
-    let (path, q) = url.split_once('?').unwrap_or((&url, ""));
+/// A request header as text (None if absent or not visible ASCII).
+fn header(rq: &Request<Incoming>, name: &str) -> Option<String> {
+    rq.headers().get(name).and_then(|v| v.to_str().ok()).map(String::from)
+}
+
+/// The body, up to [`MAX_BODY`] bytes (None: longer, or unreadable).
+async fn body(rq: Request<Incoming>) -> Option<Bytes> {
+    Limited::new(rq.into_body(), MAX_BODY).collect().await.ok().map(|c| c.to_bytes())
+}
+
+async fn handle(ctx: &Arc<Ctx>, kill: &Arc<Notify>, rq: Request<Incoming>) -> Response<Out> {
+    let path = rq.uri().path().to_string();
+    let q = rq.uri().query().unwrap_or("").to_string();
     let host = header(&rq, "Host");
-    let get = *rq.method() == Method::Get || *rq.method() == Method::Head;
-    let post = *rq.method() == Method::Post;
+    let get = rq.method() == Method::GET || rq.method() == Method::HEAD;
+    let post = rq.method() == Method::POST;
     match &ctx.config.token {
-        None if !auth::host_allowed(host, ctx.config.addr.port()) => {
-            return error_json(rq, 403, "unknown Host (served for 127.0.0.1 and localhost only)");
+        None if !auth::host_allowed(host.as_deref(), ctx.config.addr.port()) => {
+            return error_json(403, "unknown Host (served for 127.0.0.1 and localhost only)");
         }
         None => {}
         Some(token) => {
             if post && path == "/login" {
-                return login(rq, token);
+                return login(rq, token).await;
             }
-            if !auth::admitted(token, header(&rq, "Authorization"), header(&rq, "Cookie")) {
+            if !auth::admitted(token, header(&rq, "Authorization").as_deref(), header(&rq, "Cookie").as_deref()) {
                 return if path.starts_with("/api/") || path == "/metrics" {
                     let www = [("WWW-Authenticate", "Bearer realm=\"daemonproxy-sheriff\"")];
-                    respond(rq, 401, "application/json", json!({"error": "token required"}).to_string(), &www)
+                    respond(401, "application/json", json!({"error": "token required"}).to_string(), &www)
                 } else {
-                    login_page(rq, 401)
+                    login_page(401)
                 };
             }
         }
     }
-    let snapshot = || ctx.snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    match path {
-        "/" | "/deputies" if get => respond(rq, 200, "text/html; charset=utf-8", INDEX_HTML, &[]),
-        "/app.js" if get => respond(rq, 200, "text/javascript; charset=utf-8", APP_JS, &[]),
-        "/style.css" if get => respond(rq, 200, "text/css; charset=utf-8", STYLE_CSS, &[]),
-        "/login" if get => login_page(rq, 200),
-        "/api/status" if get => respond(rq, 200, "application/json", snapshot().json(), &[]),
-        "/api/deputies" if get => respond_json(rq, 200, &snapshot().deputies_json()),
+    match path.as_str() {
+        "/" | "/deputies" if get => respond(200, "text/html; charset=utf-8", INDEX_HTML, &[]),
+        "/app.js" if get => respond(200, "text/javascript; charset=utf-8", APP_JS, &[]),
+        "/style.css" if get => respond(200, "text/css; charset=utf-8", STYLE_CSS, &[]),
+        "/login" if get => login_page(200),
+        "/api/status" if get => respond(200, "application/json", current(ctx).await.json().to_string(), &[]),
+        "/api/deputies" if get => respond_json(200, &current(ctx).await.deputies_json()),
         "/metrics" if get => {
-            respond(rq, 200, "text/plain; version=0.0.4; charset=utf-8", metrics::render(&snapshot()), &[])
+            respond(200, "text/plain; version=0.0.4; charset=utf-8", metrics::render(&*current(ctx).await), &[])
         }
-        "/api/events" if get => events(ctx, rq),
-        "/api/output" if get => output(ctx, rq, q),
+        "/api/events" if get => events(ctx, kill),
+        "/api/output" if get => output(ctx, kill, &q).await,
         "/api/action" | "/api/run" if post => {
-            if !auth::same_origin(host, header(&rq, "Origin"), header(&rq, "Referer"))
+            if !auth::same_origin(host.as_deref(), header(&rq, "Origin").as_deref(), header(&rq, "Referer").as_deref())
                 || header(&rq, auth::ACTION_HEADER).is_none()
             {
-                return error_json(rq, 403, "cross-origin request refused");
+                return error_json(403, "cross-origin request refused");
             }
             if ctx.config.read_only {
-                return error_json(rq, 403, "read-only: actions are refused");
+                return error_json(403, "read-only: actions are refused");
             }
-            let mut body = Vec::new();
-            if rq.as_reader().take(MAX_BODY).read_to_end(&mut body).is_err() {
-                return error_json(rq, 400, "cannot read the request");
-            }
+            let Some(body) = body(rq).await else { return error_json(400, "cannot read the request") };
             let v: Value = match serde_json::from_slice(&body) {
                 Ok(v) => v,
-                Err(e) => return error_json(rq, 400, &format!("bad JSON: {e}")),
+                Err(e) => return error_json(400, &format!("bad JSON: {e}")),
             };
-            let (tx, rx) = sync_channel(1);
+            let (tx, rx) = reply();
             let ask = if path == "/api/action" {
                 match parse_action(&v) {
                     Ok((verb, selection)) => Ask::Act { verb, selection, reply: tx },
-                    Err(e) => return error_json(rq, 400, &e),
+                    Err(e) => return error_json(400, &e),
                 }
             } else {
                 match v.get("script").and_then(Value::as_str) {
                     Some(s) => Ask::Run { script: s.to_string(), reply: tx },
-                    None => return error_json(rq, 400, "name a script"),
+                    None => return error_json(400, "name a script"),
                 }
             };
-            match ask_loop(ctx, ask, &rx) {
-                Ok(v) => respond_json(rq, 200, &v),
-                Err((status, why)) => error_json(rq, status, &why),
+            match ask_loop(ctx, ask, rx).await {
+                Ok(v) => respond_json(200, &v),
+                Err((status, why)) => error_json(status, &why),
             }
         }
         "/" | "/deputies" | "/app.js" | "/style.css" | "/login" | "/api/status" | "/api/deputies" | "/metrics"
-        | "/api/events" | "/api/output" | "/api/action" | "/api/run" => error_json(rq, 405, "method not allowed"),
-        _ => error_json(rq, 404, "not found"),
+        | "/api/events" | "/api/output" | "/api/action" | "/api/run" => error_json(405, "method not allowed"),
+        _ => error_json(404, "not found"),
     }
 }
 
-/// Send `ask` to the loop and wait for its answer: the JSON, or an HTTP
-/// status and why.
-fn ask_loop(ctx: &Ctx, ask: Ask, rx: &Receiver<Answer>) -> Result<Value, (u16, String)> {
+/// The latest snapshot, made anew first if it is older than
+/// [`SNAPSHOT_AGE`] (the loop makes them on a schedule only while a page
+/// watches). If the loop cannot answer in time, the one there is.
+async fn current(ctx: &Ctx) -> Arc<Snapshot> {
+    let latest = || ctx.snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let (s, at) = latest();
+    if at.is_some_and(|t| t.elapsed() <= SNAPSHOT_AGE) {
+        return s;
+    }
+    let (tx, rx) = reply();
+    match ask_loop(ctx, Ask::Fresh { reply: tx }, rx).await {
+        Ok(_) => latest().0,
+        Err(_) => s,
+    }
+}
+
+fn send_ask(ctx: &Ctx, ask: Ask) -> Result<(), (u16, String)> {
     match ctx.asks.try_send(ask) {
         Ok(()) => {}
         Err(TrySendError::Full(_)) => return Err((503, "the sheriff is busy; try again".into())),
         Err(TrySendError::Disconnected(_)) => return Err((503, "the sheriff is stopping".into())),
     }
     let _ = ctx.waker.wake();
-    match rx.recv_timeout(REPLY_TIMEOUT) {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(why)) if why.contains("observer") => Err((403, why)),
-        Ok(Err(why)) => Err((409, why)),
-        Err(_) => Err((504, "no answer from the sheriff".into())),
+    Ok(())
+}
+
+/// Send `ask` to the loop and wait for its answer: the JSON, or an HTTP
+/// status and why.
+async fn ask_loop(ctx: &Ctx, ask: Ask, rx: oneshot::Receiver<Answer>) -> Result<Value, (u16, String)> {
+    send_ask(ctx, ask)?;
+    match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
+        Ok(Ok(Ok(v))) => Ok(v),
+        Ok(Ok(Err(why))) if why.contains("observer") => Err((403, why)),
+        Ok(Ok(Err(why))) => Err((409, why)),
+        _ => Err((504, "no answer from the sheriff".into())),
     }
 }
 
@@ -533,18 +684,21 @@ fn parse_action(v: &Value) -> Result<(Verb, Selection), String> {
     Ok((verb, Selection::Filter(f)))
 }
 
-fn login(mut rq: Request, token: &str) {
-    if !auth::same_origin(header(&rq, "Host"), header(&rq, "Origin"), header(&rq, "Referer")) {
-        return error_json(rq, 403, "cross-origin request refused");
+async fn login(rq: Request<Incoming>, token: &str) -> Response<Out> {
+    if !auth::same_origin(
+        header(&rq, "Host").as_deref(),
+        header(&rq, "Origin").as_deref(),
+        header(&rq, "Referer").as_deref(),
+    ) {
+        return error_json(403, "cross-origin request refused");
     }
-    let mut body = Vec::new();
-    let _ = rq.as_reader().take(MAX_BODY).read_to_end(&mut body);
+    let body = body(rq).await.unwrap_or_default();
     let given = form_urlencoded::parse(&body).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned());
     if !given.is_some_and(|g| auth::same(g.as_bytes(), token.as_bytes())) {
-        return login_page(rq, 401);
+        return login_page(401);
     }
     let cookie = format!("{}={token}; Path=/; HttpOnly; SameSite=Strict", auth::COOKIE);
-    respond(rq, 303, "text/plain", "logged in\n", &[("Location", "/"), ("Set-Cookie", &cookie)]);
+    respond(303, "text/plain", "logged in\n", &[("Location", "/"), ("Set-Cookie", &cookie)])
 }
 
 /// Take a stream slot; `None` if all [`MAX_STREAMS`] are in use.
@@ -564,81 +718,90 @@ impl Drop for Slot {
     }
 }
 
-fn events(ctx: &Arc<Ctx>, rq: Request) {
-    let Some(slot) = stream_slot(ctx) else { return error_json(rq, 503, "too many streams") };
+fn events(ctx: &Arc<Ctx>, kill: &Arc<Notify>) -> Response<Out> {
+    let Some(slot) = stream_slot(ctx) else { return error_json(503, "too many streams") };
     let (tx, rx, pending) = outlet::<Arc<Snapshot>>();
     if let Err((status, why)) = send_ask(ctx, Ask::Watch { tx }) {
-        return error_json(rq, status, &why);
+        return error_json(status, &why);
     }
-    spawn_stream(rq, slot, rx, pending, |s: Arc<Snapshot>| (format!("event: snapshot\ndata: {}\n\n", s.json()), 0));
+    stream(slot, rx, pending, kill, |s: Arc<Snapshot>| (format!("event: snapshot\ndata: {}\n\n", s.json()), 0))
 }
 
-fn output(ctx: &Arc<Ctx>, rq: Request, q: &str) {
+async fn output(ctx: &Arc<Ctx>, kill: &Arc<Notify>, q: &str) -> Response<Out> {
     let (Some(deputy), Some(id)) = (query(q, "deputy"), query(q, "id")) else {
-        return error_json(rq, 400, "deputy and id are required");
+        return error_json(400, "deputy and id are required");
     };
-    let Some(slot) = stream_slot(ctx) else { return error_json(rq, 503, "too many streams") };
+    let Some(slot) = stream_slot(ctx) else { return error_json(503, "too many streams") };
     let (tx, rx, pending) = outlet::<Vec<u8>>();
-    let (rtx, rrx) = sync_channel(1);
-    if let Err((status, why)) = ask_loop(ctx, Ask::Follow { key: (deputy, id), tx, reply: rtx }, &rrx) {
-        return error_json(rq, if status == 409 { 404 } else { status }, &why);
+    let (rtx, rrx) = reply();
+    if let Err((status, why)) = ask_loop(ctx, Ask::Follow { key: (deputy, id), tx, reply: rtx }, rrx).await {
+        return error_json(if status == 409 { 404 } else { status }, &why);
     }
-    spawn_stream(rq, slot, rx, pending, |b: Vec<u8>| {
+    stream(slot, rx, pending, kill, |b: Vec<u8>| {
         (format!("event: output\ndata: {}\n\n", Value::String(String::from_utf8_lossy(&b).into_owned())), b.len())
-    });
+    })
 }
 
-fn send_ask(ctx: &Ctx, ask: Ask) -> Result<(), (u16, String)> {
-    ctx.asks.try_send(ask).map_err(|_| (503, "the sheriff is busy; try again".to_string()))?;
-    let _ = ctx.waker.wake();
-    Ok(())
-}
-
-/// Answer `rq` with an event stream (text/event-stream) on a thread of
-/// its own, writing each message `rx` brings as `encode` makes it (with
-/// the bytes it counted in `pending`, given back once written); it
-/// ends when the loop drops its sender or a write fails (the client is
-/// gone, or stuck for [`SOCKET_TIMEOUT`]).
-fn spawn_stream<T: Send + 'static>(
-    rq: Request,
+/// An event stream (text/event-stream): each message `rx` brings, as
+/// `encode` makes it (with the bytes it counted in `pending`, given back
+/// once handed to the connection), and a comment line after
+/// [`KEEPALIVE`] without one. When the loop drops its sender (the client
+/// fell behind, or the sheriff stops) the stream ends and `kill` ends its
+/// connection.
+fn stream<T: Send + 'static>(
     slot: Slot,
-    rx: Receiver<T>,
+    rx: mpsc::Receiver<T>,
     pending: Arc<AtomicUsize>,
-    encode: impl Fn(T) -> (String, usize) + Send + 'static,
-) {
-    let spawned = std::thread::Builder::new().name("http-stream".into()).spawn(move || {
-        let _slot = slot;
-        // tiny_http's Response would send the body in 8 kB chunks: the
-        // head is written here and each event flushed at once. The
-        // connection closes at the end of the stream.
-        let mut w = rq.into_writer();
-        let mut head = String::from("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n");
-        for (k, v) in SECURITY_HEADERS {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        let mut send = |text: &str| -> io::Result<()> {
-            w.write_all(text.as_bytes())?;
-            w.flush()
-        };
-        if send(&head).is_err() {
-            return;
-        }
-        loop {
-            let (text, counted) = match rx.recv_timeout(KEEPALIVE) {
-                Ok(m) => encode(m),
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => (": keepalive\n\n".into(), 0),
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-            };
-            if send(&text).is_err() {
-                return;
+    kill: &Arc<Notify>,
+    encode: impl Fn(T) -> (String, usize) + Send + Sync + Unpin + 'static,
+) -> Response<Out> {
+    let body = Events {
+        _slot: slot,
+        rx,
+        pending,
+        encode,
+        keepalive: Box::pin(tokio::time::sleep(KEEPALIVE)),
+        kill: kill.clone(),
+    };
+    let mut r = Response::new(BoxBody::new(body));
+    add_headers(&mut r, &[("Content-Type", "text/event-stream")], &[]);
+    r
+}
+
+struct Events<T, F> {
+    _slot: Slot,
+    rx: mpsc::Receiver<T>,
+    pending: Arc<AtomicUsize>,
+    encode: F,
+    keepalive: Pin<Box<tokio::time::Sleep>>,
+    kill: Arc<Notify>,
+}
+
+impl<T, F: Fn(T) -> (String, usize) + Unpin> Body for Events<T, F> {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        let text = match this.rx.poll_recv(cx) {
+            Poll::Ready(Some(m)) => {
+                let (text, counted) = (this.encode)(m);
+                this.pending.fetch_sub(counted, Ordering::AcqRel);
+                text
             }
-            pending.fetch_sub(counted, Ordering::AcqRel);
-        }
-    });
-    // The thread could not start: the request, moved into the closure, is
-    // dropped with it, which closes the connection.
-    drop(spawned);
+            Poll::Ready(None) => {
+                this.kill.notify_one();
+                return Poll::Ready(None);
+            }
+            Poll::Pending => match this.keepalive.as_mut().poll(cx) {
+                Poll::Ready(()) => ": keepalive\n\n".into(),
+                Poll::Pending => return Poll::Pending,
+            },
+        };
+        let next = tokio::time::Instant::now() + KEEPALIVE;
+        this.keepalive.as_mut().reset(next);
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(text)))))
+    }
 }
 
 #[cfg(test)]
