@@ -115,6 +115,14 @@ class Procs:
         return f
 
     def start(self, argv, **kw):
+        # What a program leaves in $TMPDIR (a lone ranger's private
+        # directory, when it is ended by SIGKILL below) goes with the test.
+        env = dict(kw.get("env") or os.environ)
+        if "TMPDIR" not in env or env["TMPDIR"] == os.environ.get("TMPDIR"):
+            if not hasattr(self, "tmp"):
+                self.tmp = self.tempdir("procs-tmp-")
+            env["TMPDIR"] = self.tmp
+        kw["env"] = env
         kw.setdefault("stdin", subprocess.DEVNULL)
         kw.setdefault("start_new_session", True)
         p = subprocess.Popen(argv, **kw)
@@ -362,6 +370,30 @@ def three_namespaces(test):
         ip("-n", host, "link", "set", f"v{k}", "up")
         ip("-n", host, "route", "add", "224.0.0.0/4", "dev", f"v{k}")
     return ns
+
+
+def enter_netns(test, name):
+    """Move this process (its calling thread, which is what starts every
+    child and opens every socket) into the network namespace `name` until
+    `test`'s cleanup, so that programs it starts and the connections it
+    makes (a browser and its driver, say) live there too. setns(2) through
+    ctypes: Python 3.11 has no os.setns."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    clone_newnet = 0x40000000
+
+    def setns(fd):
+        if libc.setns(fd, clone_newnet) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, os.strerror(e))
+    home = os.open("/proc/self/ns/net", os.O_RDONLY)
+    test.addCleanup(os.close, home)
+    test.addCleanup(setns, home)
+    there = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        setns(there)
+    finally:
+        os.close(there)
 
 
 class WebSheriff:

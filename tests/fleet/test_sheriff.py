@@ -313,8 +313,9 @@ class LoneRanger(SheriffCase):
     def serve_local_hello(self):
         """A lone ranger serving one command, `hello`, started and running."""
         cfg = self.config('cmd "hello" { exec = "sh -c \'echo hi; exec sleep 60\'"; deputy = "localhost"; }\n', "local.cfg")
+        # its private directory goes in the test's own: a SIGKILL leaves it
         p = subprocess.Popen([binary("daemonproxy-sheriff"), "--local", "--control", self.control, "serve", cfg],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, TMPDIR=self.tmp))
         self.procs.procs.append(p)
         self.assertTrue(wait_until(lambda: os.path.exists(self.control), 5))
         r = subprocess.run([binary("daemonproxy-sheriff"), "--control", self.control, "start", "hello", "--wait",

@@ -1,7 +1,10 @@
 """The fleet page of daemonproxy-sheriff serve --http (issue 18) in a real
 browser: Debian's chromium, headless, driven by selenium through
 chromium-driver, against a real sheriff steering two real bridges
-(dep-1, dep-2) over a tcpq hub of the test's own. A click starts a group,
+(dep-1, dep-2), each deputy on a host of its own: network namespaces A and
+B, the sheriff, the browser and the test's own connections in S, joined by
+a bridge in S and talking LCM over udpm multicast (support.three_namespaces,
+as tests/fleet/test_multihost.py). A click starts a group,
 stops and restarts; a command's output reaches the pane line by line, in
 order, within a second; markup in output stays text; a killed deputy's
 rows say "not heard"; the page fits 400 px. Screenshots go to
@@ -18,7 +21,9 @@ from selenium.webdriver.chrome.service import Service
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
-from support import ROOT, Host, HubProc, Procs, WebSheriff, alive, wait_until
+from support import ROOT, Host, Procs, WebSheriff, alive, enter_netns, three_namespaces, wait_until
+
+URL = "udpm://239.255.76.67:7667?ttl=1"
 
 CONFIG = """\
 group "g1" {
@@ -50,15 +55,17 @@ class Browser(unittest.TestCase):
         for path, pkg in ((CHROMIUM, "chromium"), (DRIVER, "chromium-driver")):
             if not os.access(path, os.X_OK):
                 self.fail(f"{path} not found: apt-get install {pkg} (.ci/run does)")
+        ns = three_namespaces(self)
+        enter_netns(self, ns["S"])
         self.procs = Procs()
         self.addCleanup(self.procs.stop_all)
         tmp = self.procs.tempdir("sheriff-browser-")
-        hub = HubProc(self.procs)
-        self.hosts = {d: Host(self.procs, hub.url, d) for d in ("dep-1", "dep-2")}
+        self.hosts = {d: Host(self.procs, URL, d, prefix=("ip", "netns", "exec", ns[k]))
+                      for d, k in (("dep-1", "A"), ("dep-2", "B"))}
         talker = os.path.join(tmp, "talker.py")
         with open(talker, "w") as f:
             f.write(TALKER)
-        self.s = WebSheriff(self.procs, tmp, CONFIG.replace("TALKER", talker), args=("--lcm-url", hub.url),
+        self.s = WebSheriff(self.procs, tmp, CONFIG.replace("TALKER", talker), args=("--lcm-url", URL),
                             deputies=("dep-1", "dep-2"))
         o = webdriver.ChromeOptions()
         o.binary_location = CHROMIUM
@@ -112,6 +119,11 @@ class Browser(unittest.TestCase):
 
     def test_the_fleet_page(self):
         d = self.d
+        # three hosts: each bridge in a network namespace of its own, the
+        # sheriff (and this test, and the browser) in a third
+        nets = {os.readlink(f"/proc/{p}/ns/net") for p in
+                (self.hosts["dep-1"].bridge.pid, self.hosts["dep-2"].bridge.pid, self.s.p.pid, os.getpid())}
+        self.assertEqual(len(nets), 3, nets)
         d.get(self.s.base + "/")
         keys = {"dep-1/alpha", "dep-2/beta", "dep-1/talker", "dep-2/markup"}
         self.wait_rows(lambda r: set(r) == keys and all(v["status"] == "Stopped (OK)" for v in r.values()), 10,
