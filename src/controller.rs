@@ -94,9 +94,10 @@ pub enum Input {
 pub enum Dump {
     /// Handles after the given name (`None`: from the start).
     Handles(Option<Name>),
-    /// Services: after the given name, and which of the five lines of the
-    /// current service comes next.
-    Services(Option<Name>, u8),
+    /// Services: after the given name, which of the five lines of the
+    /// current service comes next, and (for lines 1 to 4) the slot that
+    /// service was in, to be checked before it is looked up by name.
+    Services(Option<Name>, u8, usize),
     /// Signal lines: how many were written.
     Signals(u8),
     /// `service.stat *`: after the given name; lines written so far.

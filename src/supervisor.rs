@@ -666,22 +666,22 @@ impl Supervisor {
                         Dump::Handles(Some(*name))
                     }
                     None => {
-                        d = Dump::Services(None, 0);
+                        d = Dump::Services(None, 0, 0);
                         continue;
                     }
                 },
-                Dump::Services(after, part) => {
+                Dump::Services(after, part, hint) => {
                     let slot_i = if part == 0 {
                         self.services.next_after(after.as_ref())
                     } else {
-                        after.and_then(|n| self.services.find(&n))
+                        after.and_then(|n| self.services.find_at(&n, hint))
                     };
                     let Some(s) = slot_i.and_then(|i| self.services.get(i)) else {
                         if part == 0 {
                             d = Dump::Signals(0);
                         } else {
                             // Deleted while paused: go on with the next name.
-                            d = Dump::Services(after, 0);
+                            d = Dump::Services(after, 0, 0);
                         }
                         continue;
                     };
@@ -692,7 +692,7 @@ impl Supervisor {
                         3 => service::write_fds(&mut l, s),
                         _ => service::write_auto_up(&mut l, s),
                     }
-                    Dump::Services(Some(s.name), if part >= 4 { 0 } else { part + 1 })
+                    Dump::Services(Some(s.name), if part >= 4 { 0 } else { part + 1 }, slot_i.unwrap_or(0))
                 }
                 Dump::Signals(k) => {
                     let mut idx = [0usize; 6];
