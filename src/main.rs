@@ -8,7 +8,7 @@ use daemonproxy::line::Line;
 use daemonproxy::log::{DEFAULT_FILTER, Log};
 use daemonproxy::options::{self, Stop};
 use daemonproxy::service::Services;
-use daemonproxy::supervisor::{DEFAULT_CONTROLLERS, End, Supervisor};
+use daemonproxy::supervisor::{CodePages, DEFAULT_CONTROLLERS, End, Supervisor};
 use daemonproxy::{exit, log, sys};
 use std::ffi::OsString;
 use std::io::Write;
@@ -293,6 +293,9 @@ fn main() {
         exit::exec_path(&mut sup.log, &opts.exit_exec, 3, "Nothing to do", false, None);
     }
 
+    // Once start-up has settled, its code need not stay resident (not
+    // with --mlockall, which keeps everything).
+    sup.code_pages = if opts.mlockall { CodePages::Keep } else { CodePages::Pending(sup.now) };
     let End::Normal(code) = sup.run();
     if nonblock_restore || stdin_nonblock_restore {
         let _ = sys::set_nonblock(0, false);

@@ -59,6 +59,21 @@ pub enum End {
     Normal(i32),
 }
 
+/// Whether the program's code pages are to be given back once start-up
+/// has settled (sys::drop_code_pages; docs/design.md, "Code at rest").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodePages {
+    /// Never (`--mlockall`, tests driving the loop themselves).
+    Keep,
+    /// When the loop has had nothing to do for [`SETTLE`] since this time.
+    Pending(Mono),
+    /// Done.
+    Given,
+}
+
+/// How long the loop must be idle before start-up counts as over.
+pub const SETTLE: i64 = SEC;
+
 /// Everything daemonproxy knows.
 pub struct Supervisor {
     poll: Poll,
@@ -128,6 +143,8 @@ pub struct Supervisor {
     clocks: Clocks,
     /// The /proc we see is our pid namespace's (checked per `service.stat`).
     proc_ok: bool,
+    /// Start-up's code pages: kept, to be given back, or given back.
+    pub code_pages: CodePages,
 }
 
 impl Supervisor {
@@ -180,6 +197,7 @@ impl Supervisor {
             attach_ready: ArrayVec::new(),
             clocks: Clocks::get(),
             proc_ok: false,
+            code_pages: CodePages::Keep,
         })
     }
 
@@ -1074,6 +1092,9 @@ impl Supervisor {
         if let Some(t) = self.accept_retry {
             earliest(t);
         }
+        if let CodePages::Pending(since) = self.code_pages {
+            earliest(since.plus(SETTLE));
+        }
         for c in self.ctls.iter().flatten() {
             let can_cmd = !c.closing && c.can_run();
             if c.dump.is_some() && c.out_free() > 0 && c.writable {
@@ -1172,6 +1193,20 @@ impl Supervisor {
                 self.log.bytes(Level::Error, &[b"poll: ", t]);
                 std::thread::sleep(Duration::from_millis(10));
                 return None;
+            }
+        }
+        if let CodePages::Pending(since) = self.code_pages {
+            let now = Mono::now();
+            // The deadline timer's own wake-up (this one's, among others)
+            // is not activity.
+            if busy || self.events.iter().any(|e| e.token() != DEADLINE) {
+                self.code_pages = CodePages::Pending(now);
+            } else if now >= since.plus(SETTLE) {
+                self.code_pages = CodePages::Given;
+                match sys::drop_code_pages() {
+                    Ok(n) => log!(self.log, Debug, "start-up settled: {} kB of code pages given back", n / 1024),
+                    Err(e) => log!(self.log, Debug, "start-up settled: code pages kept (errno {e})"),
+                }
             }
         }
         for ev in self.events.iter() {

@@ -3,7 +3,7 @@
 //! Policy lives elsewhere; this module only turns `-1` into an error code and
 //! keeps the `unsafe` blocks in one place, each with its reason.
 
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// An `errno` value, kept as the plain integer so it can cross `fork()`.
 pub type Errno = i32;
@@ -560,4 +560,72 @@ pub fn untouched_zeroed(len: usize) -> &'static mut [u8] {
         }
     }
     Box::leak(vec![0u8; len].into_boxed_slice())
+}
+
+/// Unmap the resident pages of this program's own file (its code and
+/// read-only data), so that only those it uses from here on come back
+/// (issue 17; docs/design.md, "Code at rest"): the kernel maps an
+/// executable in large windows as it runs, and what only start-up used or
+/// nothing ever uses (option parsing, the standard library's backtrace
+/// printer and its unwind tables) would stay in the resident set.
+/// MADV_DONTNEED drops the pages from this process only: they stay in the
+/// page cache, and one needed again is a minor fault. Only mappings of the
+/// file /proc/self/exe names that are not writable and hold no private
+/// copy of a page (smaps `Anonymous: 0 kB`; relocated data made read-only
+/// afterwards has them) are given back. Reads /proc/self/smaps through a
+/// buffer on the stack: no allocation, so the loop may call it. The bytes
+/// given back.
+pub fn drop_code_pages() -> Result<usize, Errno> {
+    let mut exe = [0u8; 4096];
+    // SAFETY: readlink writes at most `exe.len()` bytes into `exe`.
+    let n = unsafe { libc::readlink(c"/proc/self/exe".as_ptr(), exe.as_mut_ptr().cast(), exe.len()) };
+    let n = usize::try_from(n).map_err(|_| errno())?;
+    if n == 0 || n >= exe.len() {
+        return Err(libc::ENAMETOOLONG);
+    }
+    let exe = &exe[..n];
+    let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC;
+    let fd = nix::fcntl::open(c"/proc/self/smaps", flags, nix::sys::stat::Mode::empty()).map_err(|e| e as i32)?;
+    let mut buf = [0u8; 8192];
+    let (mut have, mut given) = (0usize, 0usize);
+    // The current mapping, if it is one of ours to give back: (start, len).
+    let mut current: Option<(usize, usize)> = None;
+    loop {
+        let got = read(fd.as_raw_fd(), &mut buf[have..])?;
+        have += got;
+        let mut used = 0;
+        while let Some(end) = memchr::memchr(b'\n', &buf[used..have]) {
+            let line = &buf[used..used + end];
+            used += end + 1;
+            if let Some(kb) = line.strip_prefix(b"Anonymous:") {
+                let none = kb.iter().filter(|b| b.is_ascii_digit()).all(|&b| b == b'0');
+                if let (true, Some((start, len))) = (none, current.take()) {
+                    // SAFETY: a whole mapping of this process (page-aligned,
+                    // from /proc/self/smaps) of the program's own file, not
+                    // writable and holding no private page: its pages are
+                    // refaulted unchanged from the file on the next access.
+                    if unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) } == 0 {
+                        given += len;
+                    }
+                }
+                continue;
+            }
+            // A mapping's first line: "START-END PERMS OFFSET DEV INODE PATH".
+            let mut f = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
+            let (Some(range), Some(perms)) = (f.next(), f.next()) else { continue };
+            let Some(dash) = memchr::memchr(b'-', range) else { continue };
+            let hex = |h: &[u8]| std::str::from_utf8(h).ok().and_then(|t| usize::from_str_radix(t, 16).ok());
+            let (Some(start), Some(stop)) = (hex(&range[..dash]), hex(&range[dash + 1..])) else { continue };
+            if perms.len() != 4 {
+                continue; // a "Key: value" line
+            }
+            let path = f.nth(3).unwrap_or(b"");
+            current = (path == exe && perms[1] != b'w' && stop > start).then_some((start, stop - start));
+        }
+        buf.copy_within(used..have, 0);
+        have -= used;
+        if got == 0 || have == buf.len() {
+            return Ok(given);
+        }
+    }
 }
