@@ -82,6 +82,8 @@ run: all
 # binary. DAEMONPROXY_CLIENT=installed makes the client's tests check that
 # they test the copy pip installed; DAEMONPROXY_CLIENT_VENV lets the README
 # test run the README's Python controller with the installed client too.
+# mypy goes into that venv too, for the client's `mypy --strict` test (a
+# test tool, not a dependency of the package).
 # Last, the static build's two steps (below): the image booted as PID 1,
 # and the panic and fatal-signal tests against a static binary (about half
 # a minute more, most of it the two static builds).
@@ -89,7 +91,7 @@ test: $(VENV_STAMP)
 	DAEMONPROXY_LCM_VENV=$(CURDIR)/$(VENV) $(CARGO) test --all-targets --no-fail-fast
 	rm -rf $(PYCLIENT_VENV)
 	python3 -m venv $(PYCLIENT_VENV)
-	$(PYCLIENT_VENV)/bin/pip install --quiet --disable-pip-version-check ./python
+	$(PYCLIENT_VENV)/bin/pip install --quiet --disable-pip-version-check ./python mypy
 	DAEMONPROXY=target/debug/daemonproxy DAEMONPROXY_CLIENT=installed \
 		$(PYCLIENT_VENV)/bin/python -m unittest discover -s python/tests
 	DAEMONPROXY=target/debug/daemonproxy DAEMONPROXY_CLIENT_VENV=$(CURDIR)/$(PYCLIENT_VENV) \
