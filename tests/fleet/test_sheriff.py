@@ -157,11 +157,16 @@ class Verbs(SheriffCase):
     def test_status_watch_redraws_in_place(self):
         self.deputies("dep-1")
         self.serve("serve", self.config())
+        # Ctrl-C ends the watch: SIGINT as a terminal sends it, with its
+        # default action even where this test was started with SIGINT
+        # ignored (a background job of a non-interactive shell is).
         p = subprocess.Popen([binary("daemonproxy-sheriff"), "--lcm-url", self.url, "--control", self.control,
-                              "status", "--watch"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                              "status", "--watch"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        self.procs.procs.append(p)
         time.sleep(1.6)
         p.send_signal(signal.SIGINT)
-        out = p.communicate(5)[0].decode()
+        out = p.communicate(timeout=5)[0].decode()
         frames = out.split("\x1b[H\x1b[2J")
         self.assertGreaterEqual(len([f for f in frames if "DEPUTY" in f]), 2, out)
         self.assertIn("solo", frames[-1])
