@@ -1135,6 +1135,24 @@ impl Supervisor {
         }
     }
 
+    /// After a wait: with code pages pending, note activity (a busy turn,
+    /// or any readiness but the deadline timer's own, which this wait may
+    /// have armed), or give them back once the loop has been idle for
+    /// [`SETTLE`].
+    fn settle(&mut self, busy: bool) {
+        let CodePages::Pending(since) = self.code_pages else { return };
+        let now = Mono::now();
+        if busy || self.events.iter().any(|e| e.token() != DEADLINE) {
+            self.code_pages = CodePages::Pending(now);
+        } else if now >= since.plus(SETTLE) {
+            self.code_pages = CodePages::Given;
+            match sys::drop_code_pages() {
+                Ok(n) => log!(self.log, Debug, "start-up settled: {} kB of code pages given back", n / 1024),
+                Err(e) => log!(self.log, Debug, "start-up settled: code pages kept (errno {e})"),
+            }
+        }
+    }
+
     /// One turn of the loop: a pass, then one wait for readiness of at most
     /// the computed timeout (and at most `max_wait`, if given). Returns the
     /// end once `terminate` (or the end of `-i`) asked for it.
@@ -1195,20 +1213,7 @@ impl Supervisor {
                 return None;
             }
         }
-        if let CodePages::Pending(since) = self.code_pages {
-            let now = Mono::now();
-            // The deadline timer's own wake-up (this one's, among others)
-            // is not activity.
-            if busy || self.events.iter().any(|e| e.token() != DEADLINE) {
-                self.code_pages = CodePages::Pending(now);
-            } else if now >= since.plus(SETTLE) {
-                self.code_pages = CodePages::Given;
-                match sys::drop_code_pages() {
-                    Ok(n) => log!(self.log, Debug, "start-up settled: {} kB of code pages given back", n / 1024),
-                    Err(e) => log!(self.log, Debug, "start-up settled: code pages kept (errno {e})"),
-                }
-            }
-        }
+        self.settle(busy);
         for ev in self.events.iter() {
             let t = ev.token();
             if t == WAKE {

@@ -577,21 +577,21 @@ pub fn untouched_zeroed(len: usize) -> &'static mut [u8] {
 /// given back.
 pub fn drop_code_pages() -> Result<usize, Errno> {
     let mut exe = [0u8; 4096];
-    // SAFETY: readlink writes at most `exe.len()` bytes into `exe`.
-    let n = unsafe { libc::readlink(c"/proc/self/exe".as_ptr(), exe.as_mut_ptr().cast(), exe.len()) };
-    let n = usize::try_from(n).map_err(|_| errno())?;
+    let n = readlink_cstr(b"/proc/self/exe\0", &mut exe)?;
     if n == 0 || n >= exe.len() {
         return Err(libc::ENAMETOOLONG);
     }
     let exe = &exe[..n];
-    let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC;
-    let fd = nix::fcntl::open(c"/proc/self/smaps", flags, nix::sys::stat::Mode::empty()).map_err(|e| e as i32)?;
+    let fd = open_cstr(b"/proc/self/smaps\0", libc::O_RDONLY)?;
     let mut buf = [0u8; 8192];
     let (mut have, mut given) = (0usize, 0usize);
     // The current mapping, if it is one of ours to give back: (start, len).
     let mut current: Option<(usize, usize)> = None;
     loop {
-        let got = read(fd.as_raw_fd(), &mut buf[have..])?;
+        let got = match read(fd.as_raw_fd(), &mut buf[have..]) {
+            Err(libc::EINTR) => continue,
+            r => r?,
+        };
         have += got;
         let mut used = 0;
         while let Some(end) = memchr::memchr(b'\n', &buf[used..have]) {

@@ -216,6 +216,11 @@ fn align(text: &str) -> String {
 /// A process being ended: the service's name and the pid it had.
 type Target = (String, Option<i32>);
 
+/// The targets' service names, space-separated.
+fn names(targets: &[Target]) -> String {
+    targets.iter().map(|t| t.0.as_str()).collect::<Vec<_>>().join(" ")
+}
+
 /// Whether the line `l` says that `t`'s process has ended: the service is
 /// down or deleted, or runs another process (an auto-up service may be
 /// back before we look).
@@ -258,14 +263,12 @@ fn end_processes(c: &mut Conn, all: &[Svc], up: &[String]) -> Result<(), Fail> {
     let seen = c.commands(&terms)?;
     let left = wait_down(c, &targets, &seen, Instant::now() + c.timeout)?;
     if !left.is_empty() {
-        let names: Vec<&str> = left.iter().map(|t| t.0.as_str()).collect();
-        eprintln!("daemonproxy-ctl: still up after {:?}, sending SIGKILL: {}", c.timeout, names.join(" "));
-        let kills: Vec<String> = names.iter().map(|n| format!("service.signal\t{n}\tSIGKILL")).collect();
+        eprintln!("daemonproxy-ctl: still up after {:?}, sending SIGKILL: {}", c.timeout, names(&left));
+        let kills: Vec<String> = left.iter().map(|t| format!("service.signal\t{}\tSIGKILL", t.0)).collect();
         let seen = c.commands(&kills).unwrap_or_default();
         let stuck = wait_down(c, &left, &seen, Instant::now() + c.timeout)?;
         if !stuck.is_empty() {
-            let names: Vec<&str> = stuck.iter().map(|t| t.0.as_str()).collect();
-            return fail(format!("still up: {}", names.join(" ")));
+            return fail(format!("still up: {}", names(&stuck)));
         }
     }
     Ok(())

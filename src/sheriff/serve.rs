@@ -632,12 +632,13 @@ impl Sheriff {
         }
         // Snapshots are made on a schedule only while a page watches;
         // otherwise when a request finds the last one too old (Ask::Fresh).
-        let next = web.watching().then(|| self.next_snapshot());
-        if next.is_some_and(|t| now >= t) {
+        if web.watching() && now >= self.next_snapshot() {
             self.publish(&mut web, now);
         }
+        // Publishing drops the watchers that are gone: ask again.
+        let next = web.watching().then(|| self.next_snapshot());
         self.web = Some(web);
-        self.web.as_ref().is_some_and(Web::watching).then(|| self.next_snapshot())
+        next
     }
 
     /// Copy the fleet into a new snapshot for the web side.

@@ -53,16 +53,17 @@ def wait_until(pred, timeout, step=0.02):
         time.sleep(step)
 
 
-def recv_until(sock, marker):
-    """Read `sock` until `marker` has arrived or the peer closed; close it and
-    return what came."""
+def recv_until(sock, marker, close=True):
+    """Read `sock` until `marker` has arrived or the peer closed; close it
+    (unless `close` is false) and return what came."""
     buf = b""
     while marker not in buf:
         d = sock.recv(65536)
         if not d:
             break
         buf += d
-    sock.close()
+    if close:
+        sock.close()
     return buf
 
 
@@ -465,6 +466,13 @@ class WebSheriff:
         h.update(headers or {})
         status, _, body = self.request("POST", path, json.dumps(obj), h)
         return status, json.loads(body or b"{}")
+
+    def metric(self, name):
+        """The value of the unlabelled sample `name` in /metrics; None if
+        the answer has no such sample (a 503 while connections are full)."""
+        text = self.request("GET", "/metrics")[2].decode()
+        values = [float(l.split()[1]) for l in text.splitlines() if l.startswith(name + " ")]
+        return values[0] if values else None
 
     def command(self, cid, deputy="localhost"):
         for c in self.json("/api/status")["commands"]:

@@ -29,17 +29,6 @@ script "up" { start group "web" wait "running"; wait ms 100; start cmd "fails"; 
 TOKEN = "s3cret-token-0123456789"
 
 
-def read_head(sock):
-    """An answer's status line and headers, leaving `sock` open."""
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        d = sock.recv(65536)
-        if not d:
-            break
-        buf += d
-    return buf
-
-
 class Http(unittest.TestCase):
     def setUp(self):
         self.procs = Procs()
@@ -289,8 +278,7 @@ class Http(unittest.TestCase):
         s = self.sheriff()
 
         def connections():
-            m = s.request("GET", "/metrics")[2].decode()
-            return int([l.split()[1] for l in m.splitlines() if l.startswith("daemonproxy_http_connections ")][0])
+            return s.metric("daemonproxy_http_connections")
         c = socket.socket()
         c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         c.connect(("127.0.0.1", s.port))
@@ -323,9 +311,7 @@ class Http(unittest.TestCase):
                      .encode())
 
         def dropped():
-            m = s.request("GET", "/metrics")[2].decode()
-            return [float(l.split()[1]) for l in m.splitlines()
-                    if l.startswith("daemonproxy_http_streams_dropped_total ")][0]
+            return s.metric("daemonproxy_http_streams_dropped_total")
         t0 = time.monotonic()
         self.assertTrue(wait_until(lambda: dropped() >= 1, 20, 0.2), "the slow stream was never dropped")
         took = time.monotonic() - t0
@@ -359,7 +345,7 @@ class Http(unittest.TestCase):
             c = socket.create_connection(("127.0.0.1", s.port), timeout=5)
             c.sendall(f"GET /api/deputies HTTP/1.1\r\nHost: 127.0.0.1:{s.port}\r\n\r\n".encode())
             extra.append(c)
-            answers.append(read_head(c))
+            answers.append(recv_until(c, b"\r\n\r\n", close=False))
         self.assertLess(time.monotonic() - t_flood, 8, "the flood took too long to test the cap before timeouts")
         refused = [a for a in answers if a.startswith(b"HTTP/1.1 503")]
         served = [a for a in answers if a.startswith(b"HTTP/1.1 200")]
@@ -367,7 +353,7 @@ class Http(unittest.TestCase):
         self.assertTrue(all(b"Connection: close" in a for a in refused), refused)
         for c in streams + extra:
             c.close()
-        self.assertTrue(wait_until(lambda: b"daemonproxy_http_streams 0\n" in s.request("GET", "/metrics")[2], 10),
+        self.assertTrue(wait_until(lambda: s.metric("daemonproxy_http_streams") == 0, 10),
                         "closed streams end")
         # Idle connections are closed by the server once they have sent no
         # request head for 10 s; then new ones are served again.

@@ -246,9 +246,6 @@ struct Ctx {
     dropped: AtomicU64,
     /// A permit for each connection open (at most [`MAX_CONNECTIONS`]).
     slots: Arc<Semaphore>,
-    /// When the server started: [`Watched`] keeps times as milliseconds
-    /// after it.
-    epoch: Instant,
 }
 
 /// The loop's side: asks to take, streams to feed.
@@ -285,7 +282,6 @@ impl Web {
             streams: AtomicUsize::new(0),
             dropped: AtomicU64::new(0),
             slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
-            epoch: Instant::now(),
         });
         let server = ctx.clone();
         std::thread::Builder::new()
@@ -401,23 +397,33 @@ async fn accept(ctx: Arc<Ctx>, listener: tokio::net::TcpListener) {
     }
 }
 
-/// A socket that notes since when a write of ours has been waiting for
-/// the client to read (milliseconds after [`Ctx::epoch`] plus one; 0:
-/// none is), so that [`connection`] can end a client that stopped
+/// Since when a write of ours has waited for the client to read (None:
+/// no write waits), so that [`connection`] can end a client that stopped
 /// reading.
-struct Watched {
-    sock: tokio::net::TcpStream,
-    blocked: Arc<AtomicU64>,
-    epoch: Instant,
-}
+#[derive(Default)]
+struct Stall(Mutex<Option<Instant>>);
 
-impl Watched {
+impl Stall {
+    /// A write returned: still waiting (`pending`), or done.
     fn note(&self, pending: bool) {
-        let v = if pending { self.epoch.elapsed().as_millis() as u64 + 1 } else { 0 };
-        if !pending || self.blocked.load(Ordering::Relaxed) == 0 {
-            self.blocked.store(v, Ordering::Relaxed);
+        let mut since = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match (pending, *since) {
+            (false, _) => *since = None,
+            (true, None) => *since = Some(Instant::now()),
+            (true, Some(_)) => {}
         }
     }
+
+    /// Whether a write has waited longer than `limit`.
+    fn longer_than(&self, limit: Duration) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| t.elapsed() > limit)
+    }
+}
+
+/// A connection's socket, noting its writes' waits in a [`Stall`].
+struct Watched {
+    sock: tokio::net::TcpStream,
+    stall: Arc<Stall>,
 }
 
 impl AsyncRead for Watched {
@@ -429,7 +435,7 @@ impl AsyncRead for Watched {
 impl AsyncWrite for Watched {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.sock).poll_write(cx, buf);
-        self.note(r.is_pending());
+        self.stall.note(r.is_pending());
         r
     }
 
@@ -439,7 +445,7 @@ impl AsyncWrite for Watched {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.sock).poll_write_vectored(cx, bufs);
-        self.note(r.is_pending());
+        self.stall.note(r.is_pending());
         r
     }
 
@@ -449,7 +455,7 @@ impl AsyncWrite for Watched {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let r = Pin::new(&mut self.sock).poll_flush(cx);
-        self.note(r.is_pending());
+        self.stall.note(r.is_pending());
         r
     }
 
@@ -461,9 +467,8 @@ impl AsyncWrite for Watched {
 /// Serve one connection until it closes, its stream is dropped (`kill`),
 /// or a write has waited [`SOCKET_TIMEOUT`] for the client to read.
 async fn connection(ctx: Arc<Ctx>, sock: tokio::net::TcpStream, _slot: OwnedSemaphorePermit) {
-    let blocked = Arc::new(AtomicU64::new(0));
-    let epoch = ctx.epoch;
-    let io = Watched { sock, blocked: blocked.clone(), epoch };
+    let stall = Arc::new(Stall::default());
+    let io = Watched { sock, stall: stall.clone() };
     let kill = Arc::new(Notify::new());
     let service = {
         let kill = kill.clone();
@@ -482,12 +487,8 @@ async fn connection(ctx: Arc<Ctx>, sock: tokio::net::TcpStream, _slot: OwnedSema
         tokio::select! {
             _ = &mut conn => return,
             _ = kill.notified() => return,
-            _ = tick.tick() => {
-                let since = blocked.load(Ordering::Relaxed);
-                let now = epoch.elapsed().as_millis() as u64 + 1;
-                if since != 0 && now.saturating_sub(since) > SOCKET_TIMEOUT.as_millis() as u64 {
-                    return;
-                }
+            _ = tick.tick() => if stall.longer_than(SOCKET_TIMEOUT) {
+                return;
             }
         }
     }
