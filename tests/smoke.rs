@@ -1,6 +1,13 @@
 //! The smoke test of docs/protocol.md §11: a config with a log pipe, a `cat`
 //! logger and a controller service driven by a shell script; the script's
 //! transcript must match the C original's line for line.
+//!
+//! The example script races by itself: it SIGTERMs `cat` as soon as the job
+//! is down, and on a loaded machine `cat` may not yet have read the job's
+//! line from the pipe, which is then lost with the pipe at exit. So here the
+//! controller first waits (at most 10 s) for a file `logged` that the test
+//! creates once it has seen `hello from job` on daemonproxy's stderr; the
+//! commands and the transcript are the example's.
 
 mod util;
 use util::*;
@@ -22,7 +29,8 @@ while IFS= read -r line; do
   case \"$line\" in
     dump-done) say \"service.args\tjob\tsh\t-c\techo hello from job; exit 7\"
                say \"service.fds\tjob\tnull\tlog.w\tlog.w\"; say \"service.start\tjob\" ;;
-    \"service.state\tjob\tdown\t\"*) say \"service.auto_up\tlogger\t-\"; say \"service.signal\tlogger\tSIGTERM\" ;;
+    \"service.state\tjob\tdown\t\"*) i=0; while [ ! -e logged ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+                                     say \"service.auto_up\tlogger\t-\"; say \"service.signal\tlogger\tSIGTERM\" ;;
     \"service.state\tlogger\tdown\t\"*) say \"service.auto_up\tctl\t-\"; say \"terminate\t0\" ;;
   esac
 done
@@ -70,6 +78,8 @@ fn appendix_smoke_test() {
     dir.script("controller.sh", CONTROLLER);
     let t0 = mono();
     let mut p = Proc::start_in(dir, &["-c", "daemonproxy.conf"]);
+    let seen = wait_until(secs(10), || p.err.lines().iter().any(|l| l == "hello from job"));
+    p.dir.write("logged", "");
     let st = p.wait_exit(secs(15));
     let t1 = mono();
     assert_eq!(st.code(), Some(0), "exit status {}; stderr:\n{}", describe(&st), p.err.text());
@@ -118,7 +128,7 @@ fn appendix_smoke_test() {
     let pat_refs: Vec<&str> = pats.iter().map(|s| s.as_str()).collect();
     assert_lines(&lines, &pat_refs, "controller.log");
     let err = p.stderr_lines();
-    assert!(err.iter().any(|l| l == "hello from job"), "job output via the pipe and cat: {err:#?}");
+    assert!(seen && err.iter().any(|l| l == "hello from job"), "job output via the pipe and cat: {err:#?}");
     assert!(err.iter().any(|l| l == "info: daemonproxy exiting"), "{err:#?}");
     let p1 = pids[0].clone().unwrap();
     let want = format!("warning: service 'ctl' running as pid {p1}");
