@@ -1,4 +1,5 @@
-//! Records the git commit and build time for `--version` and the `-i` banner.
+//! Records the git commit and build time for `--version` and the `-i`
+//! banner, and links the unwinder statically into the dynamic build.
 
 use std::process::Command;
 
@@ -37,4 +38,41 @@ fn main() {
     {
         println!("cargo:rerun-if-changed={path}");
     }
+    static_unwinder();
+}
+
+/// The dynamic build links gcc's unwinder (libgcc_eh.a) into the program
+/// instead of loading libgcc_s.so.1 at run time (docs/design.md, "Code at
+/// rest"): the program needs the unwinder for a caught panic and nothing
+/// else of that library, whose pages made up 100 kB of a resting
+/// daemonproxy's private memory; and an image with glibc but no libgcc_s
+/// can run it. Rust's std asks the linker for `-lgcc_s`; a search directory
+/// of our own, ahead of the compiler's, answers that with libgcc_eh.a
+/// under the name libgcc_s.a. A static (crt-static) build links libgcc_eh
+/// itself; a compiler without libgcc_eh.a keeps the shared library.
+fn static_unwinder() {
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    let crt_static = var("CARGO_CFG_TARGET_FEATURE").split(',').any(|f| f == "crt-static");
+    if var("CARGO_CFG_TARGET_OS") != "linux" || var("CARGO_CFG_TARGET_ENV") != "gnu" || crt_static {
+        return;
+    }
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let Some(eh) = Command::new(&cc)
+        .arg("-print-file-name=libgcc_eh.a")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|p| p.starts_with('/') && std::path::Path::new(p).is_file())
+    else {
+        println!("cargo:warning=libgcc_eh.a not found: daemonproxy will load libgcc_s.so.1");
+        return;
+    };
+    let dir = std::path::PathBuf::from(var("OUT_DIR")).join("static-unwinder");
+    let link = dir.join("libgcc_s.a");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::remove_file(&link);
+    if std::os::unix::fs::symlink(&eh, &link).is_ok() {
+        println!("cargo:rustc-link-search=native={}", dir.display());
+    }
+    println!("cargo:rerun-if-env-changed=CC");
 }

@@ -17,10 +17,11 @@ use std::os::unix::ffi::OsStrExt;
 
 /// Descriptors ≥ 3 open at start-up (before daemonproxy opens its own).
 fn inherited_fds() -> Vec<RawFd> {
-    let mut fds: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
-        Ok(dir) => dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).filter(|&fd| fd >= 3).collect(),
-        Err(_) => (3..1024).filter(|&fd| sys::fd_is_open(fd)).collect(),
-    };
+    let mut fds: Vec<RawFd> = Vec::with_capacity(16);
+    if sys::list_fds(3, &mut fds).is_err() {
+        fds.clear();
+        fds.extend((3..1024).filter(|&fd| sys::fd_is_open(fd)));
+    }
     // The directory's own descriptor is closed by now.
     fds.retain(|&fd| sys::fd_is_open(fd));
     fds.sort_unstable();
@@ -99,6 +100,37 @@ fn banner() -> [String; 6] {
 }
 
 fn main() {
+    let Some((mut sup, restore)) = start() else { return };
+    let End::Normal(code) = sup.run();
+    if restore.stdin || restore.stdout {
+        let _ = sys::set_nonblock(0, false);
+    }
+    if restore.stdout {
+        let _ = sys::set_nonblock(1, false);
+    }
+    // [EXT E6]: the control socket path goes with a normal exit.
+    if let Some(l) = &sup.listener {
+        l.unlink();
+    }
+    let args = sup.exec_args.clone();
+    exit::normal_end(&mut sup.log, &args, code, &sup.services, sup.terminator);
+}
+
+/// Which std descriptors start-up made non-blocking, to be restored at the
+/// end.
+struct Restore {
+    stdin: bool,
+    stdout: bool,
+}
+
+/// Everything before the loop: options, the configuration's tables, the
+/// supervisor (`None`: start-up failed and the exit program could not be
+/// run). Never inlined, so that start-up's buffers live in a frame
+/// that is gone while the loop runs: the stack under `main` then holds
+/// only the loop's frames, and what start-up used below them is given back
+/// once it has settled (docs/design.md, "Code at rest").
+#[inline(never)]
+fn start() -> Option<(Supervisor, Restore)> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let pid1 = sys::getpid() == 1;
     let inherited = inherited_fds();
@@ -128,7 +160,7 @@ fn main() {
         Err(e) => {
             log!(logger, Error, "open(/dev/null): {e}");
             setup_fail(&mut logger, "Unable to open /dev/null");
-            return;
+            return None;
         }
     };
     let null_raw = null.as_raw_fd();
@@ -296,19 +328,7 @@ fn main() {
     // Once start-up has settled, its code need not stay resident (not
     // with --mlockall, which keeps everything).
     sup.code_pages = if opts.mlockall { CodePages::Keep } else { CodePages::Pending(sup.now) };
-    let End::Normal(code) = sup.run();
-    if nonblock_restore || stdin_nonblock_restore {
-        let _ = sys::set_nonblock(0, false);
-    }
-    if nonblock_restore {
-        let _ = sys::set_nonblock(1, false);
-    }
-    // [EXT E6]: the control socket path goes with a normal exit.
-    if let Some(l) = &sup.listener {
-        l.unlink();
-    }
-    let args = sup.exec_args.clone();
-    exit::normal_end(&mut sup.log, &args, code, &sup.services, sup.terminator);
+    Some((sup, Restore { stdin: stdin_nonblock_restore, stdout: nonblock_restore }))
 }
 
 /// `-D` (docs/protocol.md §9.2): the parent prints the child's pid without a newline and

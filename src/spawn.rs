@@ -68,6 +68,12 @@ impl Spawner {
         }
     }
 
+    /// Name the child's stack to be given back while the loop rests: it
+    /// holds nothing between spawns (docs/design.md, "Code at rest").
+    pub fn rest(&mut self, plan: &mut crate::sys::RestPlan) {
+        plan.add_spare(self.stack);
+    }
+
     /// Prepare argv from the raw TAB-separated `service.args` value.
     pub fn set_args(&mut self, args: &[u8]) {
         self.argv_buf.clear();

@@ -59,16 +59,21 @@ pub enum End {
     Normal(i32),
 }
 
-/// Whether the program's code pages are to be given back once start-up
-/// has settled (sys::drop_code_pages; docs/design.md, "Code at rest").
+/// Whether the program's code pages (and the stack start-up used) are to be
+/// given back once start-up has settled (sys::rest_plan, sys::give_back;
+/// docs/design.md, "Code at rest").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CodePages {
     /// Never (`--mlockall`, tests driving the loop themselves).
     Keep,
     /// When the loop has had nothing to do for [`SETTLE`] since this time.
     Pending(Mono),
-    /// Done.
-    Given,
+    /// Settled: given back just before the next wait, so that only what
+    /// that wait and the rest of its turn touch comes back.
+    Due,
+    /// Done; the outcome is logged when the wait returns (logging before
+    /// it would bring the log's code back).
+    Given(Option<Result<sys::GivenBack, sys::Errno>>),
 }
 
 /// How long the loop must be idle before start-up counts as over.
@@ -1140,16 +1145,25 @@ impl Supervisor {
     /// have armed), or give them back once the loop has been idle for
     /// [`SETTLE`].
     fn settle(&mut self, busy: bool) {
+        if let CodePages::Given(Some(r)) = self.code_pages {
+            self.code_pages = CodePages::Given(None);
+            match r {
+                Ok(g) => log!(
+                    self.log,
+                    Debug,
+                    "start-up settled: {} kB of code pages and {} kB of stack given back",
+                    g.code / 1024,
+                    (g.stack + g.spare) / 1024
+                ),
+                Err(e) => log!(self.log, Debug, "start-up settled: nothing given back (errno {e})"),
+            }
+        }
         let CodePages::Pending(since) = self.code_pages else { return };
         let now = Mono::now();
         if busy || self.events.iter().any(|e| e.token() != DEADLINE) {
             self.code_pages = CodePages::Pending(now);
         } else if now >= since.plus(SETTLE) {
-            self.code_pages = CodePages::Given;
-            match sys::drop_code_pages() {
-                Ok(n) => log!(self.log, Debug, "start-up settled: {} kB of code pages given back", n / 1024),
-                Err(e) => log!(self.log, Debug, "start-up settled: code pages kept (errno {e})"),
-            }
+            self.code_pages = CodePages::Due;
         }
     }
 
@@ -1200,6 +1214,13 @@ impl Supervisor {
         let mut timeout = timeout.map(|t| t.0);
         if let Some(m) = max_wait {
             timeout = Some(timeout.map_or(m, |t| t.min(m)));
+        }
+        if self.code_pages == CodePages::Due {
+            let given = sys::rest_plan().map(|mut plan| {
+                self.spawner.rest(&mut plan);
+                sys::give_back(&plan)
+            });
+            self.code_pages = CodePages::Given(Some(given));
         }
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}

@@ -3,6 +3,7 @@
 //! Policy lives elsewhere; this module only turns `-1` into an error code and
 //! keeps the `unsafe` blocks in one place, each with its reason.
 
+use arrayvec::ArrayVec;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// An `errno` value, kept as the plain integer so it can cross `fork()`.
@@ -68,6 +69,48 @@ pub fn dup_cloexec(fd: RawFd, min: RawFd) -> Result<RawFd, Errno> {
 pub fn fd_is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD takes no pointer; EBADF for a closed fd.
     unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+/// The descriptors of this process numbered `min` or more, appended to
+/// `out` in the order /proc/self/fd lists them (the directory's own
+/// descriptor among them). Reads the directory with getdents64(2) into a
+/// buffer on the stack: `std::fs::read_dir` (glibc's opendir) takes a
+/// 32 kB buffer from the heap, which start-up's later allocations then
+/// split up, so that its pages stayed resident for good (issue 17).
+pub fn list_fds(min: RawFd, out: &mut Vec<RawFd>) -> Result<(), Errno> {
+    let dir = open_cstr(b"/proc/self/fd\0", libc::O_RDONLY | libc::O_DIRECTORY)?;
+    let mut buf = [0u8; 2048];
+    loop {
+        // SAFETY: the kernel writes at most buf.len() bytes into buf.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, dir.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
+        if n < 0 {
+            match errno() {
+                libc::EINTR => continue,
+                e => return Err(e),
+            }
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        // struct linux_dirent64: d_ino u64, d_off i64, d_reclen u16,
+        // d_type u8, then the NUL-terminated name; records back to back.
+        let got = &buf[..n as usize];
+        let mut at = 0;
+        while at + 19 <= got.len() {
+            let reclen = usize::from(u16::from_ne_bytes([got[at + 16], got[at + 17]]));
+            if reclen < 19 || at + reclen > got.len() {
+                return Err(libc::EIO);
+            }
+            let name = &got[at + 19..at + reclen];
+            let name = &name[..memchr::memchr(0, name).unwrap_or(name.len())];
+            if let Some(fd) = std::str::from_utf8(name).ok().and_then(|t| t.parse::<RawFd>().ok())
+                && fd >= min
+            {
+                out.push(fd);
+            }
+            at += reclen;
+        }
+    }
 }
 
 /// Is `fd` a terminal (`isatty(3)`)?
@@ -562,20 +605,65 @@ pub fn untouched_zeroed(len: usize) -> &'static mut [u8] {
     Box::leak(vec![0u8; len].into_boxed_slice())
 }
 
-/// Unmap the resident pages of this program's own file (its code and
-/// read-only data), so that only those it uses from here on come back
-/// (issue 17; docs/design.md, "Code at rest"): the kernel maps an
-/// executable in large windows as it runs, and what only start-up used or
-/// nothing ever uses (option parsing, the standard library's backtrace
-/// printer and its unwind tables) would stay in the resident set.
-/// MADV_DONTNEED drops the pages from this process only: they stay in the
-/// page cache, and one needed again is a minor fault. Only mappings of the
-/// file /proc/self/exe names that are not writable and hold no private
-/// copy of a page (smaps `Anonymous: 0 kB`; relocated data made read-only
-/// afterwards has them) are given back. Reads /proc/self/smaps through a
-/// buffer on the stack: no allocation, so the loop may call it. The bytes
-/// given back.
-pub fn drop_code_pages() -> Result<usize, Errno> {
+/// What [`give_back`] returned to the kernel, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GivenBack {
+    /// Resident pages of the program's own file (code, read-only data).
+    pub code: usize,
+    /// The main thread's stack below the caller's frame.
+    pub stack: usize,
+    /// Other memory that is not in use between calls (the vfork child's
+    /// stack).
+    pub spare: usize,
+}
+
+/// At most this many mappings of the program file are given back (a
+/// program has four or five: headers, code, read-only data, relro, data).
+const MAX_GIVE: usize = 8;
+
+/// What [`give_back`] is to give back: found by [`rest_plan`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestPlan {
+    /// (start, length) of each mapping of the program file to give back.
+    code: ArrayVec<(usize, usize), MAX_GIVE>,
+    /// The main thread's stack mapping: (start, end).
+    stack: Option<(usize, usize)>,
+    /// Other (start, length) ranges not in use while the loop waits.
+    spare: ArrayVec<(usize, usize), 2>,
+}
+
+impl RestPlan {
+    /// Add a range of this process's own memory that holds nothing
+    /// anybody reads until it is written again (page-aligned inside).
+    pub fn add_spare(&mut self, mem: &mut [u8]) {
+        const PAGE: usize = 4096;
+        let start = (mem.as_ptr() as usize).div_ceil(PAGE) * PAGE;
+        let end = (mem.as_ptr() as usize + mem.len()) & !(PAGE - 1);
+        if end > start {
+            let _ = self.spare.try_push((start, end - start));
+        }
+    }
+}
+
+/// Find what this process can give back while it waits, once start-up has
+/// settled (issue 17; docs/design.md, "Code at rest"): the mappings of
+/// the program's own file (its code and read-only data), so that only
+/// what runs again comes back, and the main thread's stack, of which the
+/// part below the caller of [`give_back`] held only start-up's deeper
+/// calls. Also returns start-up's freed heap memory (whole free pages
+/// inside the heap: glibc's `malloc_trim` does that besides trimming the
+/// top).
+///
+/// Only mappings of the file /proc/self/exe names that are not writable
+/// and hold no private copy of a page (smaps `Anonymous: 0 kB`; relocated
+/// data made read-only afterwards has them) are taken. /proc/self/smaps is
+/// read through a buffer on the stack; the pages go only in
+/// [`give_back`], called just before the wait, so that neither this
+/// parsing code nor its buffers are brought back. No allocation: the loop
+/// may call it. Never inlined: its buffers must not widen the caller's
+/// frame, which bounds the stack that [`give_back`] keeps.
+#[inline(never)]
+pub fn rest_plan() -> Result<RestPlan, Errno> {
     let mut exe = [0u8; 4096];
     let n = readlink_cstr(b"/proc/self/exe\0", &mut exe)?;
     if n == 0 || n >= exe.len() {
@@ -584,7 +672,8 @@ pub fn drop_code_pages() -> Result<usize, Errno> {
     let exe = &exe[..n];
     let fd = open_cstr(b"/proc/self/smaps\0", libc::O_RDONLY)?;
     let mut buf = [0u8; 8192];
-    let (mut have, mut given) = (0usize, 0usize);
+    let mut have = 0usize;
+    let mut plan = RestPlan::default();
     // The current mapping, if it is one of ours to give back: (start, len).
     let mut current: Option<(usize, usize)> = None;
     loop {
@@ -599,14 +688,8 @@ pub fn drop_code_pages() -> Result<usize, Errno> {
             used += end + 1;
             if let Some(kb) = line.strip_prefix(b"Anonymous:") {
                 let none = kb.iter().filter(|b| b.is_ascii_digit()).all(|&b| b == b'0');
-                if let (true, Some((start, len))) = (none, current.take()) {
-                    // SAFETY: a whole mapping of this process (page-aligned,
-                    // from /proc/self/smaps) of the program's own file, not
-                    // writable and holding no private page: its pages are
-                    // refaulted unchanged from the file on the next access.
-                    if unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) } == 0 {
-                        given += len;
-                    }
+                if let (true, Some(range)) = (none, current.take()) {
+                    let _ = plan.code.try_push(range);
                 }
                 continue;
             }
@@ -621,11 +704,67 @@ pub fn drop_code_pages() -> Result<usize, Errno> {
             }
             let path = f.nth(3).unwrap_or(b"");
             current = (path == exe && perms[1] != b'w' && stop > start).then_some((start, stop - start));
+            if path == b"[stack]" && stop > start {
+                plan.stack = Some((start, stop));
+            }
         }
         buf.copy_within(used..have, 0);
         have -= used;
         if got == 0 || have == buf.len() {
-            return Ok(given);
+            break;
         }
     }
+    #[cfg(target_env = "gnu")]
+    // SAFETY: takes no pointer; malloc's own lock covers the heap.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    Ok(plan)
+}
+
+/// Give back what `plan` names; to be called on the main thread just
+/// before it waits, from a shallow frame: the stack below this function's
+/// own frame (and a margin) goes too. MADV_DONTNEED drops file pages from
+/// this process only: they stay in the page cache, and one needed again is
+/// a minor fault. Stack and spare pages hold nothing anybody reads; one
+/// touched again is a fresh zero page.
+#[inline(never)]
+pub fn give_back(plan: &RestPlan) -> GivenBack {
+    let mut given = GivenBack::default();
+    let here = 0u8;
+    let sp = std::hint::black_box(std::ptr::addr_of!(here)) as usize;
+    // Everything live is above `sp` but this frame's few bytes below it and
+    // the madvise wrapper's: a page of margin leaves them alone by far.
+    const MARGIN: usize = 4 * 1024;
+    const PAGE: usize = 4096;
+    if let Some((start, stop)) = plan.stack
+        && sp > start
+        && sp < stop
+    {
+        let end = (sp & !(PAGE - 1)).saturating_sub(MARGIN);
+        // SAFETY: pages of the main thread's stack wholly below this frame
+        // (and the margin): no live frame or object is there; the next touch
+        // maps a zero page.
+        if end > start && unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) } == 0 {
+            given.stack = end - start;
+        }
+    }
+    for &(start, len) in &plan.spare {
+        // SAFETY: page-aligned, private anonymous memory of this process
+        // that its owner (RestPlan::add_spare) holds nothing in between
+        // uses; it reads back as zeros.
+        if unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) } == 0 {
+            given.spare += len;
+        }
+    }
+    for &(start, len) in &plan.code {
+        // SAFETY: a whole mapping of this process (page-aligned, from
+        // /proc/self/smaps) of the program's own file, not writable and
+        // holding no private page: its pages are refaulted unchanged from
+        // the file on the next access.
+        if unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) } == 0 {
+            given.code += len;
+        }
+    }
+    given
 }
