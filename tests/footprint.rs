@@ -83,9 +83,15 @@ fn code_pages_are_given_back_once_start_up_settles() {
         rested,
         "5 s after start-up: code mapping {rss} kB resident (of {size}; {before} before), [stack] {stack_after} kB ({stack_before} before)"
     );
-    // The outcome is logged when the loop wakes up again: this command.
+    // The outcome is logged when the loop wakes up again: this command
+    // (stderr is read by another thread: wait for the line).
     dp.sync();
-    let Some((code, stack)) = settled_line(&dp.err.text()) else {
+    let mut line = None;
+    wait_until(secs(5), || {
+        line = settled_line(&dp.err.text());
+        line.is_some()
+    });
+    let Some((code, stack)) = line else {
         panic!("no 'start-up settled' line after a wake-up: {}", dp.err.text());
     };
     assert!(code >= size, "{code} kB given back, the code mapping alone is {size} kB");
