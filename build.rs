@@ -56,6 +56,7 @@ fn static_unwinder() {
     if var("CARGO_CFG_TARGET_OS") != "linux" || var("CARGO_CFG_TARGET_ENV") != "gnu" || crt_static {
         return;
     }
+    println!("cargo:rerun-if-env-changed=CC");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let Some(eh) = Command::new(&cc)
         .arg("-print-file-name=libgcc_eh.a")
@@ -74,5 +75,4 @@ fn static_unwinder() {
     if std::os::unix::fs::symlink(&eh, &link).is_ok() {
         println!("cargo:rustc-link-search=native={}", dir.display());
     }
-    println!("cargo:rerun-if-env-changed=CC");
 }

@@ -135,24 +135,9 @@ pub fn count_fds(pid: i32) -> Result<u64, Errno> {
     }
 }
 
-/// Entries other than `.` and `..` in a buffer of `linux_dirent64` records
-/// (d_ino u64, d_off i64, d_reclen u16, d_type u8, then the name).
+/// Entries other than `.` and `..` in a buffer of `linux_dirent64` records.
 fn count_entries(buf: &[u8]) -> u64 {
-    let mut count = 0;
-    let mut off = 0;
-    while off + 19 < buf.len() {
-        let reclen = usize::from(u16::from_ne_bytes([buf[off + 16], buf[off + 17]]));
-        if reclen == 0 || off + reclen > buf.len() {
-            break;
-        }
-        let name = &buf[off + 19..off + reclen];
-        let name = &name[..memchr::memchr(0, name).unwrap_or(name.len())];
-        if name != b"." && name != b".." {
-            count += 1;
-        }
-        off += reclen;
-    }
-    count
+    sys::dirent_names(buf).filter(|&n| n != b"." && n != b"..").count() as u64
 }
 
 /// Is the /proc we see the one of our own pid namespace? (`/proc/self`

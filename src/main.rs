@@ -18,7 +18,7 @@ use std::os::unix::ffi::OsStrExt;
 /// Descriptors ≥ 3 open at start-up (before daemonproxy opens its own).
 fn inherited_fds() -> Vec<RawFd> {
     let mut fds: Vec<RawFd> = Vec::with_capacity(16);
-    if sys::list_fds(3, &mut fds).is_err() {
+    if list_fds(&mut fds).is_err() {
         fds.clear();
         fds.extend((3..1024).filter(|&fd| sys::fd_is_open(fd)));
     }
@@ -26,6 +26,26 @@ fn inherited_fds() -> Vec<RawFd> {
     fds.retain(|&fd| sys::fd_is_open(fd));
     fds.sort_unstable();
     fds
+}
+
+/// The descriptors ≥ 3 that /proc/self/fd lists (its own among them),
+/// read into a buffer on the stack: `std::fs::read_dir` (glibc's opendir)
+/// takes a 32 kB buffer from the heap, which start-up's later allocations
+/// then split up, so that its pages stayed resident for good (issue 17).
+fn list_fds(out: &mut Vec<RawFd>) -> Result<(), sys::Errno> {
+    let dir = sys::open_cstr(b"/proc/self/fd\0", libc::O_RDONLY | libc::O_DIRECTORY)?;
+    // u64 elements keep the buffer aligned for linux_dirent64.
+    let mut buf = [0u64; 256];
+    loop {
+        let bytes = match sys::getdents64_aligned(dir.as_raw_fd(), &mut buf) {
+            Ok([]) => return Ok(()),
+            Ok(b) => b,
+            Err(libc::EINTR) => continue,
+            Err(e) => return Err(e),
+        };
+        let fds = sys::dirent_names(bytes).filter_map(|n| std::str::from_utf8(n).ok()?.parse::<RawFd>().ok());
+        out.extend(fds.filter(|&fd| fd >= 3));
+    }
 }
 
 fn open_null() -> std::io::Result<OwnedFd> {

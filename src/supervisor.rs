@@ -64,7 +64,8 @@ pub enum End {
 /// docs/design.md, "Code at rest").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CodePages {
-    /// Never (`--mlockall`, tests driving the loop themselves).
+    /// Nothing (more) to give back: `--mlockall`, tests driving the loop
+    /// themselves, or done and logged.
     Keep,
     /// When the loop has had nothing to do for [`SETTLE`] since this time.
     Pending(Mono),
@@ -72,8 +73,8 @@ pub enum CodePages {
     /// that wait and the rest of its turn touch comes back.
     Due,
     /// Done; the outcome is logged when the wait returns (logging before
-    /// it would bring the log's code back).
-    Given(Option<Result<sys::GivenBack, sys::Errno>>),
+    /// it would bring the log's code back), then `Keep`.
+    Given(Result<sys::GivenBack, sys::Errno>),
 }
 
 /// How long the loop must be idle before start-up counts as over.
@@ -699,7 +700,7 @@ impl Supervisor {
                     } else {
                         after.and_then(|n| self.services.find_at(&n, hint))
                     };
-                    let Some(s) = slot_i.and_then(|i| self.services.get(i)) else {
+                    let Some((i, s)) = slot_i.and_then(|i| Some((i, self.services.get(i)?))) else {
                         if part == 0 {
                             d = Dump::Signals(0);
                         } else {
@@ -715,7 +716,7 @@ impl Supervisor {
                         3 => service::write_fds(&mut l, s),
                         _ => service::write_auto_up(&mut l, s),
                     }
-                    Dump::Services(Some(s.name), if part >= 4 { 0 } else { part + 1 }, slot_i.unwrap_or(0))
+                    Dump::Services(Some(s.name), if part >= 4 { 0 } else { part + 1 }, i)
                 }
                 Dump::Signals(k) => {
                     let mut idx = [0usize; 6];
@@ -1140,13 +1141,13 @@ impl Supervisor {
         }
     }
 
-    /// After a wait: with code pages pending, note activity (a busy turn,
-    /// or any readiness but the deadline timer's own, which this wait may
-    /// have armed), or give them back once the loop has been idle for
-    /// [`SETTLE`].
+    /// After a wait: log what was given back before it; with code pages
+    /// pending, note activity (a busy turn, or any readiness but the
+    /// deadline timer's own, which this wait may have armed), or mark them
+    /// due once the loop has been idle for [`SETTLE`].
     fn settle(&mut self, busy: bool) {
-        if let CodePages::Given(Some(r)) = self.code_pages {
-            self.code_pages = CodePages::Given(None);
+        if let CodePages::Given(r) = self.code_pages {
+            self.code_pages = CodePages::Keep;
             match r {
                 Ok(g) => log!(
                     self.log,
@@ -1220,7 +1221,7 @@ impl Supervisor {
                 self.spawner.rest(&mut plan);
                 sys::give_back(&plan)
             });
-            self.code_pages = CodePages::Given(Some(given));
+            self.code_pages = CodePages::Given(given);
         }
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}

@@ -71,48 +71,6 @@ pub fn fd_is_open(fd: RawFd) -> bool {
     unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
 }
 
-/// The descriptors of this process numbered `min` or more, appended to
-/// `out` in the order /proc/self/fd lists them (the directory's own
-/// descriptor among them). Reads the directory with getdents64(2) into a
-/// buffer on the stack: `std::fs::read_dir` (glibc's opendir) takes a
-/// 32 kB buffer from the heap, which start-up's later allocations then
-/// split up, so that its pages stayed resident for good (issue 17).
-pub fn list_fds(min: RawFd, out: &mut Vec<RawFd>) -> Result<(), Errno> {
-    let dir = open_cstr(b"/proc/self/fd\0", libc::O_RDONLY | libc::O_DIRECTORY)?;
-    let mut buf = [0u8; 2048];
-    loop {
-        // SAFETY: the kernel writes at most buf.len() bytes into buf.
-        let n = unsafe { libc::syscall(libc::SYS_getdents64, dir.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
-        if n < 0 {
-            match errno() {
-                libc::EINTR => continue,
-                e => return Err(e),
-            }
-        }
-        if n == 0 {
-            return Ok(());
-        }
-        // struct linux_dirent64: d_ino u64, d_off i64, d_reclen u16,
-        // d_type u8, then the NUL-terminated name; records back to back.
-        let got = &buf[..n as usize];
-        let mut at = 0;
-        while at + 19 <= got.len() {
-            let reclen = usize::from(u16::from_ne_bytes([got[at + 16], got[at + 17]]));
-            if reclen < 19 || at + reclen > got.len() {
-                return Err(libc::EIO);
-            }
-            let name = &got[at + 19..at + reclen];
-            let name = &name[..memchr::memchr(0, name).unwrap_or(name.len())];
-            if let Some(fd) = std::str::from_utf8(name).ok().and_then(|t| t.parse::<RawFd>().ok())
-                && fd >= min
-            {
-                out.push(fd);
-            }
-            at += reclen;
-        }
-    }
-}
-
 /// Is `fd` a terminal (`isatty(3)`)?
 pub fn is_tty(fd: RawFd) -> bool {
     // SAFETY: isatty takes an integer and only queries the descriptor.
@@ -416,6 +374,26 @@ pub fn getdents64_aligned(fd: RawFd, buf: &mut [u64]) -> Result<&[u8], Errno> {
     Ok(&bytes[..n])
 }
 
+/// The names in a buffer of `linux_dirent64` records as `getdents64(2)`
+/// fills it (d_ino u64, d_off i64, d_reclen u16, d_type u8, then the
+/// NUL-terminated name; records back to back), `.` and `..` among them.
+/// Stops at a malformed record.
+pub fn dirent_names(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut off = 0;
+    std::iter::from_fn(move || {
+        if off + 19 >= buf.len() {
+            return None;
+        }
+        let reclen = usize::from(u16::from_ne_bytes([buf[off + 16], buf[off + 17]]));
+        if reclen == 0 || off + reclen > buf.len() {
+            return None;
+        }
+        let name = &buf[off + 19..off + reclen];
+        off += reclen;
+        Some(&name[..memchr::memchr(0, name).unwrap_or(name.len())])
+    })
+}
+
 /// A non-blocking, close-on-exec `CLOCK_MONOTONIC` timerfd (timerfd_create(2)).
 pub fn timerfd() -> Result<std::os::fd::OwnedFd, Errno> {
     use std::os::fd::FromRawFd;
@@ -632,11 +610,13 @@ pub struct RestPlan {
     spare: ArrayVec<(usize, usize), 2>,
 }
 
+/// The size of the pages `madvise` works on (x86_64 Linux).
+const PAGE: usize = 4096;
+
 impl RestPlan {
     /// Add a range of this process's own memory that holds nothing
     /// anybody reads until it is written again (page-aligned inside).
     pub fn add_spare(&mut self, mem: &mut [u8]) {
-        const PAGE: usize = 4096;
         let start = (mem.as_ptr() as usize).div_ceil(PAGE) * PAGE;
         let end = (mem.as_ptr() as usize + mem.len()) & !(PAGE - 1);
         if end > start {
@@ -730,41 +710,42 @@ pub fn rest_plan() -> Result<RestPlan, Errno> {
 /// touched again is a fresh zero page.
 #[inline(never)]
 pub fn give_back(plan: &RestPlan) -> GivenBack {
-    let mut given = GivenBack::default();
     let here = 0u8;
     let sp = std::hint::black_box(std::ptr::addr_of!(here)) as usize;
     // Everything live is above `sp` but this frame's few bytes below it and
     // the madvise wrapper's: a page of margin leaves them alone by far.
-    const MARGIN: usize = 4 * 1024;
-    const PAGE: usize = 4096;
-    if let Some((start, stop)) = plan.stack
-        && sp > start
-        && sp < stop
-    {
-        let end = (sp & !(PAGE - 1)).saturating_sub(MARGIN);
-        // SAFETY: pages of the main thread's stack wholly below this frame
-        // (and the margin): no live frame or object is there; the next touch
-        // maps a zero page.
-        if end > start && unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) } == 0 {
-            given.stack = end - start;
+    const MARGIN: usize = PAGE;
+    let stack = match plan.stack {
+        Some((start, stop)) if sp > start && sp < stop => {
+            let end = (sp & !(PAGE - 1)).saturating_sub(MARGIN);
+            // SAFETY: pages of the main thread's stack wholly below this
+            // frame (and the margin): no live frame or object is there; the
+            // next touch maps a zero page.
+            if end > start { unsafe { dontneed(start, end - start) } } else { 0 }
         }
-    }
-    for &(start, len) in &plan.spare {
-        // SAFETY: page-aligned, private anonymous memory of this process
-        // that its owner (RestPlan::add_spare) holds nothing in between
-        // uses; it reads back as zeros.
-        if unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) } == 0 {
-            given.spare += len;
-        }
-    }
-    for &(start, len) in &plan.code {
-        // SAFETY: a whole mapping of this process (page-aligned, from
-        // /proc/self/smaps) of the program's own file, not writable and
-        // holding no private page: its pages are refaulted unchanged from
-        // the file on the next access.
-        if unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) } == 0 {
-            given.code += len;
-        }
-    }
-    given
+        _ => 0,
+    };
+    // SAFETY: page-aligned, private anonymous memory of this process that
+    // its owner (RestPlan::add_spare) holds nothing in between uses; it
+    // reads back as zeros.
+    let spare = plan.spare.iter().map(|&(start, len)| unsafe { dontneed(start, len) }).sum();
+    // SAFETY: whole mappings of this process (page-aligned, from
+    // /proc/self/smaps) of the program's own file, not writable and holding
+    // no private page: their pages are refaulted unchanged from the file on
+    // the next access.
+    let code = plan.code.iter().map(|&(start, len)| unsafe { dontneed(start, len) }).sum();
+    GivenBack { code, stack, spare }
+}
+
+/// `madvise(MADV_DONTNEED)` on `len` bytes at `start`: the bytes given
+/// back (0 on failure).
+///
+/// # Safety
+/// The range must be this process's own memory whose contents nobody
+/// needs (anonymous: they read back as zeros) or that refaults unchanged
+/// (clean, read-only file pages).
+unsafe fn dontneed(start: usize, len: usize) -> usize {
+    // SAFETY: the caller vouches for the range.
+    let r = unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+    if r == 0 { len } else { 0 }
 }

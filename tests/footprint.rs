@@ -9,14 +9,15 @@ mod util;
 use std::fs;
 use util::*;
 
-/// (Size, Rss) in kB of the read-execute mapping of `exe` in `pid`.
-fn code_mapping(pid: i32, exe: &str) -> (u64, u64) {
+/// (Size, Rss) in kB of the mappings of `path` in `pid` with permissions
+/// `perms` (any, if `None`).
+fn mapping(pid: i32, perms: Option<&str>, path: &str) -> (u64, u64) {
     let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).expect("smaps");
     let (mut size, mut rss, mut ours) = (0, 0, false);
     for line in smaps.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         if f.len() >= 5 && f[0].contains('-') && f[1].len() == 4 {
-            ours = f[1] == "r-xp" && f.get(5) == Some(&exe);
+            ours = perms.is_none_or(|p| f[1] == p) && f.get(5) == Some(&path);
             continue;
         }
         if ours && f.len() >= 2 {
@@ -27,27 +28,22 @@ fn code_mapping(pid: i32, exe: &str) -> (u64, u64) {
             }
         }
     }
-    assert!(size > 0, "no r-xp mapping of {exe} in {pid}");
+    assert!(size > 0, "no {perms:?} mapping of {path} in {pid}");
     (size, rss)
 }
 
-fn exe() -> String {
-    fs::canonicalize(bin()).expect("binary").to_string_lossy().into_owned()
+/// (Size, Rss) in kB of the read-execute mapping of `exe` in `pid`.
+fn code_mapping(pid: i32, exe: &str) -> (u64, u64) {
+    mapping(pid, Some("r-xp"), exe)
 }
 
 /// kB resident in the `[stack]` mapping of `pid`.
 fn stack_rss(pid: i32) -> u64 {
-    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).expect("smaps");
-    let mut ours = false;
-    for line in smaps.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() >= 5 && f[0].contains('-') && f[1].len() == 4 {
-            ours = f.get(5) == Some(&"[stack]");
-        } else if ours && f.first() == Some(&"Rss:") {
-            return f[1].parse().unwrap_or(0);
-        }
-    }
-    panic!("no [stack] mapping in {pid}");
+    mapping(pid, None, "[stack]").1
+}
+
+fn exe() -> String {
+    fs::canonicalize(bin()).expect("binary").to_string_lossy().into_owned()
 }
 
 /// The "start-up settled" debug line's two figures (kB of code pages, kB
